@@ -1,0 +1,156 @@
+"""Engine settings: one YAML file plus ``ENGAGEWATCH_*`` environment variables.
+
+Precedence, lowest first: built-in defaults, the YAML file (``--config`` or
+``ENGAGEWATCH_CONFIG``), then environment variables. Everything is validated once at
+start; a bad value fails with the file, line and setting name, or the variable name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from config.yaml_source import ConfigError, load_yaml_mapping, locate
+
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings"]
+
+ENV_PREFIX = "ENGAGEWATCH_"
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseModel):
+    """Everything the worker and the CLI need to know, validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    """Comma-separated ``host:port`` list of Kafka brokers."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic_prefix: str = "engagewatch"
+    """Prefix of every topic name: ``<prefix>.events``, ``<prefix>.events.dlq``..."""
+    partitions: Annotated[int, Field(gt=0, le=10_000)] = 8
+    """Partition count shared by every per-account topic (they must be co-partitioned)."""
+    replication_factor: Annotated[int, Field(gt=0, le=10)] = 1
+    app_id: str = "engagewatch"
+    """Kafka consumer group and Faust application id; also names table changelogs."""
+    table_store: str = "memory://"
+    """``memory://`` (development) or ``rocksdb://`` (production, state larger than RAM)."""
+    data_dir: str = ".engagewatch-data"
+    web_host: str = "127.0.0.1"
+    web_port: Annotated[int, Field(ge=1, le=65_535)] = 6066
+    """Port of the worker's HTTP server (Faust web: health, and later metrics and APIs)."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    max_event_bytes: PositiveInt = 64 * 1024
+    """Events larger than this go to the dead-letter topic as ``too_large``."""
+    future_skew_s: Annotated[float, Field(ge=0)] = 300.0
+    """How far in the future ``occurred_at`` may be before ``future_timestamp``."""
+    stakeholder_roles: tuple[str, ...] = ("champion", "admin", "executive")
+
+    batch_max_events: PositiveInt = 2_000
+    """Events folded together before per-account state is written (once per account)."""
+    batch_within_s: PositiveSeconds = 0.5
+    """Longest wait for a batch to fill; a quiet stream still flushes this often."""
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        servers = [part.strip() for part in value.split(",") if part.strip()]
+        if not servers or not all(_HOST_PORT.match(server) for server in servers):
+            raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return ",".join(servers)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    @field_validator("topic_prefix", "app_id")
+    @classmethod
+    def _check_topic_name(cls, value: str) -> str:
+        if not _TOPIC_NAME.match(value):
+            raise ValueError(f"use letters, digits, '.', '_' or '-' only, got {value!r}")
+        return value
+
+    @field_validator("table_store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if not value.startswith(("memory://", "rocksdb://")):
+            raise ValueError(f"expected memory:// or rocksdb://, got {value!r}")
+        return value
+
+    @field_validator("stakeholder_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(role.strip() for role in value.split(",") if role.strip())
+        return value
+
+    @property
+    def kafka_url(self) -> str:
+        """Bootstrap servers in Faust's ``kafka://`` URL form."""
+        return ";".join(f"kafka://{server}" for server in self.kafka_bootstrap.split(","))
+
+    def topic(self, suffix: str) -> str:
+        """Full name of one of the engine's topics, e.g. ``topic("events.dlq")``."""
+        return f"{self.topic_prefix}.{suffix}"
+
+
+def load_settings(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings from defaults, an optional YAML file and the environment."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(f"{ENV_PREFIX}CONFIG") or None
+    from_file: dict[str, Any] = {}
+    if path is not None:
+        from_file = load_yaml_mapping(Path(path))
+    from_env = _settings_from_env(environ)
+    try:
+        return Settings.model_validate({**from_file, **from_env})
+    except ValidationError as exc:
+        raise _explain(exc, Path(path) if path else None, from_env) from None
+
+
+def _settings_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``ENGAGEWATCH_KAFKA_BOOTSTRAP=...`` becomes ``{"kafka_bootstrap": ...}``."""
+    known = set(Settings.model_fields)
+    values: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        field = name.removeprefix(ENV_PREFIX).lower()
+        if field in known:
+            values[field] = value
+    return values
+
+
+def _explain(exc: ValidationError, path: Path | None, from_env: Mapping[str, str]) -> ConfigError:
+    """Turn pydantic's report into one that names the file and line, or the variable."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        top = str(error["loc"][0]) if error["loc"] else ""
+        if top in from_env:
+            where = f"environment variable {ENV_PREFIX}{top.upper()}"
+        elif path is not None:
+            where = locate(path, error["loc"], at_key=error["type"] == "extra_forbidden")
+        else:
+            where = "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown setting (known: {', '.join(sorted(Settings.model_fields))})"
+        lines.append(f"{where}: {field}: {message}")
+    return ConfigError("invalid settings:\n  " + "\n  ".join(lines))

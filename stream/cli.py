@@ -1,0 +1,194 @@
+"""``engagewatch``: the one command-line entry point (see docs/cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from config.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from stream.publish import Publisher
+    from stream.simulate import SimAccount
+
+__all__ = ["main"]
+
+log = logging.getLogger("engagewatch")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python logs every connect
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"engagewatch: {exc}", file=sys.stderr)
+        return 2
+    handler = _COMMANDS[args.command]
+    return handler(settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engagewatch", description="Streaming customer-adoption health alerts."
+    )
+    parser.add_argument("--config", help="settings YAML (default: $ENGAGEWATCH_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run a Faust worker (ingest, engagement state)")
+
+    produce = sub.add_parser("produce", help="publish JSONL events or account records to Kafka")
+    produce.add_argument("file", type=Path)
+
+    simulate = sub.add_parser("simulate", help="publish (or write) a deterministic demo fleet")
+    simulate.add_argument("--accounts", type=int, default=36)
+    simulate.add_argument("--days", type=int, default=42, help="days of history, ending now")
+    simulate.add_argument("--seed", type=int, default=7)
+    pace = simulate.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speed",
+        type=float,
+        default=86_400.0,
+        help="simulated seconds per wall second (default: a day per second)",
+    )
+    pace.add_argument("--fast", action="store_true", help="publish as fast as possible")
+    simulate.add_argument(
+        "--out", type=Path, help="write accounts.jsonl and events.jsonl here instead of Kafka"
+    )
+
+    replay = sub.add_parser("replay", help="backtest rules over a history (not built yet)")
+    replay.add_argument("events", type=Path)
+    sub.add_parser("triage", help="list and triage silent accounts (not built yet)")
+    return parser
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from stream.app import create_app
+    from stream.topics import ensure_topics
+
+    ensure_topics(settings)
+    engine = create_app(settings)
+    worker = Worker(engine.app, loglevel=settings.log_level)
+    worker.execute_from_commandline()  # returns only at shutdown (SIGTERM / Ctrl-C)
+    return 0
+
+
+def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.publish import Publisher, read_jsonl
+
+    if not args.file.exists():
+        print(f"engagewatch: {args.file}: no such file", file=sys.stderr)
+        return 2
+    publisher = Publisher(settings)
+    try:
+        report = publisher.send_lines(read_jsonl(args.file))
+        publisher.flush()
+    finally:
+        publisher.close()
+    print(
+        f"published {report.events} events to {publisher.topics.events} "
+        f"and {report.accounts} account records to {publisher.topics.accounts}"
+    )
+    return 0
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from stream import codec
+    from stream.simulate import FleetSpec, build_fleet, generate_events
+
+    end = datetime.now(UTC).replace(microsecond=0)
+    start = end - timedelta(days=args.days)
+    fleet = build_fleet(FleetSpec(accounts=args.accounts, seed=args.seed, as_of=end.date()))
+    events = generate_events(fleet, start, end, seed=args.seed)
+    if args.out is None:
+        return _publish_simulation(
+            settings, fleet, events, start, None if args.fast else args.speed
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    accounts = b"".join(codec.dumps(account.record()) + b"\n" for account in fleet)
+    (args.out / "accounts.jsonl").write_bytes(accounts)
+    count = 0
+    with (args.out / "events.jsonl").open("wb") as handle:
+        for event in events:
+            handle.write(codec.dumps(event) + b"\n")
+            count += 1
+    print(f"wrote {len(fleet)} accounts and {count} events to {args.out}")
+    return 0
+
+
+def _publish_simulation(
+    settings: Settings,
+    fleet: Sequence[SimAccount],
+    events: Iterable[dict[str, object]],
+    start: datetime,
+    speed: float | None,
+) -> int:
+    """Publish the fleet's records, then its events, paced by ``speed`` if given."""
+    from stream.publish import Publisher
+
+    publisher = Publisher(settings)
+    for account in fleet:
+        publisher.send_json(account.record())
+    publisher.flush()
+    began = last_report = time.monotonic()
+    try:
+        for event in events:
+            if speed is not None:
+                _wait_until_due(publisher, event, began + _offset_s(event, start) / speed)
+            publisher.send_json(event)
+            if time.monotonic() - last_report > 5:
+                last_report = time.monotonic()
+                log.info("simulate: %d events published", publisher.report.events)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        publisher.flush()
+        publisher.close()
+    print(
+        f"simulate: published {publisher.report.accounts} accounts and "
+        f"{publisher.report.events} events to {publisher.topics.events}"
+    )
+    return 0
+
+
+def _offset_s(event: dict[str, object], start: datetime) -> float:
+    at = datetime.fromisoformat(str(event["occurred_at"]).replace("Z", "+00:00"))
+    return (at - start).total_seconds()
+
+
+def _wait_until_due(publisher: Publisher, event: dict[str, object], due: float) -> None:
+    delay = due - time.monotonic()
+    if delay > 0:
+        publisher.flush()  # make what is due visible before sleeping
+        time.sleep(delay)
+
+
+def _not_built(settings: Settings, args: argparse.Namespace) -> int:
+    print(
+        f"engagewatch {args.command}: not built yet; see the open issues in the tracker",
+        file=sys.stderr,
+    )
+    return 2
+
+
+_COMMANDS = {
+    "worker": _worker,
+    "produce": _produce,
+    "simulate": _simulate,
+    "replay": _not_built,
+    "triage": _not_built,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

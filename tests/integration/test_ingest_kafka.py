@@ -1,0 +1,276 @@
+"""The ingest path on a real broker: exact counts, exact dead letters, clean restarts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka.consumer import KafkaConsumer
+from kafka.producer import KafkaProducer
+from kafka.structs import TopicPartition
+
+from config.settings import Settings
+from stream.deadletter import DeadLetter
+from stream.topics import TopicNames, ensure_topics
+from tests.integration.harness import (
+    counts_by_type,
+    engagement_states,
+    read_topic,
+    running_worker,
+    wait_for,
+)
+
+pytestmark = pytest.mark.kafka
+
+TYPES = [
+    "login",
+    "session_end",
+    "feature_used",
+    "nps_response",
+    "value_milestone",
+    "license_change",
+]
+ACCOUNTS = [f"acct-{n:02d}" for n in range(40)]
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def valid_event(i: int, prefix: str = "e") -> tuple[bytes, bytes, str]:
+    """The i-th valid event: (key, value, type)."""
+    kind = TYPES[i % len(TYPES)]
+    account = ACCOUNTS[i % len(ACCOUNTS)]
+    properties_by_type: dict[str, dict[str, object]] = {
+        "login": {},
+        "session_end": {"duration_s": 30 + i % 600},
+        "feature_used": {"feature": f"f{i % 7}"},
+        "nps_response": {"score": i % 11},
+        "value_milestone": {"milestone": "first_report"},
+        "license_change": {"licenses": 10 + i % 90},
+    }
+    properties = properties_by_type[kind]
+    event: dict[str, object] = {
+        "schema": 1,
+        "event_id": f"{prefix}-{i}",
+        "type": kind,
+        "account_id": account,
+        "occurred_at": _rfc3339(NOW - timedelta(seconds=i)),
+        "properties": properties,
+    }
+    if kind != "license_change":
+        event["user_id"] = f"u-{i % 97}"
+        event["role"] = "champion" if i % 5 == 0 else "user"
+    return account.encode(), json.dumps(event).encode(), kind
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _mutated(i: int, change: Callable[[dict[str, object]], None]) -> bytes:
+    _, value, _ = valid_event(i, prefix="bad")
+    event = json.loads(value)
+    change(event)
+    return json.dumps(event).encode()
+
+
+def _login_without_user(event: dict[str, object]) -> None:
+    event.pop("user_id", None)
+    event.update(type="login", properties={})
+
+
+# Ten ways to be wrong, each with the reason the dead-letter record must carry.
+MALFORMED: list[tuple[str, Callable[[int], tuple[bytes | None, bytes]]]] = [
+    ("invalid_json", lambda i: (b"acct-01", b'{"schema": 1, "event_id": ')),
+    ("not_an_object", lambda i: (b"acct-01", b"[1, 2, 3]")),
+    ("too_large", lambda i: (b"acct-01", b'{"pad": "' + b"x" * 70_000 + b'"}')),
+    ("missing_field:user_id", lambda i: (b"acct-02", _mutated(i, _login_without_user))),
+    ("bad_type:event_id", lambda i: (b"acct-03", _mutated(i, lambda e: e.update(event_id=i)))),
+    (
+        "bad_value:properties.score",
+        lambda i: (
+            b"acct-04",
+            _mutated(
+                i, lambda e: e.update(type="nps_response", user_id="u", properties={"score": 11})
+            ),
+        ),
+    ),
+    ("unknown_type", lambda i: (b"acct-05", _mutated(i, lambda e: e.update(type="logout")))),
+    (
+        "future_timestamp",
+        lambda i: (
+            b"acct-06",
+            _mutated(i, lambda e: e.update(occurred_at=_rfc3339(NOW + timedelta(days=1)))),
+        ),
+    ),
+    (
+        "bad_value:occurred_at",
+        lambda i: (b"acct-07", _mutated(i, lambda e: e.update(occurred_at="yesterday"))),
+    ),
+    (
+        "key_mismatch",
+        lambda i: (b"somebody-else", _mutated(i, lambda e: e.update(account_id="acct-08"))),
+    ),
+]
+
+
+def _fix_account_keys(key: bytes | None, value: bytes) -> tuple[bytes | None, bytes]:
+    """Malformed-but-parseable events keep their account's key, like a real producer."""
+    try:
+        account = json.loads(value).get("account_id")
+    except (ValueError, AttributeError):
+        return key, value
+    if isinstance(account, str) and key != b"somebody-else":
+        return account.encode(), value
+    return key, value
+
+
+def build_mixed_stream(
+    valid: int, bad_per_kind: int
+) -> tuple[list[tuple[bytes | None, bytes]], Counter[str], Counter[str]]:
+    """Valid events with malformed ones spread evenly through them."""
+    messages: list[tuple[bytes | None, bytes]] = []
+    expected_types: Counter[str] = Counter()
+    expected_reasons: Counter[str] = Counter()
+    bad = [(reason, make(n)) for n in range(bad_per_kind) for reason, make in MALFORMED]
+    every = max(1, valid // max(1, len(bad)))
+    for i in range(valid):
+        key, value, kind = valid_event(i)
+        messages.append((key, value))
+        expected_types[kind] += 1
+        if i % every == 0 and bad:
+            reason, (bad_key, bad_value) = bad.pop()
+            messages.append(_fix_account_keys(bad_key, bad_value))
+            expected_reasons[reason] += 1
+    for reason, (bad_key, bad_value) in bad:
+        messages.append(_fix_account_keys(bad_key, bad_value))
+        expected_reasons[reason] += 1
+    return messages, expected_types, expected_reasons
+
+
+def produce(
+    settings: Settings, messages: list[tuple[bytes | None, bytes]], rate_per_s: float | None = None
+) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=10,
+        max_request_size=2_000_000,
+    )
+    topic = TopicNames.from_settings(settings).events
+    started = time.monotonic()
+    for n, (key, value) in enumerate(messages):
+        producer.send(topic, key=key, value=value)
+        if rate_per_s is not None and n % 200 == 0:
+            ahead = n / rate_per_s - (time.monotonic() - started)
+            if ahead > 0:
+                producer.flush()
+                time.sleep(ahead)
+    producer.flush()
+    producer.close()
+
+
+def dead_letters(settings: Settings) -> list[DeadLetter]:
+    topic = TopicNames.from_settings(settings).dead_letters
+    return [
+        DeadLetter.from_json(v)
+        for _, v, _, _ in read_topic(settings.kafka_bootstrap, topic)
+        if v is not None
+    ]
+
+
+def changelog(settings: Settings) -> str:
+    return f"{settings.app_id}-engagement-changelog"
+
+
+def test_ten_thousand_events_counted_exactly_and_bad_ones_dead_lettered(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    settings = engine_settings
+    ensure_topics(settings)
+    messages, expected_types, expected_reasons = build_mixed_stream(valid=9_500, bad_per_kind=50)
+    assert len(messages) == 10_000 and sum(expected_reasons.values()) == 500
+    produce(settings, messages)
+
+    with running_worker(settings, tmp_path / "worker.log") as worker:
+
+        def settled() -> bool:
+            totals = counts_by_type(
+                engagement_states(settings.kafka_bootstrap, changelog(settings))
+            )
+            return sum(totals.values()) >= 9_500 and len(dead_letters(settings)) >= 500
+
+        wait_for(settled, 120, "all 10,000 events to be counted or dead-lettered", every_s=2)
+        time.sleep(3)  # anything counted twice would show up now
+        assert worker.stop() == 0
+
+    totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
+    assert totals == dict(expected_types)
+    letters = dead_letters(settings)
+    assert Counter(letter.reason for letter in letters) == expected_reasons
+    # Every dead letter carries the exact bytes found at its source position.
+    events_topic = TopicNames.from_settings(settings).events
+    sent = {(p, o): v for _, v, p, o in read_topic(settings.kafka_bootstrap, events_topic)}
+    for letter in letters:
+        assert letter.source.topic == events_topic
+        assert sent[(letter.source.partition, letter.source.offset)] == letter.original
+        assert letter.detail
+
+
+def test_worker_stopped_mid_stream_resumes_from_committed_offsets(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    settings = engine_settings
+    ensure_topics(settings)
+    messages, expected_types, expected_reasons = build_mixed_stream(valid=12_000, bad_per_kind=30)
+    log = tmp_path / "worker.log"
+    # The producer keeps writing while the worker is stopped and started again.
+    producer = threading.Thread(target=produce, args=(settings, messages, 1_500.0))
+    producer.start()
+    with running_worker(settings, log) as first:
+        wait_for(lambda: len(dead_letters(settings)) >= 40, 60, "the first dead letters")
+        assert first.stop() == 0
+    counted_at_stop = sum(
+        counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings))).values()
+    )
+    committed = _committed_offsets(settings)
+    assert 0 < counted_at_stop < 12_000, "the stop must land mid-stream"
+    assert committed > 0
+
+    with running_worker(settings, log) as second:
+        producer.join(timeout=60)
+        assert not producer.is_alive()
+
+        def done() -> bool:
+            totals = counts_by_type(
+                engagement_states(settings.kafka_bootstrap, changelog(settings))
+            )
+            return sum(totals.values()) >= 12_000 and len(dead_letters(settings)) >= 300
+
+        wait_for(done, 120, "the rest of the stream", every_s=2)
+        time.sleep(3)
+        assert second.stop() == 0
+
+    totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
+    assert totals == dict(expected_types)
+    # Dead letters are not deduplicated, so re-read input would show up here twice.
+    assert Counter(letter.reason for letter in dead_letters(settings)) == expected_reasons
+
+
+def _committed_offsets(settings: Settings) -> int:
+    """Sum of the worker group's committed offsets on the events topic."""
+    events = TopicNames.from_settings(settings).events
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+    )
+    try:
+        partitions = consumer.partitions_for_topic(events) or set()
+        return sum(consumer.committed(TopicPartition(events, p)) or 0 for p in partitions)
+    finally:
+        consumer.close()

@@ -25,7 +25,7 @@ __all__ = ["Engine", "create_app"]
 log = logging.getLogger(__name__)
 
 ENGAGEMENT_TABLE = "engagement"
-STATS_INTERVAL_S = 30.0
+STATS_INTERVAL_S = 10.0
 
 
 @dataclass

@@ -56,6 +56,15 @@ class Settings(BaseModel):
     """How far in the future ``occurred_at`` may be before ``future_timestamp``."""
     stakeholder_roles: tuple[str, ...] = ("champion", "admin", "executive")
 
+    horizon_days: Annotated[int, Field(ge=7, le=400)] = 42
+    """Days of daily buckets kept per account (event time)."""
+    allowed_lateness_s: Annotated[float, Field(ge=0)] = 3 * 86_400.0
+    """Events older than an account's newest event minus this go to the dead letters as late."""
+    dedup_capacity: PositiveInt = 20_000
+    """Event ids remembered per account for duplicate detection (within the lateness)."""
+    exact_user_limit: PositiveInt = 50_000
+    """Distinct users per account counted exactly; beyond it counts are a lower bound."""
+
     batch_max_events: PositiveInt = 2_000
     """Events folded together before per-account state is written (once per account)."""
     batch_within_s: PositiveSeconds = 0.5

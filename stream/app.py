@@ -1,7 +1,7 @@
 """The Faust application, built by a factory so every test gets its own.
 
-``create_app(settings)`` wires topics, the engagement table and the ingest agent. No
-module-level app exists: the CLI builds one from settings and runs a worker.
+``create_app(settings)`` wires topics, tables, agents and the read API. No module-level
+app exists: the CLI builds one from settings and runs a worker.
 """
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from datetime import timedelta
 from typing import Any
 
 import faust
+from faust.web import Request, Response, View
 
 from config.settings import Settings
+from stream.accounts import Account
 from stream.clock import Clock, SystemClock
 from stream.deadletter import DeadLetter
+from stream.engagement import EngagementState, StatePolicy
 from stream.events import EventLimits
-from stream.pipeline import IngestPipeline, raw_message
+from stream.pipeline import AccountsPipeline, IngestPipeline, raw_message
+from stream.snapshot import account_snapshot
+from stream.tables import AccountKeyed
 from stream.topics import TopicNames
 
 __all__ = ["Engine", "create_app"]
@@ -25,6 +30,7 @@ __all__ = ["Engine", "create_app"]
 log = logging.getLogger(__name__)
 
 ENGAGEMENT_TABLE = "engagement"
+ACCOUNTS_TABLE = "accounts"
 STATS_INTERVAL_S = 10.0
 
 
@@ -39,7 +45,8 @@ class Engine:
     dead_letter_topic: Any
     accounts_topic: Any
     alerts_topic: Any
-    engagement: Any
+    engagement: AccountKeyed
+    accounts: AccountKeyed
     pipeline: IngestPipeline
 
     @property
@@ -48,6 +55,7 @@ class Engine:
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
+    now: Clock = clock or SystemClock()
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_url,
@@ -61,6 +69,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
         autodiscover=False,
         producer_acks=-1,
     )
@@ -70,16 +79,17 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     dead_letter_topic = app.topic(names.dead_letters, partitions=n)
     accounts_topic = app.topic(names.accounts, partitions=n, compacting=True)
     alerts_topic = app.topic(names.alerts, partitions=n)
-    engagement = app.Table(
-        ENGAGEMENT_TABLE,
-        partitions=n,
-        key_type=str,
-        value_type=bytes,
-        # Batches mix partitions, so "the current event's partition" is wrong for a
-        # table write; partitioning by key (account_id) lands each entry on the same
-        # partition number as the account's events.
-        use_partitioner=True,
+    # Batches mix partitions, so "the current event's partition" is wrong for a table
+    # write; partitioning by key (account_id) puts each entry on the same partition
+    # number as the account's events, so one worker owns both.
+    engagement_table = app.Table(
+        ENGAGEMENT_TABLE, partitions=n, key_type=bytes, value_type=bytes, use_partitioner=True
     )
+    accounts_table = app.Table(
+        ACCOUNTS_TABLE, partitions=n, key_type=bytes, value_type=bytes, use_partitioner=True
+    )
+    engagement = AccountKeyed(engagement_table)
+    accounts = AccountKeyed(accounts_table)
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         await dead_letter_topic.send(
@@ -88,11 +98,20 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             headers={"reason": letter.reason.encode()},
         )
 
-    limits = EventLimits(
-        max_bytes=settings.max_event_bytes,
-        future_skew=timedelta(seconds=settings.future_skew_s),
+    pipeline = IngestPipeline(
+        engagement,
+        send_dead_letter,
+        now,
+        limits=EventLimits(settings.max_event_bytes, timedelta(seconds=settings.future_skew_s)),
+        policy=StatePolicy(
+            horizon_days=settings.horizon_days,
+            lateness_s=settings.allowed_lateness_s,
+            dedup_capacity=settings.dedup_capacity,
+            exact_user_limit=settings.exact_user_limit,
+        ),
+        accounts=accounts,
     )
-    pipeline = IngestPipeline(engagement, send_dead_letter, clock or SystemClock(), limits)
+    accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)
 
     @app.agent(events_topic, name="ingest")
     async def ingest(stream: Any) -> None:
@@ -101,6 +120,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             settings.batch_max_events, within=settings.batch_within_s
         ):
             await pipeline.process([raw_message(event.message) for event in batch])
+
+    @app.agent(accounts_topic, name="accounts")
+    async def account_records(stream: Any) -> None:
+        """Keep the accounts table in step with the compacted accounts topic."""
+        async for batch in stream.take_events(500, within=1.0):
+            await accounts_pipeline.process([raw_message(event.message) for event in batch])
 
     @app.timer(STATS_INTERVAL_S)
     async def log_totals() -> None:
@@ -113,6 +138,21 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             dict(totals.dead_by_reason),
         )
 
+    @app.page("/accounts/{account_id}")
+    class AccountView(View):
+        """One account's snapshot, answered by the worker that owns the account."""
+
+        @app.table_route(table=engagement_table, match_info="account_id")  # type: ignore[arg-type]
+        async def get(self, request: Request, account_id: str) -> Response:
+            stored = engagement.get(account_id)
+            record = accounts.get(account_id)
+            if stored is None and record is None:
+                return self.json({"error": f"unknown account {account_id!r}"}, status=404)
+            state = EngagementState.from_json(stored) if stored else None
+            account = Account.from_json(record) if record else None
+            body = account_snapshot(state, account, now.now(), settings.stakeholder_roles)
+            return self.json(body)
+
     return Engine(
         settings=settings,
         app=app,
@@ -122,5 +162,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         accounts_topic=accounts_topic,
         alerts_topic=alerts_topic,
         engagement=engagement,
+        accounts=accounts,
         pipeline=pipeline,
     )

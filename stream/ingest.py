@@ -28,6 +28,8 @@ class BatchOutcome:
     """Accepted events by account (in arrival order) and the dead letters."""
 
     accepted: dict[str, list[UsageEvent]] = field(default_factory=dict)
+    sources: dict[str, list[RawMessage]] = field(default_factory=dict)
+    """The message each accepted event came from, index for index (for late letters)."""
     dead: list[DeadLetter] = field(default_factory=list)
 
     def counts_by_type(self) -> Counter[str]:
@@ -52,6 +54,7 @@ def triage_batch(
             )
         else:
             outcome.accepted.setdefault(result.account_id, []).append(result)
+            outcome.sources.setdefault(result.account_id, []).append(message)
     return outcome
 
 

@@ -1,25 +1,26 @@
-"""The ingest pipeline for one batch: triage, dead-letter, fold, write state once.
+"""The ingest pipeline for one batch: triage, fold per account, write state once.
 
-Kept apart from Faust so it can be driven by the agent, by a benchmark or by a test
-with a plain dict as the table. The only Faust-shaped thing here is the event type
-the agent hands in (``event.message`` has topic, partition, offset, key, value).
+Kept apart from Faust so the agent, the benchmark, replay and tests all drive the same
+code; tables are any ``MutableMapping`` (a Faust table in the worker, a dict in tests).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from stream.accounts import Account, decode_account
 from stream.clock import Clock
 from stream.deadletter import DeadLetter, SourcePosition
-from stream.engagement import DEFAULT_DEDUP_CAPACITY, EngagementState, fold_events
-from stream.events import EventLimits
+from stream.engagement import EngagementState, StatePolicy, fold_events
+from stream.events import EventLimits, Rejection, UsageEvent
 from stream.ingest import RawMessage, triage_batch
 
-__all__ = ["IngestPipeline", "IngestTotals", "raw_message"]
+__all__ = ["AccountsPipeline", "IngestPipeline", "IngestTotals", "raw_message"]
 
 log = logging.getLogger(__name__)
 
@@ -69,32 +70,115 @@ class IngestPipeline:
         table: MutableMapping[str, Any],
         send_dead_letter: SendDeadLetter,
         clock: Clock,
+        *,
         limits: EventLimits | None = None,
-        dedup_capacity: int = DEFAULT_DEDUP_CAPACITY,
+        policy: StatePolicy | None = None,
+        accounts: Mapping[str, Any] | None = None,
     ) -> None:
         self._table = table
         self._send_dead_letter = send_dead_letter
         self._clock = clock
         self._limits = limits or EventLimits()
-        self._dedup_capacity = dedup_capacity
+        self._policy = policy or StatePolicy()
+        self._accounts = accounts if accounts is not None else {}
         self.totals = IngestTotals()
 
-    async def process(self, messages: Sequence[RawMessage]) -> None:
-        outcome = triage_batch(messages, self._clock.now(), self._limits)
-        for letter in outcome.dead:
-            await self._send_dead_letter(letter)
+    async def process(self, messages: Sequence[RawMessage]) -> list[str]:
+        """Fold one batch; returns the ids of the accounts whose state changed."""
+        now = self._clock.now()
+        outcome = triage_batch(messages, now, self._limits)
+        dead = list(outcome.dead)
         counted = 0
         for account_id, events in outcome.accepted.items():
-            stored = self._table.get(account_id)
-            state = EngagementState.from_json(stored) if stored else EngagementState(account_id)
-            counted += fold_events(state, events, self._dedup_capacity)
+            state = self._load(account_id)
+            folded = fold_events(state, events, self._policy)
+            counted += folded.counted
+            sources = outcome.sources[account_id]
+            dead.extend(
+                _late_letter(events[i], sources[i], state, self._policy, now) for i in folded.late
+            )
             # One assignment per account per batch: each one is a changelog record.
             self._table[account_id] = state.to_json()
-        self._count(outcome.counts_by_type(), counted, outcome.dead_by_reason())
+        for letter in dead:
+            await self._send_dead_letter(letter)
+        self._count(outcome.counts_by_type(), counted, len(dead) - len(outcome.dead), dead)
+        return list(outcome.accepted)
 
-    def _count(self, valid: Counter[str], counted: int, dead: Counter[str]) -> None:
+    def _load(self, account_id: str) -> EngagementState:
+        stored = self._table.get(account_id)
+        if stored:
+            return EngagementState.from_json(stored)
+        account = self._accounts.get(account_id)
+        zone = Account.from_json(account).timezone if account else "UTC"
+        return EngagementState(account_id, timezone=zone)
+
+    def _count(self, valid: Counter[str], counted: int, late: int, dead: list[DeadLetter]) -> None:
         totals = self.totals
         totals.batches += 1
         totals.valid_by_type.update(valid)
-        totals.duplicates += valid.total() - counted
-        totals.dead_by_reason.update(dead)
+        totals.duplicates += valid.total() - counted - late
+        totals.dead_by_reason.update(letter.reason for letter in dead)
+
+
+def _late_letter(
+    event: UsageEvent,
+    source: RawMessage,
+    state: EngagementState,
+    policy: StatePolicy,
+    now: datetime,
+) -> DeadLetter:
+    newest = datetime.fromtimestamp(state.newest_at or 0.0, UTC).isoformat()
+    detail = (
+        f"occurred_at {event.occurred_at.isoformat()} is more than "
+        f"{policy.lateness_s:.0f} s before the account's newest event ({newest})"
+    )
+    return DeadLetter("late", detail, source.value or b"", source.position, now)
+
+
+class AccountsPipeline:
+    """Keeps the accounts table in step with the compacted accounts topic."""
+
+    def __init__(
+        self, table: MutableMapping[str, Any], send_dead_letter: SendDeadLetter, clock: Clock
+    ) -> None:
+        self._table = table
+        self._send_dead_letter = send_dead_letter
+        self._clock = clock
+
+    async def process(self, messages: Sequence[RawMessage]) -> None:
+        latest: dict[str, bytes | None] = {}
+        for message in messages:
+            key = message.position.key
+            if key is None:
+                await self._reject(message, Rejection("key_mismatch", "account records need a key"))
+            elif message.value is None:
+                latest[key.decode()] = None  # a tombstone: the account is gone
+            else:
+                result = decode_account(message.value)
+                if isinstance(result, Rejection):
+                    await self._reject(message, result)
+                elif result.account_id.encode() != key:
+                    await self._reject(
+                        message,
+                        Rejection(
+                            "key_mismatch", f"key must be the account_id {result.account_id!r}"
+                        ),
+                    )
+                else:
+                    latest[result.account_id] = result.to_json()
+        for account_id, value in latest.items():  # compacted: only the last one matters
+            if value is None:
+                self._table.pop(account_id, None)
+            else:
+                self._table[account_id] = value
+
+    async def _reject(self, message: RawMessage, rejection: Rejection) -> None:
+        await self._send_dead_letter(
+            DeadLetter(
+                rejection.reason,
+                rejection.detail,
+                message.value or b"",
+                message.position,
+                self._clock.now(),
+            )
+        )

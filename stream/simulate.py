@@ -81,10 +81,31 @@ _PROPENSITY = {  # role -> range of a user's working-day login probability
 }
 _CSMS = ("dana", "miguel", "priya", "sam", "noor")
 _NAME_WORDS = (
-    "Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay",
-    "Tyrell", "Cyberdyne", "Soylent", "Massive", "Oscorp", "Wonka", "Gringotts", "Monarch",
-    "Aperture", "Black Mesa", "Pied Piper", "Dunder", "Sterling", "Bluth", "Nakatomi", "Zorg",
-)  # fmt: skip
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Hooli",
+    "Vandelay",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Massive",
+    "Oscorp",
+    "Wonka",
+    "Gringotts",
+    "Monarch",
+    "Aperture",
+    "Black Mesa",
+    "Pied Piper",
+    "Dunder",
+    "Sterling",
+    "Bluth",
+    "Nakatomi",
+    "Zorg",
+)
 _NAME_SUFFIXES = ("Corp", "Industries", "Labs", "Systems", "Group", "Logistics", "Health", "Media")
 _COMMENTS = {
     "promoter": ("Reports save us hours every week.", "Great support team."),

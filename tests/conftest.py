@@ -6,6 +6,7 @@ Unit tests never touch these; a test that asks for ``stack`` gets the real Kafka
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import uuid
@@ -31,6 +32,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
+    """One Kafka + Redis for the session; ENGAGEWATCH_TEST_STACK_DIR reuses a running
+    ``scripts/dev-stack up`` (faster while developing; tests use unique names anyway)."""
+    reuse = os.environ.get("ENGAGEWATCH_TEST_STACK_DIR")
+    if reuse and (running := devstack.status(Path(reuse))) is not None:
+        yield running
+        return
     state = tmp_path_factory.mktemp("dev-stack")
     running = devstack.up(state)
     try:

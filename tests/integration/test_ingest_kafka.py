@@ -214,11 +214,18 @@ def test_ten_thousand_events_counted_exactly_and_bad_ones_dead_lettered(
     assert Counter(letter.reason for letter in letters) == expected_reasons
     # Every dead letter carries the exact bytes found at its source position.
     events_topic = TopicNames.from_settings(settings).events
-    sent = {(p, o): v for _, v, p, o in read_topic(settings.kafka_bootstrap, events_topic)}
+    records = read_topic(settings.kafka_bootstrap, events_topic)
+    sent = {(p, o): v for _, v, p, o in records}
     for letter in letters:
         assert letter.source.topic == events_topic
         assert sent[(letter.source.partition, letter.source.offset)] == letter.original
         assert letter.detail
+    # Co-partitioning: each account's state sits on the partition of its events.
+    event_partition = {key: p for key, _, p, _ in records if key is not None}
+    state_records = read_topic(settings.kafka_bootstrap, changelog(settings))
+    assert {key for key, _, _, _ in state_records} == {a.encode() for a in ACCOUNTS}
+    for key, _, partition, _ in state_records:
+        assert key is not None and partition == event_partition[key], key
 
 
 def test_worker_stopped_mid_stream_resumes_from_committed_offsets(

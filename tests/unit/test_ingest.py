@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,12 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream import codec
+from stream.accounts import Account
 from stream.clock import ManualClock
 from stream.deadletter import DEAD_LETTER_SCHEMA, DeadLetter, SourcePosition
-from stream.engagement import EngagementState, fold_events
+from stream.engagement import EngagementState, FoldOutcome, StatePolicy, fold_events
 from stream.events import EventLimits, EventType, UsageEvent
 from stream.ingest import RawMessage, triage_batch
-from stream.pipeline import IngestPipeline, raw_message
+from stream.pipeline import AccountsPipeline, IngestPipeline, raw_message
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TOPIC = "engagewatch.events"
@@ -64,8 +65,11 @@ def keyed(value: bytes, account_id: str, offset: int) -> RawMessage:
     return message(value, account_id.encode(), offset)
 
 
-def usage_event(event_id: str, event_type: EventType = EventType.LOGIN) -> UsageEvent:
-    return UsageEvent(event_id, event_type, "acme", "u-1", "user", NOW, {})
+def usage_event(
+    event_id: str, event_type: EventType = EventType.LOGIN, occurred_at: datetime = NOW
+) -> UsageEvent:
+    props = PROPERTIES[event_type.value]
+    return UsageEvent(event_id, event_type, "acme", "u-1", "user", occurred_at, props)
 
 
 # --- triage_batch -----------------------------------------------------------------------
@@ -244,6 +248,12 @@ def test_dead_letter_round_trip_any_bytes(original: bytes) -> None:
 
 # --- fold_events / EngagementState ------------------------------------------------------
 
+NOW_S = NOW.timestamp()
+
+
+def minutes_before_now(minutes: float) -> datetime:
+    return NOW - timedelta(minutes=minutes)
+
 
 def test_fold_counts_per_type() -> None:
     state = EngagementState("acme")
@@ -253,61 +263,115 @@ def test_fold_counts_per_type() -> None:
         usage_event("e3"),
         usage_event("e4", EventType.NPS_RESPONSE),
     ]
-    assert fold_events(state, events) == 4
+    assert fold_events(state, events) == FoldOutcome(counted=4, duplicates=0, late=[])
     assert state.event_counts == {"login": 2, "session_end": 1, "nps_response": 1}
     assert state.total_events == 4
-    assert list(state.recent_event_ids) == ["e1", "e2", "e3", "e4"]
+    assert state.recent_ids == {"e1": NOW_S, "e2": NOW_S, "e3": NOW_S, "e4": NOW_S}
 
 
 def test_duplicate_in_the_same_batch_counts_once() -> None:
     state = EngagementState("acme")
-    assert fold_events(state, [usage_event("e1"), usage_event("e1"), usage_event("e2")]) == 2
+    outcome = fold_events(state, [usage_event("e1"), usage_event("e1"), usage_event("e2")])
+    assert outcome == FoldOutcome(counted=2, duplicates=1)
     assert state.event_counts == {"login": 2}
-    assert list(state.recent_event_ids) == ["e1", "e2"]
+    assert set(state.recent_ids) == {"e1", "e2"}
+    bucket = state.days["2026-11-23"]
+    assert (bucket.events, bucket.logins) == (2, 2)
 
 
 def test_duplicate_across_batches_counts_once() -> None:
     state = EngagementState("acme")
-    assert fold_events(state, [usage_event("e1")]) == 1
-    assert fold_events(state, [usage_event("e1"), usage_event("e2")]) == 1
-    assert fold_events(state, [usage_event("e2")]) == 0
+    assert fold_events(state, [usage_event("e1")]) == FoldOutcome(counted=1)
+    assert fold_events(state, [usage_event("e1"), usage_event("e2")]) == FoldOutcome(1, 1)
+    assert fold_events(state, [usage_event("e2")]) == FoldOutcome(counted=0, duplicates=1)
     assert state.event_counts == {"login": 2}
 
 
 def test_dedup_memory_is_bounded_by_capacity() -> None:
+    policy = StatePolicy(dedup_capacity=3)
     state = EngagementState("acme")
-    for event_id in ["e1", "e2", "e3", "e4"]:
-        fold_events(state, [usage_event(event_id)], dedup_capacity=3)
-    assert state.recent_event_ids == deque(["e2", "e3", "e4"])
+    # e1 happened first (10 minutes ago), e4 last (7 minutes ago).
+    at = {"e1": minutes_before_now(10), "e2": minutes_before_now(9)}
+    at |= {"e3": minutes_before_now(8), "e4": minutes_before_now(7)}
+    for event_id, occurred_at in at.items():
+        fold_events(state, [usage_event(event_id, occurred_at=occurred_at)], policy)
+    assert state.recent_ids == {i: at[i].timestamp() for i in ("e2", "e3", "e4")}
 
-    # e1 fell out of the window, so a late redelivery counts again; e4 does not.
-    assert fold_events(state, [usage_event("e4")], dedup_capacity=3) == 0
-    assert fold_events(state, [usage_event("e1")], dedup_capacity=3) == 1
+    # e1 fell out of the memory, so a redelivery (still in lateness) counts again; e4 not.
+    redelivered_e4 = fold_events(state, [usage_event("e4", occurred_at=at["e4"])], policy)
+    assert redelivered_e4 == FoldOutcome(counted=0, duplicates=1)
+    redelivered_e1 = fold_events(state, [usage_event("e1", occurred_at=at["e1"])], policy)
+    assert redelivered_e1 == FoldOutcome(counted=1, duplicates=0)
     assert state.event_counts == {"login": 5}
-    assert state.recent_event_ids == deque(["e3", "e4", "e1"])
+    # e1 is still the oldest by event time, so the newest three stay remembered.
+    assert set(state.recent_ids) == {"e2", "e3", "e4"}
 
 
-def test_one_large_batch_leaves_only_the_newest_ids() -> None:
+def test_dedup_keeps_the_newest_ids_by_event_time_not_by_arrival() -> None:
+    policy = StatePolicy(dedup_capacity=4)
     state = EngagementState("acme")
-    ids = [f"e{i}" for i in range(10)]
-    assert fold_events(state, [usage_event(i) for i in ids], dedup_capacity=4) == 10
-    assert list(state.recent_event_ids) == ids[-4:]
-    assert fold_events(state, [usage_event("e0")], dedup_capacity=4) == 1
-    assert fold_events(state, [usage_event("e9")], dedup_capacity=4) == 0
+    events = [usage_event(f"e{n}", occurred_at=minutes_before_now(10 - n)) for n in range(10)]
+    # The newest event arrives first.
+    assert fold_events(state, events[::-1], policy) == FoldOutcome(counted=10)
+    assert state.recent_ids == {
+        f"e{n}": minutes_before_now(10 - n).timestamp() for n in range(6, 10)
+    }
+    assert fold_events(state, [events[0]], policy) == FoldOutcome(counted=1)
+    assert fold_events(state, [events[9]], policy) == FoldOutcome(duplicates=1)
+    assert state.event_counts == {"login": 11}
+
+
+def test_late_events_are_reported_by_index_and_not_folded() -> None:
+    policy = StatePolicy(lateness_s=3_600.0)
+    state = EngagementState("acme")
+    events = [
+        usage_event("e1", occurred_at=NOW),
+        usage_event("e2", occurred_at=minutes_before_now(61)),  # late
+        usage_event("e3", EventType.FEATURE_USED, minutes_before_now(59)),
+        usage_event("e4", occurred_at=minutes_before_now(60)),  # exactly at the bound: in
+        usage_event("e5", EventType.NPS_RESPONSE, minutes_before_now(120)),  # late
+    ]
+    assert fold_events(state, events, policy) == FoldOutcome(counted=3, duplicates=0, late=[1, 4])
+    assert state.event_counts == {"login": 2, "feature_used": 1}
+    assert set(state.recent_ids) == {"e1", "e3", "e4"}
+    assert state.nps_totals == [0, 0, 0]
+    assert state.first_seen_at == minutes_before_now(60).timestamp()
+
+
+def test_ids_older_than_the_lateness_are_forgotten_and_their_redelivery_is_late() -> None:
+    policy = StatePolicy(lateness_s=3_600.0)
+    state = EngagementState("acme")
+    fold_events(state, [usage_event("e1", occurred_at=minutes_before_now(120))], policy)
+    fold_events(state, [usage_event("e2", occurred_at=NOW)], policy)
+    assert state.recent_ids == {"e2": NOW_S}
+
+    again = fold_events(state, [usage_event("e1", occurred_at=minutes_before_now(120))], policy)
+    assert again == FoldOutcome(counted=0, duplicates=0, late=[0])
+    assert state.event_counts == {"login": 2}
 
 
 def test_state_json_round_trip() -> None:
-    state = EngagementState("acme")
+    state = EngagementState("acme", timezone="America/New_York")
     fold_events(state, [usage_event("e1"), usage_event("e2", EventType.FEATURE_USED)])
     back = EngagementState.from_json(state.to_json())
     assert back == state
+    # 12:00 UTC is 07:00 in New York, the same calendar day.
     assert back.to_dict() == {
+        "v": 1,
         "account_id": "acme",
+        "timezone": "America/New_York",
+        "days": {"2026-11-23": [2, 1, 0, 0.0, "1", "1", {"export_csv": "1"}, []]},
+        "users": {"u-1": [0, "user", NOW_S, NOW_S]},
         "event_counts": {"login": 1, "feature_used": 1},
-        "recent_event_ids": ["e1", "e2"],
+        "recent_ids": {"e1": NOW_S, "e2": NOW_S},
+        "newest_at": NOW_S,
+        "firsts": [NOW_S, NOW_S, NOW_S, None],
+        "nps_totals": [0, 0, 0],
+        "recent_nps": [],
+        "license_changes": [],
     }
     # The dedup memory survives the round trip.
-    assert fold_events(back, [usage_event("e2"), usage_event("e3")]) == 1
+    assert fold_events(back, [usage_event("e2"), usage_event("e3")]) == FoldOutcome(1, 1)
 
 
 def test_empty_state_round_trip() -> None:
@@ -366,7 +430,7 @@ def stored(table: CountingTable, account_id: str) -> EngagementState:
 async def test_pipeline_folds_and_writes_each_account_once(
     pipeline: IngestPipeline, table: CountingTable
 ) -> None:
-    await pipeline.process(
+    touched = await pipeline.process(
         [
             keyed(event_json("a1", "acme"), "acme", 0),
             keyed(event_json("g1", "globex"), "globex", 1),
@@ -375,6 +439,7 @@ async def test_pipeline_folds_and_writes_each_account_once(
             keyed(event_json("g2", "globex"), "globex", 4),
         ]
     )
+    assert touched == ["acme", "globex"]
     assert table.writes == Counter({"acme": 1, "globex": 1})
     assert stored(table, "acme").event_counts == {"login": 1, "session_end": 1, "feature_used": 1}
     assert stored(table, "globex").event_counts == {"login": 2}
@@ -385,13 +450,14 @@ async def test_pipeline_dead_letters_carry_source_and_exact_bytes(
 ) -> None:
     garbage = b"\x00\xff not json \xfe"
     wrong_key = event_json("a9", "acme")
-    await pipeline.process(
+    touched = await pipeline.process(
         [
             RawMessage(garbage, SourcePosition(TOPIC, 6, 1001, b"acme", 1)),
             RawMessage(wrong_key, SourcePosition(TOPIC, 7, 2002, b"globex", 2)),
             RawMessage(None, SourcePosition(TOPIC, 0, 3003, b"acme")),
         ]
     )
+    assert touched == []
     assert [
         (d.reason, d.source.topic, d.source.partition, d.source.offset, d.original)
         for d in sink.sent
@@ -419,14 +485,15 @@ async def test_pipeline_totals(pipeline: IngestPipeline) -> None:
             message(event_json("a2", event_type="nps_response"), offset=4),
             message(b"[]", offset=5),
             message(event_json("a3", "acme"), key=None, offset=6),
+            message(event_json("a4", occurred_at=NOW - timedelta(days=4)), offset=7),
         ]
     )
     totals = pipeline.totals
     assert totals.batches == 2
-    assert totals.valid_by_type == Counter({"login": 2, "nps_response": 2})
+    assert totals.valid_by_type == Counter({"login": 3, "nps_response": 2})
     assert totals.duplicates == 2
     assert totals.dead_by_reason == Counter(
-        {"invalid_json": 1, "not_an_object": 1, "key_mismatch": 1}
+        {"invalid_json": 1, "not_an_object": 1, "key_mismatch": 1, "late": 1}
     )
 
 
@@ -441,12 +508,15 @@ async def test_pipeline_state_persists_across_batches(
     assert table.writes == Counter({"acme": 2})
     state = stored(table, "acme")
     assert state.event_counts == {"login": 2}
-    assert list(state.recent_event_ids) == ["a1", "a2"]
+    assert set(state.recent_ids) == {"a1", "a2"}
     assert pipeline.totals.duplicates == 1
 
 
 async def test_pipeline_reads_state_already_in_the_table(table: CountingTable) -> None:
-    previous = EngagementState("acme", {"login": 7}, deque(["old"]))
+    old_at = (NOW - timedelta(hours=1)).timestamp()
+    previous = EngagementState(
+        "acme", event_counts={"login": 7}, recent_ids={"old": old_at}, newest_at=old_at
+    )
     table["acme"] = previous.to_json()
     table.writes.clear()
     pipeline = IngestPipeline(table, DeadLetterSink(), ManualClock(NOW))
@@ -455,6 +525,7 @@ async def test_pipeline_reads_state_already_in_the_table(table: CountingTable) -
 
     assert table.writes == Counter({"acme": 1})
     assert stored(table, "acme").event_counts == {"login": 8}
+    assert pipeline.totals.duplicates == 1
 
 
 async def test_pipeline_uses_its_clock_for_now(
@@ -471,7 +542,7 @@ async def test_pipeline_uses_its_clock_for_now(
     assert stored(table, "acme").event_counts == {"login": 1}
 
 
-async def test_pipeline_passes_limits_and_dedup_capacity(
+async def test_pipeline_passes_limits_and_policy(
     table: CountingTable, sink: DeadLetterSink
 ) -> None:
     pipeline = IngestPipeline(
@@ -479,7 +550,7 @@ async def test_pipeline_passes_limits_and_dedup_capacity(
         sink,
         ManualClock(NOW),
         limits=EventLimits(max_bytes=4096, future_skew=timedelta(hours=2)),
-        dedup_capacity=1,
+        policy=StatePolicy(dedup_capacity=1),
     )
     await pipeline.process(
         [
@@ -488,12 +559,258 @@ async def test_pipeline_passes_limits_and_dedup_capacity(
         ]
     )
     await pipeline.process([message(event_json("e2"))])
-    await pipeline.process([message(event_json("e1"))])
+    # Only the newest id (e1) is remembered, so e2's redelivery counts again.
+    await pipeline.process([message(event_json("e2"))])
 
     assert [d.reason for d in sink.sent] == ["too_large"]
     state = stored(table, "acme")
     assert state.event_counts == {"login": 3}
-    assert list(state.recent_event_ids) == ["e1"]
+    assert list(state.recent_ids) == ["e1"]
+
+
+# The account's newest event is NOW - 1 h, so with the default 3-day lateness anything
+# before 2026-11-20T11:00:00Z is late. Odd spacing and key order: the dead letter must
+# carry the bytes exactly as they arrived, not a re-encoding.
+LATE_RAW = (
+    b'{ "type":"login",  "schema":1, "event_id":"a0", "account_id":"acme",'
+    b' "user_id":"u-1", "occurred_at":"2026-11-20T10:59:59Z" }\n'
+)
+
+
+async def test_pipeline_dead_letters_a_late_event_with_its_exact_bytes(
+    pipeline: IngestPipeline, sink: DeadLetterSink, table: CountingTable
+) -> None:
+    touched = await pipeline.process(
+        [
+            message(event_json("a1"), offset=10),
+            keyed(event_json("g1", "globex"), "globex", 11),
+            message(event_json("a2", event_type="feature_used"), offset=12),
+            message(LATE_RAW, offset=13, partition=4),
+            message(event_json("a3", occurred_at=NOW - timedelta(days=3, hours=1)), offset=14),
+        ]
+    )
+    assert touched == ["acme", "globex"]
+    [letter] = sink.sent
+    assert letter.reason == "late"
+    assert letter.original == LATE_RAW
+    assert letter.source == SourcePosition(TOPIC, 4, 13, b"acme", 1_795_000_000_000)
+    assert letter.rejected_at == NOW
+    assert "2026-11-20T10:59:59+00:00" in letter.detail
+    assert DeadLetter.from_json(letter.to_json()) == letter
+
+    state = stored(table, "acme")
+    assert state.event_counts == {"login": 2, "feature_used": 1}
+    assert "a0" not in state.recent_ids
+    assert state.first_seen_at == (NOW - timedelta(days=3, hours=1)).timestamp()
+    assert table.writes == Counter({"acme": 1, "globex": 1})
+    assert pipeline.totals.dead_by_reason == Counter({"late": 1})
+    assert pipeline.totals.duplicates == 0
+
+
+async def test_pipeline_late_event_in_a_later_batch(
+    table: CountingTable, sink: DeadLetterSink
+) -> None:
+    pipeline = IngestPipeline(table, sink, ManualClock(NOW), policy=StatePolicy(lateness_s=60.0))
+    await pipeline.process([message(event_json("a1", occurred_at=NOW), offset=0)])
+    late = event_json("a2", occurred_at=NOW - timedelta(seconds=61))
+    on_time = event_json("a3", occurred_at=NOW - timedelta(seconds=60))
+    await pipeline.process([message(late, offset=1), message(on_time, offset=2)])
+
+    assert [(d.reason, d.source.offset, d.original) for d in sink.sent] == [("late", 1, late)]
+    assert stored(table, "acme").event_counts == {"login": 2}
+
+
+async def test_a_new_account_state_takes_the_accounts_time_zone(
+    table: CountingTable, sink: DeadLetterSink
+) -> None:
+    accounts = {"acme": Account("acme", "Acme", 10, timezone="America/New_York").to_json()}
+    pipeline = IngestPipeline(table, sink, ManualClock(NOW), accounts=accounts)
+    # 03:30 UTC on the 23rd is 22:30 on the 22nd in New York (EST, UTC-5).
+    night = datetime(2026, 11, 23, 3, 30, tzinfo=UTC)
+    await pipeline.process(
+        [
+            message(event_json("a1", occurred_at=night), offset=0),
+            keyed(event_json("g1", "globex", occurred_at=night), "globex", 1),
+        ]
+    )
+    acme = stored(table, "acme")
+    assert acme.timezone == "America/New_York"
+    assert list(acme.days) == ["2026-11-22"]
+    globex = stored(table, "globex")  # no account record: UTC
+    assert globex.timezone == "UTC"
+    assert list(globex.days) == ["2026-11-23"]
+
+
+# --- AccountsPipeline -------------------------------------------------------------------
+
+ACCOUNTS_TOPIC = "engagewatch.accounts"
+ACME_RECORD: dict[str, Any] = {
+    "account_id": "acme",
+    "name": "Acme Corp",
+    "licenses": 1000,
+    "owner_email": "csm@example.com",
+    "slack_channel": "#acme-success",
+    "segment": "enterprise",
+    "arr": 120000,
+    "timezone": "America/New_York",
+    "contract_start": "2025-01-01",
+    "renewal_date": "2027-01-01",
+    "status": "active",
+}
+ACME = Account(
+    "acme",
+    "Acme Corp",
+    1000,
+    owner_email="csm@example.com",
+    slack_channel="#acme-success",
+    segment="enterprise",
+    arr=120000,
+    timezone="America/New_York",
+    contract_start=date(2025, 1, 1),
+    renewal_date=date(2027, 1, 1),
+    status="active",
+)
+
+
+def account_json(without: tuple[str, ...] = (), **fields: Any) -> bytes:
+    record = {k: v for k, v in ACME_RECORD.items() if k not in without} | fields
+    return json.dumps(record).encode()
+
+
+def account_message(
+    value: bytes | None, key: bytes | None = b"acme", offset: int = 0
+) -> RawMessage:
+    return RawMessage(value, SourcePosition(ACCOUNTS_TOPIC, 1, offset, key, 1_795_000_000_000))
+
+
+@pytest.fixture
+def accounts_table() -> dict[str, bytes]:
+    return {}
+
+
+@pytest.fixture
+def accounts_pipeline(accounts_table: dict[str, bytes], sink: DeadLetterSink) -> AccountsPipeline:
+    return AccountsPipeline(accounts_table, sink, ManualClock(NOW))
+
+
+async def test_accounts_valid_record_is_stored(
+    accounts_pipeline: AccountsPipeline, accounts_table: dict[str, bytes], sink: DeadLetterSink
+) -> None:
+    await accounts_pipeline.process([account_message(account_json())])
+    assert sink.sent == []
+    assert list(accounts_table) == ["acme"]
+    assert Account.from_json(accounts_table["acme"]) == ACME
+    assert codec.loads(accounts_table["acme"]) == ACME_RECORD
+
+
+async def test_accounts_tombstone_deletes(
+    accounts_pipeline: AccountsPipeline, accounts_table: dict[str, bytes], sink: DeadLetterSink
+) -> None:
+    accounts_table["acme"] = ACME.to_json()
+    accounts_table["globex"] = Account("globex", "Globex", 5).to_json()
+    await accounts_pipeline.process(
+        [account_message(None, b"acme"), account_message(None, b"never-seen")]
+    )
+    assert list(accounts_table) == ["globex"]
+    assert sink.sent == []
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param([account_json(licenses=10), account_json(licenses=20)], 20, id="last-wins"),
+        pytest.param([account_json(), None], None, id="record-then-tombstone"),
+        pytest.param([None, account_json(licenses=7)], 7, id="tombstone-then-record"),
+    ],
+)
+async def test_accounts_last_record_of_a_key_in_a_batch_wins(
+    accounts_pipeline: AccountsPipeline,
+    accounts_table: dict[str, bytes],
+    values: list[bytes | None],
+    expected: int | None,
+) -> None:
+    accounts_table["acme"] = ACME.to_json()
+    await accounts_pipeline.process(
+        [account_message(value, offset=n) for n, value in enumerate(values)]
+    )
+    stored_account = accounts_table.get("acme")
+    licenses = Account.from_json(stored_account).licenses if stored_account else None
+    assert licenses == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        pytest.param(account_json(without=("licenses",)), "missing_field:licenses", id="licenses"),
+        pytest.param(account_json(without=("name",)), "missing_field:name", id="name"),
+        pytest.param(account_json(licenses=-1), "bad_value:licenses", id="negative-licenses"),
+        pytest.param(account_json(licenses="10"), "bad_type:licenses", id="text-licenses"),
+        pytest.param(account_json(licenses=True), "bad_type:licenses", id="bool-licenses"),
+        pytest.param(account_json(timezone="Mars/Olympus"), "bad_value:timezone", id="zone"),
+        pytest.param(account_json(timezone=5), "bad_type:timezone", id="zone-type"),
+        pytest.param(account_json(status="deleted"), "bad_value:status", id="status"),
+        pytest.param(
+            account_json(contract_start="2025-13-01"), "bad_value:contract_start", id="date"
+        ),
+        pytest.param(account_json(arr="lots"), "bad_type:arr", id="arr"),
+        pytest.param(b"{not json", "invalid_json", id="json"),
+        pytest.param(b"[1, 2]", "not_an_object", id="array"),
+    ],
+)
+async def test_accounts_bad_record_is_dead_lettered_and_keeps_the_previous(
+    accounts_pipeline: AccountsPipeline,
+    accounts_table: dict[str, bytes],
+    sink: DeadLetterSink,
+    raw: bytes,
+    reason: str,
+) -> None:
+    accounts_table["acme"] = ACME.to_json()
+    await accounts_pipeline.process([account_message(raw, offset=42)])
+    [letter] = sink.sent
+    assert letter.reason == reason
+    assert letter.original == raw
+    assert letter.source == SourcePosition(ACCOUNTS_TOPIC, 1, 42, b"acme", 1_795_000_000_000)
+    assert letter.rejected_at == NOW
+    assert accounts_table == {"acme": ACME.to_json()}
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        pytest.param(account_json(), b"globex", id="other-key"),
+        pytest.param(account_json(), b"ACME", id="different-case"),
+        pytest.param(account_json(), None, id="no-key"),
+        pytest.param(None, None, id="tombstone-without-key"),
+    ],
+)
+async def test_accounts_key_mismatch(
+    accounts_pipeline: AccountsPipeline,
+    accounts_table: dict[str, bytes],
+    sink: DeadLetterSink,
+    value: bytes | None,
+    key: bytes | None,
+) -> None:
+    await accounts_pipeline.process([account_message(value, key, offset=9)])
+    assert [(d.reason, d.original, d.source.offset) for d in sink.sent] == [
+        ("key_mismatch", value or b"", 9)
+    ]
+    assert accounts_table == {}
+
+
+async def test_accounts_feed_the_time_zone_of_new_engagement_state(
+    accounts_pipeline: AccountsPipeline,
+    accounts_table: dict[str, bytes],
+    table: CountingTable,
+    sink: DeadLetterSink,
+) -> None:
+    await accounts_pipeline.process([account_message(account_json(timezone="Asia/Tokyo"))])
+    pipeline = IngestPipeline(table, sink, ManualClock(NOW), accounts=accounts_table)
+    # 16:30 UTC on the 22nd is 01:30 on the 23rd in Tokyo (UTC+9).
+    await pipeline.process([message(event_json("a1", occurred_at=NOW - timedelta(hours=19.5)))])
+    state = stored(table, "acme")
+    assert state.timezone == "Asia/Tokyo"
+    assert list(state.days) == ["2026-11-23"]
+    assert sink.sent == []
 
 
 @dataclass

@@ -1,0 +1,223 @@
+"""Engagement state on a real broker: restarts, take-over by a second worker, read API.
+
+The reference is the same pure pipeline run in-process over the same events: per
+account, the worker sees the events in the same (partition) order, so its state must
+be byte-for-byte what the pure fold computes, however the batches fell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import Settings
+from stream import codec
+from stream.clock import SystemClock
+from stream.deadletter import DeadLetter, SourcePosition
+from stream.engagement import EngagementState, StatePolicy
+from stream.ingest import RawMessage
+from stream.pipeline import AccountsPipeline, IngestPipeline
+from stream.publish import Publisher
+from stream.simulate import FleetSpec, SimAccount, build_fleet, generate_events
+from tests.conftest import free_port
+from tests.integration.harness import WorkerProcess, engagement_states, read_topic, wait_for
+
+pytestmark = pytest.mark.kafka
+
+END = datetime.now(UTC).replace(microsecond=0)
+
+
+def fleet_and_events(accounts: int, days: int) -> tuple[Sequence[SimAccount], list[dict[str, Any]]]:
+    fleet = build_fleet(FleetSpec(accounts=accounts, seed=11, as_of=END.date()))
+    return fleet, list(generate_events(fleet, END - timedelta(days=days), END, seed=11))
+
+
+def publish(settings: Settings, fleet: Sequence[SimAccount], events: list[dict[str, Any]]) -> None:
+    """Account records first (as a CRM sync would), then the events."""
+    if fleet:
+        publish_accounts(settings, fleet)
+    publisher = Publisher(settings)
+    try:
+        for event in events:
+            publisher.send_json(event)
+        publisher.flush()
+    finally:
+        publisher.close()
+
+
+def publish_accounts(settings: Settings, fleet: Sequence[SimAccount]) -> None:
+    """Publish the records and wait until the accounts table holds them all.
+
+    Events and account records travel on different topics, so nothing orders them;
+    an account's days are cut in the time zone known when its first event is folded.
+    """
+    publisher = Publisher(settings)
+    try:
+        for account in fleet:
+            publisher.send_json(account.record())
+        publisher.flush()
+    finally:
+        publisher.close()
+    wanted = {account.account_id for account in fleet}
+    accounts_changelog = f"{settings.app_id}-accounts-changelog"
+
+    def stored() -> bool:
+        records = read_topic(settings.kafka_bootstrap, accounts_changelog)
+        return wanted <= {key.decode() for key, _, _, _ in records if key is not None}
+
+    wait_for(stored, 60, "the accounts table to hold every account record")
+
+
+def reference_states(
+    settings: Settings, fleet: Sequence[SimAccount], events: list[dict[str, Any]]
+) -> dict[str, EngagementState]:
+    """The pure pipeline over the same input, in one process, in publish order."""
+    table: dict[str, Any] = {}
+    accounts: dict[str, Any] = {}
+    dead: list[DeadLetter] = []
+
+    async def send(letter: DeadLetter) -> None:
+        dead.append(letter)
+
+    def raw(obj: dict[str, Any], offset: int) -> RawMessage:
+        return RawMessage(
+            codec.dumps(obj), SourcePosition("t", 0, offset, str(obj["account_id"]).encode())
+        )
+
+    async def run() -> None:
+        await AccountsPipeline(accounts, send, SystemClock()).process(
+            [raw(a.record(), i) for i, a in enumerate(fleet)]
+        )
+        pipeline = IngestPipeline(
+            table,
+            send,
+            SystemClock(),
+            policy=StatePolicy(
+                horizon_days=settings.horizon_days,
+                lateness_s=settings.allowed_lateness_s,
+                dedup_capacity=settings.dedup_capacity,
+                exact_user_limit=settings.exact_user_limit,
+            ),
+            accounts=accounts,
+        )
+        for start in range(0, len(events), 997):  # any batching gives the same state
+            await pipeline.process(
+                [raw(e, start + i) for i, e in enumerate(events[start : start + 997])]
+            )
+
+    asyncio.run(run())
+    assert not dead
+    return {account_id: EngagementState.from_json(value) for account_id, value in table.items()}
+
+
+def changelog(settings: Settings) -> str:
+    return f"{settings.app_id}-engagement-changelog"
+
+
+def states_match(settings: Settings, expected: dict[str, EngagementState]) -> bool:
+    actual = engagement_states(settings.kafka_bootstrap, changelog(settings))
+    return {k: v.to_dict() for k, v in actual.items()} == {
+        k: v.to_dict() for k, v in expected.items()
+    }
+
+
+def get_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def worker(settings: Settings, log: Path) -> WorkerProcess:
+    return WorkerProcess(settings.model_copy(update={"web_port": free_port()}), log)
+
+
+def test_state_survives_a_restart_and_equals_the_pure_fold(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    settings = engine_settings
+    fleet, events = fleet_and_events(accounts=10, days=21)
+    half = len(events) // 2
+    first_half = reference_states(settings, fleet, events[:half])
+
+    first = worker(settings, tmp_path / "worker.log")
+    first.start()
+    try:
+        publish(settings, fleet, events[:half])
+        wait_for(lambda: states_match(settings, first_half), 120, "the first half folded", 2)
+        before = {a.account_id: get_json(first.settings.web_port, f"/accounts/{a.account_id}")
+                  for a in fleet}  # fmt: skip
+    finally:
+        assert first.stop() == 0
+
+    second = worker(settings, tmp_path / "worker.log")
+    second.start()
+    try:
+        # Served from memory rebuilt from the changelog, before any new event arrives.
+        for account in fleet:
+            after = get_json(second.settings.web_port, f"/accounts/{account.account_id}")
+            assert after["metrics"] == before[account.account_id]["metrics"]
+            assert after["daily"] == before[account.account_id]["daily"]
+            assert after["event_counts"] == before[account.account_id]["event_counts"]
+        publish(settings, [], events[half:])
+        everything = reference_states(settings, fleet, events)
+        wait_for(lambda: states_match(settings, everything), 120, "the second half folded", 2)
+    finally:
+        assert second.stop() == 0
+
+
+def test_second_worker_takes_over_with_state_from_the_changelog(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    settings = engine_settings
+    fleet, events = fleet_and_events(accounts=12, days=14)
+    half = len(events) // 2
+    a = worker(settings, tmp_path / "a.log")
+    b = worker(settings, tmp_path / "b.log")
+    a.start()
+    b.start()
+    try:
+        publish(settings, fleet, events[:half])
+        wait_for(
+            lambda: states_match(settings, reference_states(settings, fleet, events[:half])),
+            120,
+            "both workers to fold the first half",
+            2,
+        )
+        # Each account is answered by its owner; asking either worker works (routing).
+        owners = {
+            account.account_id: get_json(a.settings.web_port, f"/accounts/{account.account_id}")
+            for account in fleet
+        }
+        assert all(body["event_counts"] for body in owners.values())
+        assert a.stop() == 0
+
+        publish(settings, [], events[half:])
+        expected = reference_states(settings, fleet, events)
+        wait_for(lambda: states_match(settings, expected), 120, "b to fold the second half", 2)
+        for account in fleet:
+            body = get_json(b.settings.web_port, f"/accounts/{account.account_id}")
+            assert body["event_counts"] == dict(
+                sorted(expected[account.account_id].event_counts.items())
+            )
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_read_api_answers_404_for_an_unknown_account(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    only = worker(engine_settings, tmp_path / "worker.log")
+    only.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as error:
+            get_json(only.settings.web_port, "/accounts/nobody-here")
+        assert error.value.code == 404
+    finally:
+        assert only.stop() == 0

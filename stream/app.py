@@ -21,6 +21,7 @@ from stream.deadletter import DeadLetter
 from stream.engagement import EngagementState, StatePolicy
 from stream.events import EventLimits
 from stream.pipeline import AccountsPipeline, IngestPipeline, raw_message
+from stream.portfolio import register_portfolio_view
 from stream.snapshot import account_snapshot
 from stream.tables import AccountKeyed
 from stream.topics import TopicNames
@@ -152,6 +153,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             account = Account.from_json(record) if record else None
             body = account_snapshot(state, account, now.now(), settings.stakeholder_roles)
             return self.json(body)
+
+    register_portfolio_view(app, engagement_table, now)
 
     return Engine(
         settings=settings,

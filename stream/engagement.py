@@ -175,6 +175,11 @@ class EngagementState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngagementState:
+        if data.get("v") != STATE_VERSION:
+            raise ValueError(
+                f"engagement state of {data.get('account_id')!r} has format {data.get('v')!r}, "
+                f"this engine reads {STATE_VERSION}: reset the app's changelogs or migrate"
+            )
         firsts = data["firsts"]
         return cls(
             account_id=data["account_id"],

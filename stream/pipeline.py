@@ -7,6 +7,7 @@ code; tables are any ``MutableMapping`` (a Faust table in the worker, a dict in 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -43,9 +44,12 @@ class IngestTotals:
     """Running totals since the worker started, for logs and metrics."""
 
     batches: int = 0
+    messages: int = 0
     valid_by_type: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     dead_by_reason: Counter[str] = field(default_factory=Counter)
+    busy_s: float = 0.0
+    """Time spent inside ``process`` (decode, fold, state writes, dead-letter sends)."""
 
 
 def raw_message(message: KafkaMessage) -> RawMessage:
@@ -85,6 +89,7 @@ class IngestPipeline:
 
     async def process(self, messages: Sequence[RawMessage]) -> list[str]:
         """Fold one batch; returns the ids of the accounts whose state changed."""
+        started = time.perf_counter()
         now = self._clock.now()
         outcome = triage_batch(messages, now, self._limits)
         dead = list(outcome.dead)
@@ -102,6 +107,8 @@ class IngestPipeline:
         for letter in dead:
             await self._send_dead_letter(letter)
         self._count(outcome.counts_by_type(), counted, len(dead) - len(outcome.dead), dead)
+        self.totals.messages += len(messages)
+        self.totals.busy_s += time.perf_counter() - started
         return list(outcome.accepted)
 
     def _load(self, account_id: str) -> EngagementState:

@@ -195,11 +195,21 @@ def test_second_worker_takes_over_with_state_from_the_changelog(
             for account in fleet
         }
         assert all(body["event_counts"] for body in owners.values())
+        # The portfolio figure adds each worker's own accounts: every account once.
+        portfolio = get_json(a.settings.web_port, "/portfolio/adoption?feature=reports")
+        assert portfolio["accounts"] == len(fleet)
+        assert get_json(b.settings.web_port, "/portfolio/adoption?feature=reports") == portfolio
+        local_a = get_json(a.settings.web_port, "/portfolio/adoption?feature=reports&scope=local")
+        local_b = get_json(b.settings.web_port, "/portfolio/adoption?feature=reports&scope=local")
+        assert local_a["accounts"] > 0 and local_b["accounts"] > 0
+        assert local_a["accounts"] + local_b["accounts"] == len(fleet)
         assert a.stop() == 0
 
         publish(settings, [], events[half:])
         expected = reference_states(settings, fleet, events)
         wait_for(lambda: states_match(settings, expected), 120, "b to fold the second half", 2)
+        survivor = get_json(b.settings.web_port, "/portfolio/adoption?feature=reports")
+        assert survivor["accounts"] == len(fleet)
         for account in fleet:
             body = get_json(b.settings.web_port, f"/accounts/{account.account_id}")
             assert body["event_counts"] == dict(
@@ -210,7 +220,7 @@ def test_second_worker_takes_over_with_state_from_the_changelog(
         b.kill()
 
 
-def test_read_api_answers_404_for_an_unknown_account(
+def test_read_api_answers_404_for_an_unknown_account_and_400_for_a_bad_query(
     engine_settings: Settings, tmp_path: Path
 ) -> None:
     only = worker(engine_settings, tmp_path / "worker.log")
@@ -219,5 +229,10 @@ def test_read_api_answers_404_for_an_unknown_account(
         with pytest.raises(urllib.error.HTTPError) as error:
             get_json(only.settings.web_port, "/accounts/nobody-here")
         assert error.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as error:
+            get_json(only.settings.web_port, "/portfolio/adoption")
+        assert error.value.code == 400
+        empty = get_json(only.settings.web_port, "/portfolio/adoption?feature=reports")
+        assert empty == {"feature": "reports", "adopted": 0, "accounts": 0, "rate": None}
     finally:
         assert only.stop() == 0

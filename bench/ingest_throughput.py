@@ -1,0 +1,213 @@
+"""Engine vs raw consumer, on the same pre-filled topic, in one run.
+
+    .venv/bin/python bench/ingest_throughput.py [--accounts 36] [--days 84]
+
+Fills a fresh topic with a simulated fleet's events, then measures, one after the
+other on that same topic:
+
+  raw     an aiokafka consumer (getmany) that only decodes each value's JSON;
+  engine  the real worker (Faust app from ``create_app``): ingest, validation, fold
+          into per-account state, one table write per account per batch;
+  core    the same pipeline in-process without Kafka (what the Faust layer costs).
+
+Each rate counts from the first batch received to the last event handled, so
+process start-up and consumer-group joins are excluded. Prints events/s and ratios.
+Uses a running ``scripts/dev-stack up`` if there is one, else starts its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO))
+
+import devstack  # noqa: E402
+
+from config.settings import Settings, load_settings  # noqa: E402
+from stream import codec  # noqa: E402
+from stream.clock import SystemClock  # noqa: E402
+from stream.deadletter import DeadLetter, SourcePosition  # noqa: E402
+from stream.ingest import RawMessage  # noqa: E402
+from stream.pipeline import IngestPipeline  # noqa: E402
+from stream.publish import Publisher  # noqa: E402
+from stream.simulate import FleetSpec, build_fleet, generate_events  # noqa: E402
+
+
+def fill(settings: Settings, accounts: int, days: int) -> list[bytes]:
+    end = datetime.now(UTC).replace(microsecond=0)
+    fleet = build_fleet(FleetSpec(accounts=accounts, seed=3, as_of=end.date()))
+    lines = [codec.dumps(e) for e in generate_events(fleet, end - timedelta(days=days), end)]
+    publisher = Publisher(settings)
+    for account in fleet:
+        publisher.send_json(account.record())
+    for line in lines:
+        publisher.send_event(line)
+    publisher.flush()
+    publisher.close()
+    return lines
+
+
+async def raw_consumer(settings: Settings, expected: int) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        settings.topic("events"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    seen = 0
+    first: float | None = None
+    try:
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batches.values():
+                first = first or time.perf_counter()
+                for record in records:
+                    codec.loads(record.value)
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    return {"events": seen, "seconds": elapsed, "rate": seen / elapsed}
+
+
+def engine_worker(expected: int, result_path: Path) -> None:
+    """Runs inside a child process: the real worker, stopped once it has seen it all."""
+    from faust import Worker
+
+    from stream.app import create_app
+
+    settings = load_settings()
+    engine = create_app(settings)
+    totals = engine.pipeline.totals
+    marks: dict[str, float] = {}
+
+    @engine.app.timer(0.05)
+    async def watch() -> None:
+        if totals.messages and "first" not in marks:
+            # The first batch has been folded: count from (just before) its start.
+            marks["first"] = time.perf_counter() - totals.busy_s
+        if totals.messages >= expected:
+            elapsed = time.perf_counter() - marks["first"]
+            result = {
+                "events": totals.messages,
+                "seconds": elapsed,
+                "rate": totals.messages / elapsed,
+                "batches": totals.batches,
+                "busy_s": totals.busy_s,
+            }
+            # Faust redirects stdout to its logger, so hand the result over in a file.
+            result_path.write_text(json.dumps(result))
+            os._exit(0)  # the measurement is taken; skip a graceful shutdown
+
+    Worker(engine.app, loglevel="warning").execute_from_commandline()
+
+
+def run_engine(settings: Settings, expected: int) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        **{
+            f"ENGAGEWATCH_{k.upper()}": str(v)
+            for k, v in settings.model_dump(mode="json").items()
+            if not isinstance(v, list)
+        },
+    }
+    result_path = Path(settings.data_dir) / "engine-result.json"
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--engine-child", str(expected), "--result", str(result_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if result_path.exists():
+        result: dict[str, Any] = json.loads(result_path.read_text())
+        return result
+    raise RuntimeError(f"the engine did not finish:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+
+
+async def core_only(lines: list[bytes]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+
+    async def send(letter: DeadLetter) -> None:
+        pass
+
+    pipeline = IngestPipeline(table, send, SystemClock())
+    messages = [
+        RawMessage(line, SourcePosition("t", 0, i, codec.loads(line)["account_id"].encode()))
+        for i, line in enumerate(lines)
+    ]
+    started = time.perf_counter()
+    for i in range(0, len(messages), 2_000):
+        await pipeline.process(messages[i : i + 2_000])
+    elapsed = time.perf_counter() - started
+    return {"events": len(messages), "seconds": elapsed, "rate": len(messages) / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=36)
+    parser.add_argument("--days", type=int, default=84)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--engine-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.engine_child:
+        engine_worker(args.engine_child, args.result)
+        return
+    state = devstack.DEFAULT_STATE
+    stack = devstack.status(state)
+    started_here = stack is None
+    stack = stack or devstack.up(state)
+    try:
+        name = f"bench{uuid.uuid4().hex[:8]}"
+        settings = Settings(
+            kafka_bootstrap=stack.bootstrap,
+            redis_url=stack.redis_url,
+            topic_prefix=name,
+            app_id=name,
+            partitions=args.partitions,
+            web_port=devstack._free_ports(1)[0],
+            log_level="warning",
+            data_dir=f"/tmp/{name}",
+        )
+        lines = fill(settings, args.accounts, args.days)
+        print(
+            f"topic {settings.topic('events')}: {len(lines)} events, {args.accounts} accounts, "
+            f"{args.partitions} partitions"
+        )
+        raw = asyncio.run(raw_consumer(settings, len(lines)))
+        engine = run_engine(settings, len(lines))
+        core = asyncio.run(core_only(lines))
+    finally:
+        if started_here:
+            devstack.down(state)
+    for label, result in (
+        ("raw aiokafka getmany + JSON decode", raw),
+        ("engine (Faust worker: ingest + fold + table writes)", engine),
+        ("core pipeline in-process, no Kafka", core),
+    ):
+        print(f"{label:<54} {result['rate']:>10,.0f} events/s  ({result['seconds']:.2f} s)")
+    print(f"ratio engine / raw: {engine['rate'] / raw['rate']:.2f}")
+    print(f"ratio core / raw:   {core['rate'] / raw['rate']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

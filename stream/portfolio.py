@@ -1,0 +1,117 @@
+"""Portfolio metrics across workers: each worker counts the accounts it owns.
+
+``GET /portfolio/adoption?feature=reports`` on any worker asks every worker in the
+current assignment for its partial count (``scope=local``) and adds them up; a worker
+counts only accounts on its *active* partitions (its standby copies would count some
+accounts twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from faust.types import TP
+from faust.web import Request, Response, View
+
+from stream.engagement import EngagementState
+from stream.metrics import PortfolioAdoption, account_adopted
+
+__all__ = ["AdoptionQuery", "register_portfolio_view"]
+
+
+class AdoptionQuery:
+    """``feature``, ``days`` (28), ``min_users`` (1), ``min_days`` (1) from a query string."""
+
+    def __init__(self, query: Mapping[str, str]) -> None:
+        if not query.get("feature"):
+            raise ValueError("the query parameter 'feature' is required")
+        self.feature = query["feature"]
+        self.days = _positive(query, "days", 28)
+        self.min_users = _positive(query, "min_users", 1)
+        self.min_days = _positive(query, "min_days", 1)
+
+    def params(self) -> dict[str, str]:
+        return {
+            "feature": self.feature,
+            "days": str(self.days),
+            "min_users": str(self.min_users),
+            "min_days": str(self.min_days),
+        }
+
+
+def _positive(query: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        value = int(query.get(name, default))
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1")
+    return value
+
+
+def local_adoption(app: Any, table: Any, query: AdoptionQuery, now: datetime) -> PortfolioAdoption:
+    """Adoption over the accounts on this worker's active partitions."""
+    changelog = table.changelog_topic.get_topic_name()
+    total = PortfolioAdoption()
+    for key, value in list(table.items()):
+        partition = app.producer.key_partition(changelog, key).partition
+        if not app.assignor.is_active(TP(changelog, partition)):
+            continue
+        state = EngagementState.from_json(value)
+        adopted = account_adopted(
+            state,
+            query.feature,
+            state.local_day(now),
+            days=query.days,
+            min_users=query.min_users,
+            min_days=query.min_days,
+        )
+        total += PortfolioAdoption(int(adopted), 1)
+    return total
+
+
+def register_portfolio_view(app: Any, table: Any, clock: Any) -> None:
+    @app.page("/portfolio/adoption")
+    class PortfolioAdoptionView(View):
+        """Customer adoption rate of a feature over the whole portfolio."""
+
+        async def get(self, request: Request) -> Response:
+            try:
+                query = AdoptionQuery(request.query)
+            except ValueError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            if request.query.get("scope") == "local":
+                part = local_adoption(app, table, query, clock.now())
+                return self.json({"adopted": part.adopted, "accounts": part.accounts})
+            total = await _gather(app, table, query, clock.now())
+            return self.json(
+                {
+                    "feature": query.feature,
+                    "adopted": total.adopted,
+                    "accounts": total.accounts,
+                    "rate": total.rate,
+                }
+            )
+
+
+async def _gather(app: Any, table: Any, query: AdoptionQuery, now: datetime) -> PortfolioAdoption:
+    me = str(app.conf.canonical_url).rstrip("/")
+    others = [
+        str(h).rstrip("/") for h in app.assignor.tables_metadata() if str(h).rstrip("/") != me
+    ]
+    total = local_adoption(app, table, query, now)
+    parts = await asyncio.gather(*(_remote(app, host, query) for host in others))
+    for part in parts:
+        total += part
+    return total
+
+
+async def _remote(app: Any, host: str, query: AdoptionQuery) -> PortfolioAdoption:
+    params = {**query.params(), "scope": "local"}
+    async with app.http_client.get(f"{host}/portfolio/adoption", params=params) as response:
+        response.raise_for_status()
+        body = await response.json()
+    return PortfolioAdoption(int(body["adopted"]), int(body["accounts"]))

@@ -131,7 +131,8 @@ def _zone(obj: Mapping[str, Any]) -> Any:
         return Rejection("bad_type:timezone", "timezone must be an IANA name like Europe/Berlin")
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    # With tzdata installed a name like 'Europe' is a directory: OSError, not NotFound.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return Rejection("bad_value:timezone", f"unknown time zone {value[:64]!r}")
     return value
 

@@ -268,9 +268,11 @@ class _Folder:
             user = UserRecord(self._slot_for(event.user_id), event.role, at, at)
             self.state.users[event.user_id] = user
         else:
-            if at >= user.last_seen:
+            # The newest event says what role they hold now; a tie at the same instant
+            # is broken by name so that arrival order cannot change the result.
+            if at > user.last_seen or (at == user.last_seen and event.role > user.role):
                 user.last_seen = at
-                user.role = event.role  # the newest event says what role they hold now
+                user.role = event.role
             user.first_seen = min(user.first_seen, at)
         return 1 << user.slot
 

@@ -95,6 +95,8 @@ def daily_series(
 ) -> list[float]:
     """One value per day: ``active_users``, ``login_users``, ``logins``, ``sessions``,
     ``session_s``, ``events`` or ``usage_rate`` (needs ``licenses``)."""
+    if metric == "usage_rate" and not licenses:
+        raise ValueError("the usage_rate series needs a licence count")
     values = []
     for bucket in _buckets(state, window(end, days)):
         if metric == "usage_rate":

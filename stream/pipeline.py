@@ -94,6 +94,7 @@ class IngestPipeline:
         outcome = triage_batch(messages, now, self._limits)
         dead = list(outcome.dead)
         counted = 0
+        touched: list[str] = []
         for account_id, events in outcome.accepted.items():
             state = self._load(account_id)
             folded = fold_events(state, events, self._policy)
@@ -102,14 +103,16 @@ class IngestPipeline:
             dead.extend(
                 _late_letter(events[i], sources[i], state, self._policy, now) for i in folded.late
             )
-            # One assignment per account per batch: each one is a changelog record.
-            self._table[account_id] = state.to_json()
+            if folded.counted:
+                # One assignment per account per batch: each one is a changelog record.
+                self._table[account_id] = state.to_json()
+                touched.append(account_id)
         for letter in dead:
             await self._send_dead_letter(letter)
         self._count(outcome.counts_by_type(), counted, len(dead) - len(outcome.dead), dead)
         self.totals.messages += len(messages)
         self.totals.busy_s += time.perf_counter() - started
-        return list(outcome.accepted)
+        return touched
 
     def _load(self, account_id: str) -> EngagementState:
         stored = self._table.get(account_id)
@@ -156,10 +159,13 @@ class AccountsPipeline:
         latest: dict[str, bytes | None] = {}
         for message in messages:
             key = message.position.key
-            if key is None:
-                await self._reject(message, Rejection("key_mismatch", "account records need a key"))
+            account_id = _utf8(key)
+            if account_id is None:
+                await self._reject(
+                    message, Rejection("key_mismatch", "account records need a UTF-8 key")
+                )
             elif message.value is None:
-                latest[key.decode()] = None  # a tombstone: the account is gone
+                latest[account_id] = None  # a tombstone: the account is gone
             else:
                 result = decode_account(message.value)
                 if isinstance(result, Rejection):
@@ -189,3 +195,12 @@ class AccountsPipeline:
                 self._clock.now(),
             )
         )
+
+
+def _utf8(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None

@@ -748,6 +748,16 @@ async def test_accounts_last_record_of_a_key_in_a_batch_wins(
         pytest.param(account_json(licenses=True), "bad_type:licenses", id="bool-licenses"),
         pytest.param(account_json(timezone="Mars/Olympus"), "bad_value:timezone", id="zone"),
         pytest.param(account_json(timezone=5), "bad_type:timezone", id="zone-type"),
+        pytest.param(
+            account_json(timezone="Europe"),
+            "bad_value:timezone",
+            id="zone-is-a-directory",
+        ),
+        pytest.param(
+            account_json(timezone="Mars" * 100),
+            "bad_value:timezone",
+            id="zone-name-too-long",
+        ),
         pytest.param(account_json(status="deleted"), "bad_value:status", id="status"),
         pytest.param(
             account_json(contract_start="2025-13-01"), "bad_value:contract_start", id="date"
@@ -797,6 +807,17 @@ async def test_accounts_key_mismatch(
     assert accounts_table == {}
 
 
+async def test_accounts_tombstone_with_a_non_utf8_key_is_dead_lettered(
+    accounts_pipeline: AccountsPipeline, accounts_table: dict[str, bytes], sink: DeadLetterSink
+) -> None:
+    accounts_table["acme"] = ACME.to_json()
+    await accounts_pipeline.process([account_message(None, b"\xff\xfe", offset=5)])
+    assert [(d.reason, d.original, d.source.key) for d in sink.sent] == [
+        ("key_mismatch", b"", b"\xff\xfe")
+    ]
+    assert accounts_table == {"acme": ACME.to_json()}
+
+
 async def test_accounts_feed_the_time_zone_of_new_engagement_state(
     accounts_pipeline: AccountsPipeline,
     accounts_table: dict[str, bytes],
@@ -831,3 +852,14 @@ def test_raw_message_from_a_kafka_message() -> None:
 def test_raw_message_without_timestamp() -> None:
     raw = raw_message(FakeKafkaMessage(TOPIC, 0, 0, None, None, 0.0))
     assert raw == RawMessage(None, SourcePosition(TOPIC, 0, 0, None, None))
+
+
+async def test_pipeline_writes_nothing_for_a_batch_of_redeliveries_only(
+    pipeline: IngestPipeline, table: CountingTable
+) -> None:
+    assert await pipeline.process([message(event_json("a1"), offset=0)]) == ["acme"]
+    table.writes.clear()
+    # A full redelivery changes no state, so it must cost no changelog record.
+    assert await pipeline.process([message(event_json("a1"), offset=0)]) == []
+    assert table.writes == Counter()
+    assert pipeline.totals.duplicates == 1

@@ -65,10 +65,13 @@ class Settings(BaseModel):
     exact_user_limit: PositiveInt = 50_000
     """Distinct users per account counted exactly; beyond it counts are a lower bound."""
 
-    batch_max_events: PositiveInt = 2_000
+    batch_max_events: PositiveInt = 5_000
     """Events folded together before per-account state is written (once per account)."""
     batch_within_s: PositiveSeconds = 0.5
     """Longest wait for a batch to fill; a quiet stream still flushes this often."""
+    commit_interval_s: PositiveSeconds = 1.0
+    """How often state is flushed to Kafka and event offsets committed (at most this much
+    is read again after a crash; duplicates are recognised by event id)."""
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -16,6 +16,7 @@ from faust.web import Request, Response, View
 
 from config.settings import Settings
 from stream.accounts import Account
+from stream.bulk import bulk_reader_service
 from stream.clock import Clock, SystemClock
 from stream.deadletter import DeadLetter
 from stream.engagement import EngagementState, StatePolicy
@@ -53,6 +54,11 @@ class Engine:
     @property
     def engagement_changelog(self) -> str:
         return f"{self.settings.app_id}-{ENGAGEMENT_TABLE}-changelog"
+
+
+def events_group(settings: Settings) -> str:
+    """The consumer group that stores the events topic's offsets."""
+    return f"{settings.app_id}-events"
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
@@ -114,13 +120,21 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     )
     accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)
 
-    @app.agent(events_topic, name="ingest")
-    async def ingest(stream: Any) -> None:
-        """Decode, dead-letter and fold batches of usage events."""
-        async for batch in stream.take_events(
-            settings.batch_max_events, within=settings.batch_within_s
-        ):
-            await pipeline.process([raw_message(event.message) for event in batch])
+    # Usage events are read in bulk (stream/bulk.py says why) on the partitions the
+    # accounts agent below is assigned: the topics are co-partitioned.
+    app.service(
+        bulk_reader_service(
+            app,
+            bootstrap=settings.kafka_bootstrap,
+            events_topic=names.events,
+            owner_topic=names.accounts,
+            group_id=events_group(settings),
+            process=pipeline.process,
+            batch_max=settings.batch_max_events,
+            within_s=settings.batch_within_s,
+            commit_interval_s=settings.commit_interval_s,
+        )
+    )
 
     @app.agent(accounts_topic, name="accounts")
     async def account_records(stream: Any) -> None:

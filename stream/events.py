@@ -115,8 +115,12 @@ def validate_event(
     """Validate an already-parsed JSON value (used by decode and by replay)."""
     if not isinstance(obj, dict):
         return Rejection("not_an_object", f"expected a JSON object, got {_json_type(obj)}")
+    limits = limits or EventLimits()
+    event = _build_fast(obj, now, limits)
+    if event is not None:
+        return event
     try:
-        return _build(obj, now, limits or EventLimits())
+        return _build(obj, now, limits)
     except _InvalidEventError as invalid:
         return invalid.rejection
 
@@ -144,6 +148,48 @@ def _build(obj: dict[str, Any], now: datetime, limits: EventLimits) -> UsageEven
         )
     properties = _properties(obj, event_type)
     return UsageEvent(event_id, event_type, account_id, user_id, role, occurred_at, properties)
+
+
+def _build_fast(obj: dict[str, Any], now: datetime, limits: EventLimits) -> UsageEvent | None:
+    """The common, valid event checked in one pass; ``None`` hands over to ``_build``.
+
+    The hot path: per-field helpers cost about half of the engine's own time. This
+    accepts exactly what ``_build`` accepts (a property test holds the two together)
+    and leaves explaining a rejection to the careful path.
+    """
+    try:
+        kind = _TYPES.get(obj["type"])
+        event_id = obj["event_id"]
+        account_id = obj["account_id"]
+        user_id = obj.get("user_id")
+        role = obj.get("role", "user")
+        text = obj["occurred_at"]
+        props = obj.get("properties")
+        if (
+            type(obj["schema"]) is not int
+            or obj["schema"] != SCHEMA_VERSION
+            or kind is None
+            or type(event_id) is not str
+            or not 0 < len(event_id) <= MAX_ID_CHARS
+            or type(account_id) is not str
+            or not 0 < len(account_id) <= MAX_ID_CHARS
+            or (user_id is None and kind is not EventType.LICENSE_CHANGE)
+            or (user_id is not None and (type(user_id) is not str or not user_id))
+            or (role is not None and (type(role) is not str or not role))
+            or type(text) is not str
+            or not _RFC3339.match(text)
+        ):
+            return None
+        if props is None:
+            props = {}
+        if type(props) is not dict or not _FAST_PROPERTY_CHECKS[kind](props):
+            return None
+        occurred_at = datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    if occurred_at > now + limits.future_skew:
+        return None
+    return UsageEvent(event_id, kind, account_id, user_id, role or "user", occurred_at, props)
 
 
 def _required(obj: Mapping[str, Any], name: str, kind: type, prefix: str = "") -> Any:
@@ -261,6 +307,25 @@ def _license_change(props: Mapping[str, Any]) -> None:
             "bad_value:properties.licenses", f"licenses must be >= 0, got {licenses}"
         )
 
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+_FAST_PROPERTY_CHECKS: dict[EventType, Any] = {
+    EventType.LOGIN: lambda p: True,
+    EventType.SESSION_END: lambda p: (
+        type(p.get("duration_s")) in (int, float) and p["duration_s"] >= 0
+    ),
+    EventType.FEATURE_USED: lambda p: type(p.get("feature")) is str and bool(p["feature"]),
+    EventType.NPS_RESPONSE: lambda p: (
+        _is_count(p.get("score"))
+        and p["score"] <= 10
+        and (p.get("comment") is None or type(p["comment"]) is str)
+    ),
+    EventType.VALUE_MILESTONE: lambda p: type(p.get("milestone")) is str and bool(p["milestone"]),
+    EventType.LICENSE_CHANGE: lambda p: _is_count(p.get("licenses")),
+}
 
 _PROPERTY_CHECKS = {
     EventType.SESSION_END: _session_end,

@@ -16,6 +16,7 @@ from kafka.producer import KafkaProducer
 from kafka.structs import TopicPartition
 
 from config.settings import Settings
+from stream.app import events_group
 from stream.deadletter import DeadLetter
 from stream.topics import TopicNames, ensure_topics
 from tests.integration.harness import (
@@ -273,7 +274,7 @@ def _committed_offsets(settings: Settings) -> int:
     events = TopicNames.from_settings(settings).events
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.app_id,
+        group_id=events_group(settings),
         enable_auto_commit=False,
     )
     try:

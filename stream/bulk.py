@@ -1,0 +1,157 @@
+"""Reading the events topic in bulk, on the partitions Faust gave this worker.
+
+Why not a Faust agent: faust-streaming moves every message through its conductor,
+a channel queue, an ``Event`` and a per-message ack; on this project's machines that
+costs ~85 us per event, ten times the engine's own work (docs/benchmarks.md). Here an
+aiokafka consumer fetches whole batches with ``getmany`` and hands them to the same
+:class:`~stream.pipeline.IngestPipeline`. Faust still owns everything else: partition
+assignment (through the co-partitioned accounts agent), tables, changelogs, recovery,
+standbys and the web server.
+
+The hand-over rules that keep it correct:
+
+* it reads only partitions whose number this worker holds *active* (never standbys),
+  and only after Faust's table recovery completed (``on_rebalance_complete``);
+* batches are folded as they come; every ``commit_interval_s`` the producer is flushed
+  (state and dead letters are in Kafka) and then the offsets are committed:
+  at-least-once, and events replayed after a crash are caught by the per-account
+  event-id memory;
+* on revocation and on shutdown it finishes the batch in hand, flushes and commits
+  before letting go, so the next owner starts exactly where this one stopped.
+
+Offsets live in the consumer group ``<app_id>-events``, which has no members: this
+consumer assigns partitions itself and only stores offsets there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+
+from stream.deadletter import SourcePosition
+from stream.ingest import RawMessage
+
+__all__ = ["bulk_reader_service"]
+
+log = logging.getLogger(__name__)
+
+ProcessBatch = Callable[[Sequence[RawMessage]], Awaitable[Any]]
+
+
+def bulk_reader_service(
+    app: Any,
+    *,
+    bootstrap: str,
+    events_topic: str,
+    owner_topic: str,
+    group_id: str,
+    process: ProcessBatch,
+    batch_max: int,
+    within_s: float,
+    commit_interval_s: float = 1.0,
+) -> type[Service]:
+    """A service class for ``app.service``; ``owner_topic`` decides which partitions
+    this worker owns (a co-partitioned topic that a Faust agent subscribes to)."""
+
+    class BulkEventReader(Service):
+        def __post_init__(self) -> None:
+            self._lock = asyncio.Lock()
+            self._ready = asyncio.Event()
+            self._consumer: AIOKafkaConsumer | None = None
+            self._pending: dict[TopicPartition, int] = {}
+            self._committed_at = 0.0
+
+        async def on_start(self) -> None:
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap.split(","),
+                group_id=group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            await self._consumer.start()
+            app.on_partitions_revoked.connect(self._on_revoked)
+            app.on_rebalance_complete.connect(self._on_rebalanced)
+            # Started after table recovery: the current assignment is ready to use.
+            await self._take_assignment()
+
+        async def on_stop(self) -> None:
+            self._ready.clear()
+            async with self._lock:  # wait for the batch in hand, then commit it
+                if self._consumer is not None:
+                    await self._commit(self._consumer)
+                    await self._consumer.stop()
+                    self._consumer = None
+
+        async def _on_revoked(self, sender: Any, revoked: Any = None, **kwargs: Any) -> None:
+            self._ready.clear()
+            async with self._lock:
+                if self._consumer is not None:
+                    await self._commit(self._consumer)
+                    self._consumer.assign([])
+
+        async def _on_rebalanced(self, sender: Any = None, **kwargs: Any) -> None:
+            await self._take_assignment()
+
+        async def _take_assignment(self) -> None:
+            owned = sorted(
+                tp.partition for tp in app.assignor.assigned_actives() if tp.topic == owner_topic
+            )
+            tps = [TopicPartition(events_topic, partition) for partition in owned]
+            async with self._lock:
+                consumer = self._consumer
+                if consumer is None:
+                    return
+                consumer.assign(tps)
+                for tp in tps:
+                    committed = await consumer.committed(tp)
+                    if committed is None:
+                        await consumer.seek_to_beginning(tp)
+                    else:
+                        consumer.seek(tp, committed)
+            log.info("bulk reader: reading %s partitions %s", events_topic, owned)
+            if tps:
+                self._ready.set()
+
+        @Service.task
+        async def _read(self) -> None:
+            while not self.should_stop:
+                # mode types the waitable as its own Event; an asyncio.Event works.
+                await self.wait_for_stopped(self._ready)  # type: ignore[arg-type]
+                async with self._lock:
+                    if self._ready.is_set() and self._consumer is not None:
+                        await self._read_one_batch(self._consumer)
+
+        async def _read_one_batch(self, consumer: AIOKafkaConsumer) -> None:
+            fetched = await consumer.getmany(timeout_ms=int(within_s * 1000), max_records=batch_max)
+            if not fetched:
+                return
+            messages = [
+                RawMessage(
+                    r.value, SourcePosition(r.topic, r.partition, r.offset, r.key, r.timestamp)
+                )
+                for records in fetched.values()
+                for r in records
+            ]
+            await process(messages)
+            for tp, records in fetched.items():
+                self._pending[tp] = records[-1].offset + 1
+            if time.monotonic() - self._committed_at >= commit_interval_s:
+                await self._commit(consumer)
+
+        async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+            """Flush first: an offset is committed only once its effects are in Kafka."""
+            self._committed_at = time.monotonic()
+            if not self._pending:
+                return
+            await app.producer.flush()
+            offsets, self._pending = self._pending, {}
+            await consumer.commit(offsets)
+
+    return BulkEventReader

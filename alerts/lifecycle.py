@@ -1,0 +1,197 @@
+"""The alert lifecycle: one explicit state machine, pure, time as an argument.
+
+A rule evaluated for one account (and one stakeholder, for per-stakeholder rules)
+yields a :class:`Finding`: is the condition true now, with which evidence.
+:func:`transition` folds a finding into the previous :class:`AlertState` and returns
+the new state plus the :class:`Change` worth publishing, if any:
+
+    inactive --active--> pending --held for `for_s`--> firing --inactive--> resolved
+        (with ``for_s == 0`` an active finding fires at once)
+
+* never a second ``firing`` while one is open: a held condition only refreshes the
+  evidence, and re-notifies as ``repeat`` once per ``repeat_interval_s``;
+* ``resolved`` only after ``firing``: a pending condition that clears leaves no trace;
+* a resolved alert whose condition returns starts a new episode (new ``starts_at``).
+
+Silences, acknowledgements and inhibition do not change this state: evaluation
+always runs, and they only decide whether a change is delivered (DOMAIN.md: "evaluate
+always, hold only the delivery").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from stream import codec
+
+__all__ = [
+    "AlertState",
+    "Change",
+    "ChangeKind",
+    "Finding",
+    "LifecyclePolicy",
+    "Status",
+    "fingerprint",
+    "transition",
+]
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class ChangeKind(StrEnum):
+    FIRING = "firing"
+    REPEAT = "repeat"
+    RESOLVED = "resolved"
+
+
+def fingerprint(rule: str, account_id: str, subject: str | None = None) -> str:
+    """Stable id of one rule on one account (and one stakeholder): receivers dedup on it."""
+    key = codec.dumps([rule, account_id, subject])
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One rule's verdict on one account at one time."""
+
+    rule: str
+    account_id: str
+    active: bool
+    severity: str = "warning"
+    subject: str | None = None
+    """The stakeholder a per-stakeholder rule is about (``None`` for account rules)."""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.rule, self.account_id, self.subject)
+
+
+@dataclass(frozen=True, slots=True)
+class LifecyclePolicy:
+    for_s: float = 0.0
+    """How long a condition must hold before it fires (Prometheus' ``for``)."""
+    repeat_interval_s: float = 24 * 3600.0
+    """A firing alert is re-notified this often while it holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """Where one fingerprint's alert stands; kept durable (changelog-backed) by callers."""
+
+    fingerprint: str
+    rule: str
+    account_id: str
+    status: Status
+    severity: str
+    subject: str | None = None
+    active_since: datetime | None = None
+    """When the condition became true in this episode (start of pending)."""
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    last_notified_at: datetime | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is Status.FIRING
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A state change worth publishing (healthchecks' "flip")."""
+
+    kind: ChangeKind
+    alert: AlertState
+    at: datetime
+
+
+def transition(
+    previous: AlertState | None,
+    finding: Finding,
+    now: datetime,
+    policy: LifecyclePolicy | None = None,
+) -> tuple[AlertState | None, Change | None]:
+    """The new state for ``finding``'s fingerprint and the change to publish, if any.
+
+    ``None`` as a state means "nothing to remember" (inactive, never fired).
+    """
+    policy = policy or LifecyclePolicy()
+    if previous is not None and previous.fingerprint != finding.fingerprint:
+        raise ValueError("a finding can only move the alert with its own fingerprint")
+    if finding.active:
+        return _while_active(previous, finding, now, policy)
+    return _while_inactive(previous, finding, now)
+
+
+def _while_active(
+    previous: AlertState | None, finding: Finding, now: datetime, policy: LifecyclePolicy
+) -> tuple[AlertState, Change | None]:
+    if previous is None or previous.status is Status.RESOLVED:
+        pending = _new_episode(finding, now)
+        return _fire_if_due(pending, now, policy)
+    refreshed = replace(
+        previous,
+        severity=finding.severity,
+        evidence=finding.evidence,
+        labels=finding.labels,
+        annotations=finding.annotations,
+    )
+    if refreshed.status is Status.PENDING:
+        return _fire_if_due(refreshed, now, policy)
+    last = refreshed.last_notified_at or refreshed.starts_at or now
+    if now - last >= timedelta(seconds=policy.repeat_interval_s):
+        repeated = replace(refreshed, last_notified_at=now)
+        return repeated, Change(ChangeKind.REPEAT, repeated, now)
+    return refreshed, None
+
+
+def _new_episode(finding: Finding, now: datetime) -> AlertState:
+    return AlertState(
+        fingerprint=finding.fingerprint,
+        rule=finding.rule,
+        account_id=finding.account_id,
+        status=Status.PENDING,
+        severity=finding.severity,
+        subject=finding.subject,
+        active_since=now,
+        evidence=finding.evidence,
+        labels=finding.labels,
+        annotations=finding.annotations,
+    )
+
+
+def _fire_if_due(
+    pending: AlertState, now: datetime, policy: LifecyclePolicy
+) -> tuple[AlertState, Change | None]:
+    since = pending.active_since or now
+    if now - since < timedelta(seconds=policy.for_s):
+        return pending, None
+    firing = replace(
+        pending, status=Status.FIRING, starts_at=now, ends_at=None, last_notified_at=now
+    )
+    return firing, Change(ChangeKind.FIRING, firing, now)
+
+
+def _while_inactive(
+    previous: AlertState | None, finding: Finding, now: datetime
+) -> tuple[AlertState | None, Change | None]:
+    if previous is None or previous.status is Status.PENDING:
+        return None, None  # never fired: nothing to resolve, nothing to keep
+    if previous.status is Status.RESOLVED:
+        return previous, None
+    resolved = replace(previous, status=Status.RESOLVED, ends_at=now, evidence=finding.evidence)
+    return resolved, Change(ChangeKind.RESOLVED, resolved, now)

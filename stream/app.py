@@ -56,6 +56,16 @@ class Engine:
         return f"{self.settings.app_id}-{ENGAGEMENT_TABLE}-changelog"
 
 
+def state_policy(settings: Settings) -> StatePolicy:
+    """The engagement-state bounds the settings ask for."""
+    return StatePolicy(
+        horizon_days=settings.horizon_days,
+        lateness_s=settings.allowed_lateness_s,
+        dedup_capacity=settings.dedup_capacity,
+        exact_user_limit=settings.exact_user_limit,
+    )
+
+
 def events_group(settings: Settings) -> str:
     """The consumer group that stores the events topic's offsets."""
     return f"{settings.app_id}-events"
@@ -110,12 +120,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         send_dead_letter,
         now,
         limits=EventLimits(settings.max_event_bytes, timedelta(seconds=settings.future_skew_s)),
-        policy=StatePolicy(
-            horizon_days=settings.horizon_days,
-            lateness_s=settings.allowed_lateness_s,
-            dedup_capacity=settings.dedup_capacity,
-            exact_user_limit=settings.exact_user_limit,
-        ),
+        policy=state_policy(settings),
         accounts=accounts,
     )
     accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)

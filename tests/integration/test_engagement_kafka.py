@@ -19,9 +19,10 @@ import pytest
 
 from config.settings import Settings
 from stream import codec
+from stream.app import state_policy
 from stream.clock import SystemClock
 from stream.deadletter import DeadLetter, SourcePosition
-from stream.engagement import EngagementState, StatePolicy
+from stream.engagement import EngagementState
 from stream.ingest import RawMessage
 from stream.pipeline import AccountsPipeline, IngestPipeline
 from stream.publish import Publisher
@@ -99,12 +100,7 @@ def reference_states(
             table,
             send,
             SystemClock(),
-            policy=StatePolicy(
-                horizon_days=settings.horizon_days,
-                lateness_s=settings.allowed_lateness_s,
-                dedup_capacity=settings.dedup_capacity,
-                exact_user_limit=settings.exact_user_limit,
-            ),
+            policy=state_policy(settings),
             accounts=accounts,
         )
         for start in range(0, len(events), 997):  # any batching gives the same state

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +37,8 @@ __all__ = [
     "LifecyclePolicy",
     "Status",
     "fingerprint",
+    "state_from_dict",
+    "state_to_dict",
     "transition",
 ]
 
@@ -195,3 +197,48 @@ def _while_inactive(
         return previous, None
     resolved = replace(previous, status=Status.RESOLVED, ends_at=now, evidence=finding.evidence)
     return resolved, Change(ChangeKind.RESOLVED, resolved, now)
+
+
+def state_to_dict(state: AlertState) -> dict[str, Any]:
+    """Plain JSON-ready data, for the changelog-backed alert table."""
+    return {
+        "fingerprint": state.fingerprint,
+        "rule": state.rule,
+        "account_id": state.account_id,
+        "status": state.status.value,
+        "severity": state.severity,
+        "subject": state.subject,
+        "active_since": _ts(state.active_since),
+        "starts_at": _ts(state.starts_at),
+        "ends_at": _ts(state.ends_at),
+        "last_notified_at": _ts(state.last_notified_at),
+        "evidence": dict(state.evidence),
+        "labels": dict(state.labels),
+        "annotations": dict(state.annotations),
+    }
+
+
+def state_from_dict(data: Mapping[str, Any]) -> AlertState:
+    return AlertState(
+        fingerprint=data["fingerprint"],
+        rule=data["rule"],
+        account_id=data["account_id"],
+        status=Status(data["status"]),
+        severity=data["severity"],
+        subject=data["subject"],
+        active_since=_dt(data["active_since"]),
+        starts_at=_dt(data["starts_at"]),
+        ends_at=_dt(data["ends_at"]),
+        last_notified_at=_dt(data["last_notified_at"]),
+        evidence=data["evidence"],
+        labels=data["labels"],
+        annotations=data["annotations"],
+    )
+
+
+def _ts(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+def _dt(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None

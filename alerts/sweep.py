@@ -1,0 +1,62 @@
+"""Evaluate every rule for one account and move its alerts: the unit of work that
+both the live worker (on state change and on its periodic sweep) and replay run.
+
+An account's alert states live in one value (a mapping fingerprint -> state), so the
+worker that owns the account keeps them in one table entry and writes it once per
+sweep, and only when something changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from alerts.evaluate import Context, evaluate
+from alerts.lifecycle import (
+    AlertState,
+    Change,
+    LifecyclePolicy,
+    state_from_dict,
+    state_to_dict,
+    transition,
+)
+from alerts.rules import Rule
+
+__all__ = ["AccountAlerts", "sweep_account"]
+
+
+class AccountAlerts:
+    """The alert states of one account, loaded from and saved to plain data."""
+
+    def __init__(self, states: Mapping[str, AlertState] | None = None) -> None:
+        self.states: dict[str, AlertState] = dict(states or {})
+        self.changed = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> AccountAlerts:
+        return cls({fp: state_from_dict(s) for fp, s in (data or {}).items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {fp: state_to_dict(state) for fp, state in sorted(self.states.items())}
+
+    def open(self) -> list[AlertState]:
+        return [state for state in self.states.values() if state.is_open]
+
+
+def sweep_account(rules: Sequence[Rule], context: Context, alerts: AccountAlerts) -> list[Change]:
+    """Evaluate ``rules`` for the account in ``context``; update ``alerts`` in place."""
+    changes: list[Change] = []
+    for rule in rules:
+        policy = LifecyclePolicy(repeat_interval_s=rule.repeat_interval)
+        for finding in evaluate(rule, context):
+            previous = alerts.states.get(finding.fingerprint)
+            state, change = transition(previous, finding, context.now, policy)
+            if state != previous:
+                alerts.changed = True
+                if state is None:
+                    alerts.states.pop(finding.fingerprint, None)
+                else:
+                    alerts.states[finding.fingerprint] = state
+            if change is not None:
+                changes.append(change)
+    return changes

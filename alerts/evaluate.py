@@ -14,6 +14,7 @@ that never works Fridays, are expected rather than alarming.
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -199,6 +200,16 @@ def _daily_value(metric: str, context: Context, day: date) -> float | None:
 def _threshold(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, ThresholdRule)
     state, yesterday = context.state, context.today - timedelta(days=1)
+    if _history_days(context) < rule.min_history_days:
+        return [
+            _finding(
+                rule,
+                context,
+                False,
+                None,
+                {"metric": rule.metric, "value": None, "reason": "not enough history yet"},
+            )
+        ]
     working = working_weekdays(state, yesterday, rule.working_day_rate)
     days = [d for d in metrics.window(yesterday, HISTORY_DAYS) if d.weekday() in working]
     days = days[-rule.for_working_days :]
@@ -331,8 +342,7 @@ def health_components(rule: HealthRule, context: Context) -> dict[str, float]:
 
 def _health(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, HealthRule)
-    first = context.state.first_seen_at
-    if first is None or (context.today - context.state.local_day(first)).days < 14:
+    if _history_days(context) < 14:
         return []
     parts = health_components(rule, context)
     weights = {name: w for name, w in rule.weights.items() if name in parts and w > 0}
@@ -351,12 +361,35 @@ def _health(rule: Any, context: Context) -> list[Finding]:
     return [_finding(rule, context, tier != "green", None, evidence, severity=severity)]
 
 
+def _history_days(context: Context) -> int:
+    first = context.state.first_seen_at
+    return (context.today - context.state.local_day(first)).days if first is not None else 0
+
+
 # --- findings ------------------------------------------------------------------------
 
 
 class _Blank(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
+
+
+class _Forgiving(string.Formatter):
+    """Templates never break an alert: a value a format spec cannot take (``None``
+    for ``{change:.0%}``) is shown plainly instead."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        try:
+            return format(value, format_spec)
+        except (TypeError, ValueError):
+            return str(value)
+
+
+_TEMPLATES = _Forgiving()
+
+
+def render(template: str, fields: Mapping[str, Any]) -> str:
+    return _TEMPLATES.vformat(template, (), _Blank(fields))
 
 
 def _finding(
@@ -379,9 +412,9 @@ def _finding(
         account_name=context.account_name,
         subject=subject or "",
     )
-    annotations = {"summary": rule.summary.format_map(fields)}
+    annotations = {"summary": render(rule.summary, fields)}
     if rule.description:
-        annotations["description"] = rule.description.format_map(fields)
+        annotations["description"] = render(rule.description, fields)
     return Finding(
         rule.name,
         context.state.account_id,

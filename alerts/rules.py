@@ -107,6 +107,8 @@ class ThresholdRule(_RuleBase):
     value: float
     for_working_days: PositiveDays = 3
     working_day_rate: Fraction = 0.4
+    min_history_days: PositiveDays = 21
+    """Days since first seen before daily rates are judged (new accounts: onboarding)."""
 
 
 class DropRule(_RuleBase):

@@ -124,7 +124,7 @@ def run_engine(settings: Settings, expected: int) -> dict[str, Any]:
         **{
             f"ENGAGEWATCH_{k.upper()}": str(v)
             for k, v in settings.model_dump(mode="json").items()
-            if not isinstance(v, list)
+            if v is not None and not isinstance(v, list)
         },
     }
     result_path = Path(settings.data_dir) / "engine-result.json"

@@ -65,6 +65,14 @@ class Settings(BaseModel):
     exact_user_limit: PositiveInt = 50_000
     """Distinct users per account counted exactly; beyond it counts are a lower bound."""
 
+    rules_file: str | None = None
+    """The rules YAML; ``None`` means the defaults shipped in config/rules.yaml."""
+    sweep_interval_s: PositiveSeconds = 60.0
+    """How often each worker evaluates the rules over the accounts it owns."""
+    catch_up_lag_s: PositiveSeconds = 3_600.0
+    """Evaluation waits while the newest event is older than this (a backlog, or a
+    stalled input): otherwise every account would look silent."""
+
     batch_max_events: PositiveInt = 5_000
     """Events folded together before per-account state is written (once per account)."""
     batch_within_s: PositiveSeconds = 0.5

@@ -7,13 +7,16 @@ app exists: the CLI builds one from settings and runs a worker.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.web import Request, Response, View
 
+from alerts.rules import load_rules
 from config.settings import Settings
 from stream.accounts import Account
 from stream.bulk import bulk_reader_service
@@ -21,10 +24,12 @@ from stream.clock import Clock, SystemClock
 from stream.deadletter import DeadLetter
 from stream.engagement import EngagementState, StatePolicy
 from stream.events import EventLimits
+from stream.ingest import RawMessage
 from stream.pipeline import AccountsPipeline, IngestPipeline, raw_message
 from stream.portfolio import register_portfolio_view
 from stream.snapshot import account_snapshot
-from stream.tables import AccountKeyed
+from stream.sweeper import Sweeper
+from stream.tables import AccountKeyed, ensure_metadata, owned_items
 from stream.topics import TopicNames
 
 __all__ = ["Engine", "create_app"]
@@ -33,6 +38,8 @@ log = logging.getLogger(__name__)
 
 ENGAGEMENT_TABLE = "engagement"
 ACCOUNTS_TABLE = "accounts"
+ALERTS_TABLE = "alerts"
+DEFAULT_RULES = Path(__file__).resolve().parent.parent / "config" / "rules.yaml"
 STATS_INTERVAL_S = 10.0
 
 
@@ -105,6 +112,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     accounts_table = app.Table(
         ACCOUNTS_TABLE, partitions=n, key_type=bytes, value_type=bytes, use_partitioner=True
     )
+    alerts_table = app.Table(
+        ALERTS_TABLE, partitions=n, key_type=bytes, value_type=bytes, use_partitioner=True
+    )
     engagement = AccountKeyed(engagement_table)
     accounts = AccountKeyed(accounts_table)
 
@@ -125,6 +135,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     )
     accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)
 
+    async def ingest_batch(messages: Sequence[RawMessage]) -> None:
+        await ensure_metadata(app, engagement_table)
+        await pipeline.process(messages)
+
     # Usage events are read in bulk (stream/bulk.py says why) on the partitions the
     # accounts agent below is assigned: the topics are co-partitioned.
     app.service(
@@ -134,7 +148,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             events_topic=names.events,
             owner_topic=names.accounts,
             group_id=events_group(settings),
-            process=pipeline.process,
+            process=ingest_batch,
             batch_max=settings.batch_max_events,
             within_s=settings.batch_within_s,
             commit_interval_s=settings.commit_interval_s,
@@ -145,6 +159,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     async def account_records(stream: Any) -> None:
         """Keep the accounts table in step with the compacted accounts topic."""
         async for batch in stream.take_events(500, within=1.0):
+            await ensure_metadata(app, accounts_table)
             await accounts_pipeline.process([raw_message(event.message) for event in batch])
 
     @app.timer(STATS_INTERVAL_S)
@@ -174,6 +189,28 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             return self.json(body)
 
     register_portfolio_view(app, engagement_table, now)
+
+    async def publish_alert(key: bytes, value: bytes) -> None:
+        await alerts_topic.send(key=key, value=value)
+
+    sweeper = Sweeper(
+        load_rules(Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES).rules,
+        lambda: owned_items(app, engagement_table),
+        accounts,
+        AccountKeyed(alerts_table),
+        publish=publish_alert,
+        catch_up_lag_s=settings.catch_up_lag_s,
+    )
+
+    @app.timer(settings.sweep_interval_s)
+    async def sweep_rules() -> None:
+        """Evaluate the rules over the accounts this worker owns."""
+        await ensure_metadata(app, alerts_table)
+        report = await sweeper.sweep(now.now())
+        if report.held:
+            log.info("sweep: input is behind (backlog or stalled); evaluation held")
+        elif report.changes:
+            log.info("sweep: %d accounts, %d alert changes", report.accounts, report.changes)
 
     return Engine(
         settings=settings,

@@ -35,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"engagewatch: {exc}", file=sys.stderr)
         return 2
     handler = _COMMANDS[args.command]
-    return handler(settings, args)
+    try:
+        return handler(settings, args)
+    except ConfigError as exc:  # e.g. a bad rules file, found when the app is built
+        print(f"engagewatch: {exc}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--out", type=Path, help="write accounts.jsonl and events.jsonl here instead of Kafka"
     )
+
+    alerts = sub.add_parser("alerts", help="print the alert events on the alerts topic")
+    alerts.add_argument("--follow", action="store_true", help="keep printing new ones")
+    alerts.add_argument("--json", action="store_true", help="one JSON event per line")
 
     replay = sub.add_parser("replay", help="backtest rules over a history (not built yet)")
     replay.add_argument("events", type=Path)
@@ -174,6 +182,36 @@ def _wait_until_due(publisher: Publisher, event: dict[str, object], due: float) 
         time.sleep(delay)
 
 
+def _alerts(settings: Settings, args: argparse.Namespace) -> int:
+    from kafka.consumer import KafkaConsumer
+
+    from stream import codec
+    from stream.topics import TopicNames
+
+    consumer = KafkaConsumer(
+        TopicNames.from_settings(settings).alerts,
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=-1 if args.follow else 3_000,
+    )
+    try:
+        for record in consumer:
+            event = codec.loads(record.value)
+            print(codec.dumps(event).decode() if args.json else _alert_line(event), flush=True)
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def _alert_line(event: dict[str, object]) -> str:
+    annotations = event.get("annotations") or {}
+    summary = annotations.get("summary", "") if isinstance(annotations, dict) else ""
+    return f"{event['generated_at']}  {event['status']:<8} {event['severity']:<8} {summary}"
+
+
 def _not_built(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"engagewatch {args.command}: not built yet; see the open issues in the tracker",
@@ -186,6 +224,7 @@ _COMMANDS = {
     "worker": _worker,
     "produce": _produce,
     "simulate": _simulate,
+    "alerts": _alerts,
     "replay": _not_built,
     "triage": _not_built,
 }

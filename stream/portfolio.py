@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from faust.types import TP
 from faust.web import Request, Response, View
 
 from stream.engagement import EngagementState
 from stream.metrics import PortfolioAdoption, account_adopted
+from stream.tables import owned_items
 
 __all__ = ["AdoptionQuery", "register_portfolio_view"]
 
@@ -54,12 +54,8 @@ def _positive(query: Mapping[str, str], name: str, default: int) -> int:
 
 def local_adoption(app: Any, table: Any, query: AdoptionQuery, now: datetime) -> PortfolioAdoption:
     """Adoption over the accounts on this worker's active partitions."""
-    changelog = table.changelog_topic.get_topic_name()
     total = PortfolioAdoption()
-    for key, value in list(table.items()):
-        partition = app.producer.key_partition(changelog, key).partition
-        if not app.assignor.is_active(TP(changelog, partition)):
-            continue
+    for _, value in owned_items(app, table):
         state = EngagementState.from_json(value)
         adopted = account_adopted(
             state,

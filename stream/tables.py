@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-__all__ = ["AccountKeyed"]
+from aiokafka.partitioner import murmur2
+from faust.types import TP
+
+__all__ = ["AccountKeyed", "ensure_metadata", "key_partition", "owned_items"]
 
 
 class AccountKeyed(MutableMapping[str, Any]):
@@ -37,3 +40,37 @@ class AccountKeyed(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+def owned_items(app: Any, table: Any) -> list[tuple[str, Any]]:
+    """(account_id, value) of the entries on this worker's *active* partitions.
+
+    A worker's table also holds standby copies of other workers' partitions; a sweep
+    or a count over those would act on accounts twice.
+    """
+    changelog = table.changelog_topic.get_topic_name()
+    owned = []
+    for key, value in list(table.items()):
+        if app.assignor.is_active(TP(changelog, key_partition(key, table.partitions))):
+            owned.append((key.decode(), value))
+    return owned
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as the Java,
+    kafka-python and aiokafka clients do), without asking a producer for metadata."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+async def ensure_metadata(app: Any, *tables: Any) -> None:
+    """Make the producer learn the changelogs' partitions before writing to them.
+
+    With ``use_partitioner=True`` Faust asks the producer to partition the key at once
+    (``eager_partitioning``) without waiting for metadata; a changelog the producer has
+    not written to yet is unknown to it and the write fails. Waiting here is free once
+    the metadata is known.
+    """
+    producer = app.producer._ensure_producer()  # the aiokafka producer behind Faust's
+    for table in tables:
+        await producer.partitions_for(table.changelog_topic.get_topic_name())

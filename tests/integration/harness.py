@@ -35,6 +35,8 @@ class WorkerProcess:
         values = self.settings.model_dump(mode="json")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEWATCH_")}
         for name, value in values.items():
+            if value is None:
+                continue  # unset: the worker uses its default
             rendered = ",".join(value) if isinstance(value, list) else str(value)
             env[f"ENGAGEWATCH_{name.upper()}"] = rendered
         return env

@@ -66,6 +66,8 @@ def evaluate(rule: Rule, context: Context) -> list[Finding]:
     account = context.account
     if account is not None and account.status in rule.skip_statuses:
         return []
+    if not context.input_healthy and isinstance(rule, _JUDGE_DAYS):
+        return []  # our own input is behind: every account would look quiet
     return _EVALUATORS[type(rule)](rule, context)
 
 
@@ -80,26 +82,42 @@ def working_weekdays(state: EngagementState, end: date, rate: float) -> frozense
 
 def _silence(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, SilenceRule)
-    if not context.input_healthy:
-        return []  # our own input is quiet: every account would look silent
     state = context.state
-    yesterday = context.today - timedelta(days=1)
-    working = working_weekdays(state, yesterday, rule.working_day_rate)
+    # The habit is read from the history *before* the silence: measured up to today, a
+    # long silence would erode its own working days until the alert resolved itself.
+    end = _history_end(context)
+    account_days = _active_days(state, end, _any_user)
+    working = working_weekdays(
+        state, account_days[-1] if account_days else end, rule.working_day_rate
+    )
     if rule.scope == "account":
-        days = _active_days(state, yesterday, lambda bucket_users: bucket_users != 0)
         first = state.first_seen_at
-        return [_silence_finding(rule, context, None, days, first_seen=first, working=working)]
+        return [
+            _silence_finding(rule, context, None, account_days, first_seen=first, working=working)
+        ]
     findings = []
     for user_id, user in sorted(state.users.items()):
         if user.role not in rule.roles:
             continue
-        days = _active_days(state, yesterday, _has_bit(user.slot))
+        days = _active_days(state, end, _has_bit(user.slot))
         findings.append(
             _silence_finding(
                 rule, context, user_id, days, first_seen=user.first_seen, working=working
             )
         )
     return findings
+
+
+def _history_end(context: Context) -> date:
+    """The last completed day that can hold history: yesterday, or the account's newest
+    activity if that is older (its buckets are kept relative to that day)."""
+    yesterday = context.today - timedelta(days=1)
+    newest = context.state.newest_at
+    return min(yesterday, context.state.local_day(newest)) if newest is not None else yesterday
+
+
+def _any_user(users: int) -> bool:
+    return users != 0
 
 
 def _has_bit(slot: int) -> Callable[[int], bool]:
@@ -379,6 +397,10 @@ class _Forgiving(string.Formatter):
     for ``{change:.0%}``) is shown plainly instead."""
 
     def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, Mapping):
+            return ", ".join(f"{key} {item}" for key, item in value.items()) or "none"
+        if isinstance(value, list | tuple):
+            return ", ".join(str(item) for item in value) or "none"
         try:
             return format(value, format_spec)
         except (TypeError, ValueError):
@@ -426,6 +448,9 @@ def _finding(
         annotations,
     )
 
+
+# Rules that read recent days of activity, which a stalled input makes look empty.
+_JUDGE_DAYS = (SilenceRule, ThresholdRule, DropRule, HealthRule)
 
 _EVALUATORS: dict[type, Callable[[Any, Context], list[Finding]]] = {
     SilenceRule: _silence,

@@ -7,6 +7,7 @@ with the file, line and field. Each rule kind is one pydantic model; ``kind`` se
 from __future__ import annotations
 
 import re
+import string
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -70,6 +71,20 @@ class _RuleBase(BaseModel):
     def _check_name(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("use lower-case letters, digits, '-' or '_' (at most 63)")
+        return value
+
+    @field_validator("summary", "description")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        try:
+            parts = list(string.Formatter().parse(value))
+        except ValueError as exc:
+            raise ValueError(f"not a valid template ({exc}); write fields as {{value}}") from None
+        for _, name, _, conversion in parts:
+            if name is not None and (not name or name[0].isdigit()):
+                raise ValueError("fields need a name, like {value} or {account_name}")
+            if conversion not in (None, "r", "s", "a"):
+                raise ValueError(f"unknown conversion !{conversion} in a template")
         return value
 
     @field_validator("repeat_interval", mode="before")
@@ -192,35 +207,49 @@ class RuleSet(BaseModel):
 
     rules: tuple[Rule, ...]
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> RuleSet:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.name in seen:
-                raise ValueError(f"two rules are named {rule.name!r}")
-            seen.add(rule.name)
-        return self
-
 
 def load_rules(path: Path) -> RuleSet:
     """Load and validate a rules file; errors name the file, line and field."""
     data = load_yaml_mapping(path)
     try:
-        return RuleSet.model_validate(data)
+        ruleset = RuleSet.model_validate(data)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            loc = [part for part in error["loc"] if not _is_kind_tag(part)]
+            loc = _field_path(error["loc"], error["type"])
             field = ".".join(str(part) for part in loc)
             where = locate(path, loc, at_key=error["type"] == "extra_forbidden")
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {field}: {message}")
         raise ConfigError("invalid rules:\n  " + "\n  ".join(lines)) from None
+    _check_unique_names(ruleset, path)
+    return ruleset
 
 
-def _is_kind_tag(part: Any) -> bool:
-    # pydantic puts the union member's tag ("silence") into the error location.
-    return part in {"silence", "threshold", "drop", "adoption", "time_to_value", "nps", "health"}
+_KINDS = frozenset({"silence", "threshold", "drop", "adoption", "time_to_value", "nps", "health"})
+
+
+def _field_path(loc: tuple[int | str, ...], error_type: str) -> list[int | str]:
+    """The error's path in the file: without pydantic's union tag (``rules.0.drop.value``
+    is the ``value`` of rule 0, a drop rule), and at ``kind`` for an unknown kind."""
+    path = list(loc)
+    if len(path) >= 3 and path[0] == "rules" and isinstance(path[1], int) and path[2] in _KINDS:
+        del path[2]
+    if error_type in ("union_tag_invalid", "union_tag_not_found"):
+        path.append("kind")
+    return path
+
+
+def _check_unique_names(ruleset: RuleSet, path: Path) -> None:
+    first: dict[str, int] = {}
+    for index, rule in enumerate(ruleset.rules):
+        if rule.name in first:
+            where = locate(path, ["rules", index, "name"])
+            raise ConfigError(
+                f"invalid rules:\n  {where}: rules.{index}.name: rule {first[rule.name]} "
+                f"is already named {rule.name!r}; names must be unique"
+            )
+        first[rule.name] = index
 
 
 def json_schema() -> dict[str, Any]:

@@ -18,8 +18,14 @@ __all__ = ["ALERT_SCHEMA", "alert_event"]
 ALERT_SCHEMA = 1
 
 
-def alert_event(change: Change, account: Account | None, generated_at: datetime) -> dict[str, Any]:
-    """The JSON-ready alert event for one change."""
+def alert_event(
+    change: Change,
+    account: Account | None,
+    generated_at: datetime,
+    inhibited_by: str | None = None,
+) -> dict[str, Any]:
+    """The JSON-ready alert event for one change; ``inhibited_by`` names the open
+    critical alert that makes this one quiet (receivers hold its delivery)."""
     alert = change.alert
     status = "resolved" if change.kind is ChangeKind.RESOLVED else "firing"
     labels = dict(alert.labels)
@@ -40,6 +46,7 @@ def alert_event(change: Change, account: Account | None, generated_at: datetime)
         "starts_at": _iso(alert.starts_at),
         "ends_at": _iso(alert.ends_at) if status == "resolved" else None,
         "repeat": change.kind is ChangeKind.REPEAT,
+        "inhibited_by": inhibited_by,
         "generated_at": _iso(generated_at),
     }
 

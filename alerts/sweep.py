@@ -15,6 +15,7 @@ from alerts.evaluate import Context, evaluate
 from alerts.lifecycle import (
     AlertState,
     Change,
+    ChangeKind,
     LifecyclePolicy,
     state_from_dict,
     state_to_dict,
@@ -22,7 +23,7 @@ from alerts.lifecycle import (
 )
 from alerts.rules import Rule
 
-__all__ = ["AccountAlerts", "sweep_account"]
+__all__ = ["AccountAlerts", "inhibitor", "sweep_account"]
 
 
 class AccountAlerts:
@@ -60,3 +61,19 @@ def sweep_account(rules: Sequence[Rule], context: Context, alerts: AccountAlerts
             if change is not None:
                 changes.append(change)
     return changes
+
+
+def inhibitor(change: Change, alerts: AccountAlerts) -> str | None:
+    """The open critical alert on the same account that quiets this change, if any.
+
+    One silent account trips several rules (silence, low usage, drop, health); the
+    critical one speaks for all of them. The quieted changes are still published,
+    marked, so history and triage see everything; receivers hold their delivery.
+    A resolution is never quieted: whoever heard of the problem hears it is over.
+    """
+    if change.kind is ChangeKind.RESOLVED or change.alert.severity == "critical":
+        return None
+    for state in sorted(alerts.open(), key=lambda s: s.fingerprint):
+        if state.severity == "critical" and state.fingerprint != change.alert.fingerprint:
+            return state.fingerprint
+    return None

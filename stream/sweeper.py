@@ -22,7 +22,7 @@ from typing import Any
 from alerts.evaluate import Context
 from alerts.events import alert_event
 from alerts.rules import Rule
-from alerts.sweep import AccountAlerts, sweep_account
+from alerts.sweep import AccountAlerts, inhibitor, sweep_account
 from stream import codec
 from stream.accounts import Account
 from stream.engagement import EngagementState
@@ -82,6 +82,6 @@ class Sweeper:
         if book.changed:
             self._alerts[state.account_id] = codec.dumps(book.to_dict())
         for change in changes:
-            event = alert_event(change, account, now)
+            event = alert_event(change, account, now, inhibited_by=inhibitor(change, book))
             await self._publish(change.alert.fingerprint.encode(), codec.dumps(event))
         return len(changes)

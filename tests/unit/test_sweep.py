@@ -1,0 +1,86 @@
+"""sweep_account and inhibition: one account, all rules, one set of alert states."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from alerts.events import alert_event
+from alerts.lifecycle import AlertState, Change, ChangeKind, Status, fingerprint
+from alerts.sweep import AccountAlerts, inhibitor
+
+NOW = datetime(2026, 11, 23, 9, tzinfo=UTC)
+
+
+def alert(rule: str, severity: str, status: Status = Status.FIRING) -> AlertState:
+    return AlertState(
+        fingerprint(rule, "acme"), rule, "acme", status, severity, starts_at=NOW - timedelta(days=1)
+    )
+
+
+def test_a_critical_alert_quiets_the_warnings_on_its_account() -> None:
+    silent = alert("account-silent", "critical")
+    drop = alert("usage-drop", "warning")
+    book = AccountAlerts({silent.fingerprint: silent, drop.fingerprint: drop})
+    assert inhibitor(Change(ChangeKind.FIRING, drop, NOW), book) == silent.fingerprint
+    assert inhibitor(Change(ChangeKind.REPEAT, drop, NOW), book) == silent.fingerprint
+    # The critical one itself, and any resolution, always speak.
+    assert inhibitor(Change(ChangeKind.FIRING, silent, NOW), book) is None
+    assert inhibitor(Change(ChangeKind.RESOLVED, drop, NOW), book) is None
+
+
+def test_without_an_open_critical_alert_nothing_is_quieted() -> None:
+    resolved = alert("account-silent", "critical", Status.RESOLVED)
+    drop = alert("usage-drop", "warning")
+    book = AccountAlerts({resolved.fingerprint: resolved, drop.fingerprint: drop})
+    assert inhibitor(Change(ChangeKind.FIRING, drop, NOW), book) is None
+
+
+def test_alert_events_carry_the_inhibiting_fingerprint() -> None:
+    drop = alert("usage-drop", "warning")
+    event = alert_event(Change(ChangeKind.FIRING, drop, NOW), None, NOW, inhibited_by="f" * 32)
+    assert event["inhibited_by"] == "f" * 32
+    assert event["status"] == "firing" and event["ends_at"] is None
+    assert event["starts_at"] == "2026-11-22T09:00:00Z"
+    resolved = alert_event(Change(ChangeKind.RESOLVED, drop, NOW), None, NOW)
+    assert resolved["status"] == "resolved" and resolved["inhibited_by"] is None
+
+
+def test_account_alerts_round_trip_through_plain_data() -> None:
+    book = AccountAlerts({a.fingerprint: a for a in (alert("x", "warning"), alert("y", "info"))})
+    again = AccountAlerts.from_dict(book.to_dict())
+    assert again.states == book.states
+    assert [s.rule for s in again.open()] == ["x", "y"]
+
+
+def test_sweeping_a_quiet_account_fires_once_then_holds() -> None:
+    from pathlib import Path
+
+    from alerts.evaluate import Context
+    from alerts.rules import load_rules
+    from alerts.sweep import sweep_account
+    from stream.accounts import Account
+    from stream.engagement import EngagementState, fold_events
+    from stream.events import UsageEvent, validate_event
+    from stream.simulate import FleetSpec, build_fleet, generate_events
+
+    fleet = build_fleet(FleetSpec(accounts=12, seed=7, as_of=NOW.date()))
+    quiet = next(a for a in fleet if a.behaviour == "going_quiet")
+    state = EngagementState(quiet.account_id, timezone=quiet.timezone)
+    raw = generate_events([quiet], NOW - timedelta(days=28), NOW, seed=7)
+    events = [e for e in (validate_event(d, NOW) for d in raw) if isinstance(e, UsageEvent)]
+    fold_events(state, events)
+    account = Account(quiet.account_id, quiet.name, quiet.licenses, timezone=quiet.timezone)
+    rules = load_rules(Path(__file__).resolve().parents[2] / "config" / "rules.yaml").rules
+    book = AccountAlerts()
+
+    first = sweep_account(rules, Context(state, account, NOW), book)
+    assert {c.alert.rule for c in first} >= {"account-silent", "usage-drop"}
+    assert all(c.kind is ChangeKind.FIRING for c in first)
+    silent = next(c for c in first if c.alert.rule == "account-silent")
+    assert silent.alert.severity == "critical"
+    drop = next(c for c in first if c.alert.rule == "usage-drop")
+    critical = {s.fingerprint for s in book.open() if s.severity == "critical"}
+    assert silent.alert.fingerprint in critical
+    assert inhibitor(drop, book) in critical
+    # An hour later nothing is new: one alert per problem, no second firing.
+    assert sweep_account(rules, Context(state, account, NOW + timedelta(hours=1)), book) == []

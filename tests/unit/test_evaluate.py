@@ -482,7 +482,7 @@ def test_half_the_daily_users_is_a_drop() -> None:
         "metric": "active_users_7d_mean",
         "value": 3.571,
         "baseline": 7.143,
-        "threshold": -0.4,
+        "threshold": -0.5,
         "change": -0.5,
     }
     assert finding.annotations["summary"] == (
@@ -491,7 +491,7 @@ def test_half_the_daily_users_is_a_drop() -> None:
 
 
 def test_a_smaller_drop_is_not_alarming() -> None:
-    # 7 of 10: change -0.3 > -0.4.
+    # 7 of 10: change -0.3 > -0.5.
     finding = one(evaluate(USAGE_DROP, context(drop_state(10, 7), MON)))
     assert not finding.active
     assert finding.evidence["change"] == -0.3
@@ -669,7 +669,7 @@ def test_healthy_account_is_green() -> None:
     assert finding.evidence == {
         "metric": "health_score",
         "value": 1.0,
-        "threshold": 0.6,
+        "threshold": 0.55,
         "tier": "green",
         "components": {"usage": 1.0, "activity": 1.0, "trend": 1.0, "nps": 1.0},
     }

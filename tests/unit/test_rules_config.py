@@ -88,7 +88,7 @@ def test_shipped_rules_values() -> None:
     drop = rules["usage-drop"]
     assert isinstance(drop, DropRule)
     assert (drop.metric, drop.recent_days, drop.baseline_days) == ("active_users", 7, 28)
-    assert (drop.drop, drop.min_baseline) == (0.4, 2.0)
+    assert (drop.drop, drop.min_baseline) == (0.5, 2.0)
     adoption = rules["reports-not-adopted"]
     assert isinstance(adoption, AdoptionRule)
     assert (adoption.feature, adoption.within_days, adoption.severity) == ("reports", 30, "info")
@@ -106,7 +106,7 @@ def test_shipped_rules_values() -> None:
     health = rules["health-tier"]
     assert isinstance(health, HealthRule)
     assert health.weights == {"usage": 0.4, "activity": 0.3, "trend": 0.2, "nps": 0.1}
-    assert (health.green, health.yellow, health.usage_target) == (0.6, 0.35, 0.7)
+    assert (health.green, health.yellow, health.usage_target) == (0.55, 0.35, 0.7)
     # No shipped rule sets a repeat interval: all re-notify weekly.
     assert {rule.repeat_interval for rule in rules.values()} == {WEEK_S}
 

@@ -51,6 +51,8 @@ class Context:
     now: datetime
     input_healthy: bool = True
     """False while the engine's own input is stalled: silence means nothing then."""
+    open_rules: frozenset[str] = frozenset()
+    """Rules with an alert open on this account (for exit levels that differ from entry)."""
 
     @property
     def today(self) -> date:
@@ -368,6 +370,10 @@ def _health(rule: Any, context: Context) -> list[Finding]:
         return []
     score = sum(parts[name] * w for name, w in weights.items()) / sum(weights.values())
     tier = "green" if score >= rule.green else "yellow" if score >= rule.yellow else "red"
+    # Enter below green, leave only above green + margin: no storm at the boundary.
+    recovering = rule.name in context.open_rules and score < rule.green + rule.exit_margin
+    if tier == "green" and recovering:
+        tier = "yellow"
     evidence = {
         "metric": "health_score",
         "value": round(score, 3),

@@ -54,7 +54,7 @@ Duration = Annotated[float, Field(ge=0)]
 
 
 class _RuleBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str
     severity: Severity = "warning"
@@ -65,6 +65,8 @@ class _RuleBase(BaseModel):
     """Accounts in these statuses raise nothing for this rule (inhibited)."""
     repeat_interval: Duration = 7 * 86_400.0
     """A firing alert is re-notified this often while it holds."""
+    for_: Duration = Field(default=0.0, alias="for")
+    """How long the condition must hold before the alert fires (Prometheus' ``for``)."""
 
     @field_validator("name")
     @classmethod
@@ -87,7 +89,7 @@ class _RuleBase(BaseModel):
                 raise ValueError(f"unknown conversion !{conversion} in a template")
         return value
 
-    @field_validator("repeat_interval", mode="before")
+    @field_validator("repeat_interval", "for_", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration_s(value)
@@ -184,6 +186,9 @@ class HealthRule(_RuleBase):
     yellow: Fraction = 0.4
     usage_target: Annotated[float, Field(gt=0, le=1)] = 0.7
     """Daily usage rate that scores full marks (the 70% adoption target)."""
+    exit_margin: Annotated[float, Field(ge=0, le=0.5)] = 0.05
+    """An open alert resolves only once the score is back above green + this margin,
+    so a score hovering at the boundary does not flap."""
 
     @model_validator(mode="after")
     def _check(self) -> HealthRule:

@@ -9,6 +9,7 @@ sweep, and only when something changed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from alerts.evaluate import Context, evaluate
@@ -47,8 +48,9 @@ class AccountAlerts:
 def sweep_account(rules: Sequence[Rule], context: Context, alerts: AccountAlerts) -> list[Change]:
     """Evaluate ``rules`` for the account in ``context``; update ``alerts`` in place."""
     changes: list[Change] = []
+    context = replace(context, open_rules=frozenset(state.rule for state in alerts.open()))
     for rule in rules:
-        policy = LifecyclePolicy(repeat_interval_s=rule.repeat_interval)
+        policy = LifecyclePolicy(for_s=rule.for_, repeat_interval_s=rule.repeat_interval)
         for finding in evaluate(rule, context):
             previous = alerts.states.get(finding.fingerprint)
             state, change = transition(previous, finding, context.now, policy)

@@ -792,3 +792,18 @@ def test_a_malformed_template_is_rejected_at_load(tmp_path: Path, summary: str) 
         return
     finding = one(evaluate(rules.rules[0], context(answered("champ", W6, 3), MON)))
     assert "3" in finding.annotations["summary"]
+
+
+def test_an_open_health_alert_resolves_only_above_the_exit_margin() -> None:
+    # The fading account scores 0.432 (see test_fading_account_is_yellow). With green at
+    # 0.42 it is green on entry, but an open alert stays until 0.42 + 0.05 = 0.47.
+    events = logins(team(8), weekdays(W1, date(2026, 5, 29))) + logins(["u1"], weekdays(W5, FRI))
+    rule = HEALTH.model_copy(update={"green": 0.42, "yellow": 0.3, "exit_margin": 0.05})
+    ctx = context(fold(events), MON, TEN)
+    entering = one(evaluate(rule, ctx))
+    assert (entering.active, entering.evidence["tier"]) == (False, "green")
+    holding = one(evaluate(rule, dataclasses.replace(ctx, open_rules=frozenset({rule.name}))))
+    assert (holding.active, holding.evidence["tier"]) == (True, "yellow")
+    loose = rule.model_copy(update={"exit_margin": 0.0})
+    released = one(evaluate(loose, dataclasses.replace(ctx, open_rules=frozenset({rule.name}))))
+    assert not released.active

@@ -84,3 +84,23 @@ def test_sweeping_a_quiet_account_fires_once_then_holds() -> None:
     assert inhibitor(drop, book) in critical
     # An hour later nothing is new: one alert per problem, no second firing.
     assert sweep_account(rules, Context(state, account, NOW + timedelta(hours=1)), book) == []
+
+
+def test_a_rule_with_for_waits_before_firing() -> None:
+    from alerts.evaluate import Context
+    from alerts.rules import NpsRule
+    from alerts.sweep import sweep_account
+    from stream.engagement import EngagementState
+
+    state = EngagementState("acme")
+    state.recent_nps.append(
+        {"user_id": "u-1", "role": "champion", "score": 2, "comment": None, "at": NOW.timestamp()}
+    )
+    state.newest_at = NOW.timestamp()
+    rule = NpsRule.model_validate({"name": "detractor", "kind": "nps", "for": "2h"})
+    assert rule.for_ == 7200.0
+    book = AccountAlerts()
+    assert sweep_account([rule], Context(state, None, NOW), book) == []
+    assert [s.status for s in book.states.values()] == [Status.PENDING]
+    later = sweep_account([rule], Context(state, None, NOW + timedelta(hours=2)), book)
+    assert [c.kind for c in later] == [ChangeKind.FIRING]

@@ -50,17 +50,8 @@ class Engine:
     settings: Settings
     app: faust.App
     topics: TopicNames
-    events_topic: Any
-    dead_letter_topic: Any
-    accounts_topic: Any
-    alerts_topic: Any
-    engagement: AccountKeyed
-    accounts: AccountKeyed
     pipeline: IngestPipeline
-
-    @property
-    def engagement_changelog(self) -> str:
-        return f"{self.settings.app_id}-{ENGAGEMENT_TABLE}-changelog"
+    sweeper: Sweeper
 
 
 def state_policy(settings: Settings) -> StatePolicy:
@@ -99,7 +90,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     )
     names = TopicNames.from_settings(settings)
     n = settings.partitions
-    events_topic = app.topic(names.events, partitions=n)
     dead_letter_topic = app.topic(names.dead_letters, partitions=n)
     accounts_topic = app.topic(names.accounts, partitions=n, compacting=True)
     alerts_topic = app.topic(names.alerts, partitions=n)
@@ -212,15 +202,4 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         elif report.changes:
             log.info("sweep: %d accounts, %d alert changes", report.accounts, report.changes)
 
-    return Engine(
-        settings=settings,
-        app=app,
-        topics=names,
-        events_topic=events_topic,
-        dead_letter_topic=dead_letter_topic,
-        accounts_topic=accounts_topic,
-        alerts_topic=alerts_topic,
-        engagement=engagement,
-        accounts=accounts,
-        pipeline=pipeline,
-    )
+    return Engine(settings=settings, app=app, topics=names, pipeline=pipeline, sweeper=sweeper)

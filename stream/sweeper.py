@@ -14,6 +14,7 @@ page anyone as "the account went quiet".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -30,6 +31,9 @@ from stream.engagement import EngagementState
 __all__ = ["SweepReport", "Sweeper"]
 
 log = logging.getLogger(__name__)
+
+YIELD_EVERY = 25
+"""Accounts evaluated between two yields to the event loop (a sweep can be long)."""
 
 Publish = Callable[[bytes, bytes], Awaitable[None]]
 
@@ -68,9 +72,11 @@ class Sweeper:
         if newest is None or now.timestamp() - newest > self._catch_up_lag_s:
             report.held = bool(states)
             return report
-        for state in states:
+        for index, state in enumerate(states, 1):
             report.accounts += 1
             report.changes += await self._sweep_one(state, now)
+            if index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let ingest and the web server run between accounts
         return report
 
     async def _sweep_one(self, state: EngagementState, now: datetime) -> int:

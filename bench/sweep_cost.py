@@ -1,0 +1,58 @@
+"""Cost of one rule sweep per account (the worker sweeps its accounts every minute).
+
+.venv/bin/python bench/sweep_cost.py [--accounts 36]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from alerts.evaluate import Context  # noqa: E402
+from alerts.rules import load_rules  # noqa: E402
+from alerts.sweep import AccountAlerts, sweep_account  # noqa: E402
+from stream.accounts import Account  # noqa: E402
+from stream.engagement import EngagementState, fold_events  # noqa: E402
+from stream.events import UsageEvent, validate_event  # noqa: E402
+from stream.simulate import FleetSpec, build_fleet, generate_events  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=36)
+    args = parser.parse_args()
+    end = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    rules = load_rules(REPO / "config" / "rules.yaml").rules
+    contexts = []
+    for sim in build_fleet(FleetSpec(accounts=args.accounts, seed=7, as_of=end.date())):
+        state = EngagementState(sim.account_id, timezone=sim.timezone)
+        raw = generate_events([sim], end - timedelta(days=42), end)
+        fold_events(
+            state, [e for e in (validate_event(d, end) for d in raw) if isinstance(e, UsageEvent)]
+        )
+        account = Account(
+            sim.account_id,
+            sim.name,
+            sim.licenses,
+            timezone=sim.timezone,
+            contract_start=sim.contract_start,
+        )
+        contexts.append(Context(state, account, end))
+    started = time.perf_counter()
+    for context in contexts:
+        sweep_account(rules, context, AccountAlerts())
+    per_account_ms = (time.perf_counter() - started) * 1000 / len(contexts)
+    print(
+        f"{len(contexts)} accounts x {len(rules)} rules (42 days of state each): "
+        f"{per_account_ms:.2f} ms per account per sweep"
+    )
+
+
+if __name__ == "__main__":
+    main()

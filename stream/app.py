@@ -19,7 +19,7 @@ from faust.web import Request, Response, View
 from alerts.rules import load_rules
 from config.settings import Settings
 from stream.accounts import Account
-from stream.bulk import bulk_reader_service
+from stream.bulk import ReaderProgress, bulk_reader_service
 from stream.clock import Clock, SystemClock
 from stream.deadletter import DeadLetter
 from stream.engagement import EngagementState, StatePolicy
@@ -129,6 +129,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         await ensure_metadata(app, engagement_table)
         await pipeline.process(messages)
 
+    progress = ReaderProgress()
+
     # Usage events are read in bulk (stream/bulk.py says why) on the partitions the
     # accounts agent below is assigned: the topics are co-partitioned.
     app.service(
@@ -142,6 +144,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             batch_max=settings.batch_max_events,
             within_s=settings.batch_within_s,
             commit_interval_s=settings.commit_interval_s,
+            progress=progress,
         )
     )
 
@@ -190,6 +193,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         AccountKeyed(alerts_table),
         publish=publish_alert,
         catch_up_lag_s=settings.catch_up_lag_s,
+        # A few batches behind is "caught up"; more means accounts are still arriving.
+        reading_backlog=lambda: (
+            progress.backlog is None or progress.backlog > settings.batch_max_events
+        ),
     )
 
     @app.timer(settings.sweep_interval_s)

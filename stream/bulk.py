@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -37,11 +38,20 @@ from mode import Service
 from stream.deadletter import SourcePosition
 from stream.ingest import RawMessage
 
-__all__ = ["bulk_reader_service"]
+__all__ = ["ReaderProgress", "bulk_reader_service"]
 
 log = logging.getLogger(__name__)
 
 ProcessBatch = Callable[[Sequence[RawMessage]], Awaitable[Any]]
+
+
+@dataclass
+class ReaderProgress:
+    """How far behind the reader is, for the rule sweep: while a backlog is being read,
+    accounts whose events are still in it would look silent."""
+
+    backlog: int | None = None
+    """Messages on this worker's partitions not read yet; ``None`` until measured."""
 
 
 def bulk_reader_service(
@@ -55,9 +65,11 @@ def bulk_reader_service(
     batch_max: int,
     within_s: float,
     commit_interval_s: float = 1.0,
+    progress: ReaderProgress | None = None,
 ) -> type[Service]:
     """A service class for ``app.service``; ``owner_topic`` decides which partitions
     this worker owns (a co-partitioned topic that a Faust agent subscribes to)."""
+    reader_progress = progress if progress is not None else ReaderProgress()
 
     class BulkEventReader(Service):
         def __post_init__(self) -> None:
@@ -91,6 +103,7 @@ def bulk_reader_service(
 
         async def _on_revoked(self, sender: Any, revoked: Any = None, **kwargs: Any) -> None:
             self._ready.clear()
+            reader_progress.backlog = None
             async with self._lock:
                 if self._consumer is not None:
                     await self._commit(self._consumer)
@@ -130,6 +143,7 @@ def bulk_reader_service(
 
         async def _read_one_batch(self, consumer: AIOKafkaConsumer) -> None:
             fetched = await consumer.getmany(timeout_ms=int(within_s * 1000), max_records=batch_max)
+            reader_progress.backlog = await _backlog(consumer, fetched)
             if not fetched:
                 return
             messages = [
@@ -155,3 +169,16 @@ def bulk_reader_service(
             await consumer.commit(offsets)
 
     return BulkEventReader
+
+
+async def _backlog(consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, Any]) -> int:
+    """Unread messages behind the end of each assigned partition (after this batch)."""
+    behind = 0
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        if end is None:
+            return 1 << 30  # not measured yet: assume a backlog
+        records = fetched.get(tp)
+        read = records[-1].offset + 1 if records else await consumer.position(tp)
+        behind += max(0, end - read)
+    return behind

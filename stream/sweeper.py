@@ -6,10 +6,10 @@ table, keyed by account like everything else, so a restart or a take-over neithe
 re-fires nor forgets an alert. Changes are published to the alerts topic, keyed by
 fingerprint (CONTRACTS.md).
 
-While the input is behind (the newest event this worker holds is older than
-``catch_up_lag_s``: a backlog being read, or producers that stopped), nothing is
-evaluated: every account would look silent, and "our pipeline went quiet" must not
-page anyone as "the account went quiet".
+While the input is behind, nothing is evaluated: while the reader still has a backlog
+on this worker's partitions (accounts whose events are in it would look silent), or
+while the newest event the worker holds is older than ``catch_up_lag_s`` (producers
+stopped: "our pipeline went quiet" must not page anyone as "the account went quiet").
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class Sweeper:
         *,
         publish: Publish,
         catch_up_lag_s: float,
+        reading_backlog: Callable[[], bool] = lambda: False,
     ) -> None:
         self._rules = rules
         self._owned_states = owned_states
@@ -64,12 +65,14 @@ class Sweeper:
         self._alerts = alerts
         self._publish = publish
         self._catch_up_lag_s = catch_up_lag_s
+        self._reading_backlog = reading_backlog
 
     async def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport()
         states = [EngagementState.from_json(value) for _, value in self._owned_states()]
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
-        if newest is None or now.timestamp() - newest > self._catch_up_lag_s:
+        stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
+        if stalled or self._reading_backlog():
             report.held = bool(states)
             return report
         for index, state in enumerate(states, 1):

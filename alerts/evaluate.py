@@ -275,6 +275,8 @@ def _adoption(rule: Any, context: Context) -> list[Finding]:
     account = context.account
     if account is None or account.contract_start is None:
         return []
+    if _history_days(context) < rule.window_days:
+        return []  # too little history to tell "not adopted" from "not seen yet"
     start = max(account.contract_start, rule.launched_on or account.contract_start)
     due = start + timedelta(days=rule.within_days)
     adopted = metrics.account_adopted(
@@ -299,6 +301,11 @@ def _time_to_value(rule: Any, context: Context) -> list[Finding]:
     account = context.account
     if account is None or account.contract_start is None:
         return []
+    first = context.state.first_seen_at
+    if first is None or context.state.local_day(first) > account.contract_start + timedelta(
+        days=rule.max_days
+    ):
+        return []  # we did not watch its onboarding: a milestone may predate our history
     ttv = metrics.time_to_value(context.state, account)
     waited = (context.today - account.contract_start).days
     late = ttv is None and waited > rule.max_days

@@ -73,8 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--follow", action="store_true", help="keep printing new ones")
     alerts.add_argument("--json", action="store_true", help="one JSON event per line")
 
-    replay = sub.add_parser("replay", help="backtest rules over a history (not built yet)")
-    replay.add_argument("events", type=Path)
+    replay = sub.add_parser("replay", help="backtest the rules over a history, without Kafka")
+    replay.add_argument("events", type=Path, help="usage events, JSONL")
+    replay.add_argument("--accounts", type=Path, help="account records, JSONL")
+    replay.add_argument("--out", type=Path, required=True, help="where to write alert events")
+    replay.add_argument("--rules", type=Path, help="rules YAML (default: the configured rules)")
+    replay.add_argument("--step-hours", type=float, default=6.0, help="sweep every N hours")
     sub.add_parser("triage", help="list and triage silent accounts (not built yet)")
     return parser
 
@@ -212,6 +216,30 @@ def _alert_line(event: dict[str, object]) -> str:
     return f"{event['generated_at']}  {event['status']:<8} {event['severity']:<8} {summary}"
 
 
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from alerts.replay import replay
+    from alerts.rules import load_rules
+    from stream.app import DEFAULT_RULES, state_policy
+
+    for path in (args.events, args.accounts):
+        if path is not None and not path.exists():
+            print(f"engagewatch: {path}: no such file", file=sys.stderr)
+            return 2
+    rules_path = args.rules or (Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES)
+    rules = load_rules(rules_path).rules
+    with args.out.open("w", encoding="utf-8") as out:
+        report = replay(
+            rules,
+            args.events,
+            args.accounts,
+            out,
+            step=timedelta(hours=args.step_hours),
+            policy=state_policy(settings),
+        )
+    print(report.summary())
+    return 0
+
+
 def _not_built(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"engagewatch {args.command}: not built yet; see the open issues in the tracker",
@@ -225,7 +253,7 @@ _COMMANDS = {
     "produce": _produce,
     "simulate": _simulate,
     "alerts": _alerts,
-    "replay": _not_built,
+    "replay": _replay,
     "triage": _not_built,
 }
 

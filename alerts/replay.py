@@ -1,0 +1,138 @@
+"""Replay a history file through the rules, without Kafka: a backtest.
+
+``engagewatch replay EVENTS.jsonl --accounts ACCOUNTS.jsonl --out ALERTS.jsonl``
+decodes every event with the same contract as the worker, backtests each account in
+event time (``alerts/backtest.py``: a sweep on a fixed grid over exactly the events
+before it) and writes every alert event the rules would have published, in time
+order, with ``generated_at`` set to the sweep time so the output is deterministic.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from alerts.backtest import Notice, backtest_account
+from alerts.events import alert_event
+from alerts.rules import Rule
+from stream import codec
+from stream.accounts import Account, decode_account
+from stream.engagement import StatePolicy
+from stream.events import Rejection, UsageEvent, decode_event
+
+__all__ = ["ReplayReport", "replay"]
+
+
+@dataclass
+class ReplayReport:
+    events: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    accounts: int = 0
+    alerts: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.events / self.seconds if self.seconds else 0.0
+        lines = [
+            f"replayed {self.events} events of {self.accounts} accounts in {self.seconds:.2f} s "
+            f"({rate:,.0f} events/s)",
+            f"rejected: {dict(self.rejected) or 'none'}",
+            f"alert events written: {sum(self.alerts.values())}",
+            *(f"  {kind}: {count}" for kind, count in sorted(self.alerts.items())),
+        ]
+        return "\n".join(lines)
+
+
+def replay(
+    rules: Sequence[Rule],
+    events_path: Path,
+    accounts_path: Path | None,
+    out: TextIO,
+    *,
+    step: timedelta = timedelta(hours=6),
+    policy: StatePolicy | None = None,
+    progress: TextIO | None = sys.stderr,
+) -> ReplayReport:
+    """Backtest every account of ``events_path``; write alert events to ``out``."""
+    report = ReplayReport()
+    started = time.perf_counter()
+    accounts = _load_accounts(accounts_path) if accounts_path else {}
+    by_account = _load_events(events_path, report)
+    report.accounts = len(by_account)
+    if not by_account:
+        report.seconds = time.perf_counter() - started
+        return report
+    times = [e.occurred_at for events in by_account.values() for e in events]
+    start, end = min(times), max(times)
+    written: list[tuple[datetime, str, dict[str, Any]]] = []
+    for index, (account_id, events) in enumerate(sorted(by_account.items()), 1):
+        account = accounts.get(account_id) or Account(account_id, account_id, 0)
+        notices = backtest_account(rules, account, events, start, end, step=step, policy=policy)
+        written.extend(_events(notices, account))
+        if progress is not None:
+            _show_progress(progress, index, len(by_account))
+    for _, _, event in sorted(written, key=lambda item: (item[0], item[1])):
+        out.write(codec.dumps(event).decode() + "\n")
+        report.alerts[f"{event['rule']}:{event['status']}"] += 1
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _events(
+    notices: Iterable[Notice], account: Account
+) -> Iterator[tuple[datetime, str, dict[str, Any]]]:
+    for notice in notices:
+        change = notice.change
+        event = alert_event(change, account, change.at, inhibited_by=notice.inhibited_by)
+        yield change.at, change.alert.fingerprint, event
+
+
+def _load_accounts(path: Path) -> dict[str, Account]:
+    accounts = {}
+    for line in _lines(path):
+        result = decode_account(line)
+        if isinstance(result, Account):
+            accounts[result.account_id] = result
+    return accounts
+
+
+def _load_events(path: Path, report: ReplayReport) -> dict[str, list[UsageEvent]]:
+    now = datetime.now(UTC)
+    by_account: dict[str, list[UsageEvent]] = defaultdict(list)
+    for line in _lines(path):
+        report.events += 1
+        result = decode_event(line, now)
+        if isinstance(result, Rejection):
+            report.rejected[result.reason] += 1
+        else:
+            by_account[result.account_id].append(result)
+    return by_account
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield line.strip()
+
+
+def _show_progress(stream: TextIO, done: int, total: int) -> None:
+    """A bar on a terminal (redrawn at most every 2%); one closing line elsewhere."""
+    if not stream.isatty():
+        if done == total:
+            stream.write(f"replay: {total} accounts done\n")
+        return
+    if done != total and (50 * done // total) == (50 * (done - 1) // total):
+        return
+    width = 30
+    filled = width * done // total
+    stream.write(f"\rreplay [{'#' * filled}{'.' * (width - filled)}] {done}/{total} accounts")
+    if done == total:
+        stream.write("\n")
+    stream.flush()

@@ -7,6 +7,7 @@ app exists: the CLI builds one from settings and runs a worker.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 import faust
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from alerts.rules import load_rules
 from config.settings import Settings
@@ -30,6 +32,7 @@ from stream.portfolio import register_portfolio_view
 from stream.snapshot import account_snapshot
 from stream.sweeper import Sweeper
 from stream.tables import AccountKeyed, ensure_metadata, owned_items
+from stream.telemetry import EngineMetrics
 from stream.topics import TopicNames
 
 __all__ = ["Engine", "create_app"]
@@ -125,9 +128,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     )
     accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)
 
+    telemetry = EngineMetrics()
+
     async def ingest_batch(messages: Sequence[RawMessage]) -> None:
         await ensure_metadata(app, engagement_table)
+        started = time.perf_counter()
         await pipeline.process(messages)
+        telemetry.observe_batch(pipeline.totals, len(messages), time.perf_counter() - started)
 
     progress = ReaderProgress()
 
@@ -183,6 +190,14 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
 
     register_portfolio_view(app, engagement_table, now)
 
+    @app.page("/metrics")
+    class MetricsView(View):
+        """Prometheus exposition of this worker's metrics."""
+
+        async def get(self, request: Request) -> Response:
+            # As a header: aiohttp refuses a charset inside its content_type argument.
+            return self.bytes(telemetry.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     async def publish_alert(key: bytes, value: bytes) -> None:
         await alerts_topic.send(key=key, value=value)
 
@@ -204,6 +219,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         """Evaluate the rules over the accounts this worker owns."""
         await ensure_metadata(app, alerts_table)
         report = await sweeper.sweep(now.now())
+        telemetry.observe_sweep(report.changed, report.open, report.seconds, report.held)
+        telemetry.backlog.set(progress.backlog or 0)
         if report.held:
             log.info("sweep: input is behind (backlog or stalled); evaluation held")
         elif report.changes:

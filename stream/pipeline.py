@@ -50,6 +50,8 @@ class IngestTotals:
     dead_by_reason: Counter[str] = field(default_factory=Counter)
     busy_s: float = 0.0
     """Time spent inside ``process`` (decode, fold, state writes, dead-letter sends)."""
+    newest_event_at: float | None = None
+    """Event time (epoch s) of the newest event folded."""
 
 
 def raw_message(message: KafkaMessage) -> RawMessage:
@@ -99,6 +101,9 @@ class IngestPipeline:
             state = self._load(account_id)
             folded = fold_events(state, events, self._policy)
             counted += folded.counted
+            newest = self.totals.newest_event_at
+            if state.newest_at is not None and (newest is None or state.newest_at > newest):
+                self.totals.newest_event_at = state.newest_at
             sources = outcome.sources[account_id]
             dead.extend(
                 _late_letter(events[i], sources[i], state, self._policy, now) for i in folded.late

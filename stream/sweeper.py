@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from alerts.evaluate import Context
 from alerts.events import alert_event
+from alerts.lifecycle import AlertState, Change
 from alerts.rules import Rule
 from alerts.sweep import AccountAlerts, inhibitor, sweep_account
 from stream import codec
@@ -39,10 +41,18 @@ Publish = Callable[[bytes, bytes], Awaitable[None]]
 
 
 class SweepReport:
+    """What one sweep did: for logs and metrics."""
+
     def __init__(self) -> None:
         self.accounts = 0
-        self.changes = 0
         self.held = False
+        self.changed: list[Change] = []
+        self.open: list[AlertState] = []
+        self.seconds = 0.0
+
+    @property
+    def changes(self) -> int:
+        return len(self.changed)
 
 
 class Sweeper:
@@ -69,6 +79,7 @@ class Sweeper:
 
     async def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport()
+        started = time.perf_counter()
         states = [EngagementState.from_json(value) for _, value in self._owned_states()]
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
         stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
@@ -77,12 +88,13 @@ class Sweeper:
             return report
         for index, state in enumerate(states, 1):
             report.accounts += 1
-            report.changes += await self._sweep_one(state, now)
+            await self._sweep_one(state, now, report)
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let ingest and the web server run between accounts
+        report.seconds = time.perf_counter() - started
         return report
 
-    async def _sweep_one(self, state: EngagementState, now: datetime) -> int:
+    async def _sweep_one(self, state: EngagementState, now: datetime, report: SweepReport) -> None:
         record = self._accounts.get(state.account_id)
         account = Account.from_json(record) if record else None
         stored = self._alerts.get(state.account_id)
@@ -93,4 +105,5 @@ class Sweeper:
         for change in changes:
             event = alert_event(change, account, now, inhibited_by=inhibitor(change, book))
             await self._publish(change.alert.fingerprint.encode(), codec.dumps(event))
-        return len(changes)
+        report.changed.extend(changes)
+        report.open.extend(book.open())

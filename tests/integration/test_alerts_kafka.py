@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
 from stream.simulate import FleetSpec, build_fleet, generate_events
@@ -31,6 +33,16 @@ SILENCE_RULES = {"account-silent", "champion-silent"}
 def alert_events(settings: Settings) -> list[dict[str, Any]]:
     topic = TopicNames.from_settings(settings).alerts
     return [json.loads(v) for _, v, _, _ in read_topic(settings.kafka_bootstrap, topic) if v]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def settled(settings: Settings, quiet_s: float = 4.0) -> list[dict[str, Any]]:
@@ -60,8 +72,15 @@ def test_fleet_alerts_name_the_quiet_accounts_and_restarts_do_not_refire(
     try:
         publish(settings, fleet, events)
         alerts = settled(settings)
+        metrics = scrape(first.settings.web_port)
     finally:
         assert first.stop() == 0
+    # Ops see the same story on /metrics (Prometheus text format).
+    assert metrics[("engagewatch_events_total", (("type", "login"),))] == sum(
+        1 for e in events if e["type"] == "login"
+    )
+    fired = sum(v for (name, _), v in metrics.items() if name == "engagewatch_alert_changes_total")
+    assert fired == len(alerts)
 
     assert all(a["status"] == "firing" for a in alerts)
     silent = {a["account_id"] for a in alerts if a["rule"] == "account-silent"}

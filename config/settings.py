@@ -48,6 +48,9 @@ class Settings(BaseModel):
     web_host: str = "127.0.0.1"
     web_port: Annotated[int, Field(ge=1, le=65_535)] = 6066
     """Port of the worker's HTTP server (Faust web: health, and later metrics and APIs)."""
+    advertised_url: str | None = None
+    """How other workers reach this one's web server (read API routing); default
+    ``http://<web_host>:<web_port>``. Set it when binding to 0.0.0.0 (containers)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     max_event_bytes: PositiveInt = 64 * 1024

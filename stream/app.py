@@ -87,7 +87,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
-        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        canonical_url=settings.advertised_url or f"http://{settings.web_host}:{settings.web_port}",
         autodiscover=False,
         producer_acks=-1,
     )

@@ -112,7 +112,9 @@ def install() -> None:
         )
         partial.rename(libs)
     if shutil.which("redis-server") is None:
-        _install_redis()
+        _install_debian("redis-server", "redis-server")
+    if shutil.which("promtool") is None:
+        _install_debian("prometheus", "promtool (checks the engine's Prometheus rules)")
 
 
 def _require_java() -> None:
@@ -127,17 +129,21 @@ def _require_java() -> None:
         raise StackError(f"Kafka 4 needs Java 17 or newer; found: {out.splitlines()[0]}")
 
 
-def _install_redis() -> None:
+def _install_debian(package: str, what: str) -> None:
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         raise StackError(
-            "redis-server is missing: install it with your package manager "
-            "(Debian: apt-get install redis-server)."
+            f"{what} is missing: install the {package} package with your package manager "
+            f"(Debian: apt-get install {package})."
         )
-    print("dev-stack: installing redis-server with apt-get ...", flush=True)
+    print(f"dev-stack: installing {package} with apt-get ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run(["apt-get", "update", "-q"], "apt-get update", env)
-    _run(["apt-get", "install", "-y", "-q", "redis-server"], "installing redis-server", env)
-    # Debian starts a system-wide redis on 6379; ours run on free ports, it may stay.
+    _run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+        f"installing {package}",
+        env,
+    )
+    # Debian may start a system-wide service; ours run on free ports, it may stay.
 
 
 def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
@@ -397,7 +403,8 @@ def main(argv: list[str]) -> int:
             install()
             print(
                 f"dev-stack: Kafka {kafka_version()} jars in {kafka_libs()}; "
-                f"redis-server at {shutil.which('redis-server')}"
+                f"redis-server at {shutil.which('redis-server')}; "
+                f"promtool at {shutil.which('promtool')}"
             )
         elif args.command == "up":
             stack = up(args.dir)

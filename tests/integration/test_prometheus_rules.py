@@ -1,0 +1,52 @@
+"""The engine's own Prometheus alerting rules, checked and unit-tested by promtool.
+
+promtool comes from Debian's prometheus package, installed by scripts/devstack.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("promtool")
+    assert binary, "promtool is missing: run scripts/dev-stack install (Debian package prometheus)"
+    return subprocess.run(
+        [binary, *args], cwd=RULES_DIR, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_rules_are_valid() -> None:
+    result = promtool("check", "rules", "engagewatch-rules.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 5 rules found" in result.stdout
+
+
+def test_rules_fire_when_they_should_and_stay_quiet_otherwise() -> None:
+    result = promtool("test", "rules", "engagewatch-rules.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_worker_metrics_pass_promtool_check_metrics() -> None:
+    from collections import Counter
+
+    from stream.pipeline import IngestTotals
+    from stream.telemetry import EngineMetrics
+
+    metrics = EngineMetrics()
+    metrics.observe_batch(IngestTotals(valid_by_type=Counter(login=3)), 3, 0.01)
+    binary = shutil.which("promtool")
+    assert binary
+    result = subprocess.run(
+        [binary, "check", "metrics"],
+        input=metrics.exposition().decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

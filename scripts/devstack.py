@@ -111,10 +111,15 @@ def install() -> None:
             "fetching Kafka jars",
         )
         partial.rename(libs)
-    if shutil.which("redis-server") is None:
-        _install_debian("redis-server", "redis-server")
-    if shutil.which("promtool") is None:
-        _install_debian("prometheus", "promtool (checks the engine's Prometheus rules)")
+    # Debian packages the stack and the tests run: redis-server, and promtool (from the
+    # prometheus package) to check the engine's own alerting rules.
+    missing = [
+        pkg
+        for binary, pkg in (("redis-server", "redis-server"), ("promtool", "prometheus"))
+        if shutil.which(binary) is None
+    ]
+    if missing:
+        _install_debian(missing)
 
 
 def _require_java() -> None:
@@ -129,21 +134,22 @@ def _require_java() -> None:
         raise StackError(f"Kafka 4 needs Java 17 or newer; found: {out.splitlines()[0]}")
 
 
-def _install_debian(package: str, what: str) -> None:
+def _install_debian(packages: list[str]) -> None:
+    names = " ".join(packages)
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         raise StackError(
-            f"{what} is missing: install the {package} package with your package manager "
-            f"(Debian: apt-get install {package})."
+            f"missing: {names}. Install them with your package manager "
+            f"(Debian: apt-get install {names})."
         )
-    print(f"dev-stack: installing {package} with apt-get ...", flush=True)
+    print(f"dev-stack: installing {names} with apt-get ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run(["apt-get", "update", "-q"], "apt-get update", env)
     _run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
-        f"installing {package}",
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        f"installing {names}",
         env,
     )
-    # Debian may start a system-wide service; ours run on free ports, it may stay.
+    # Debian may start system-wide services; ours run on free ports, they may stay.
 
 
 def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:

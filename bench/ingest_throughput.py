@@ -41,7 +41,7 @@ from stream.clock import SystemClock  # noqa: E402
 from stream.deadletter import DeadLetter, SourcePosition  # noqa: E402
 from stream.ingest import RawMessage  # noqa: E402
 from stream.pipeline import IngestPipeline  # noqa: E402
-from stream.publish import Publisher  # noqa: E402
+from stream.publish import Publisher, classify  # noqa: E402
 from stream.simulate import FleetSpec, build_fleet, generate_events  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def fill(settings: Settings, accounts: int, days: int) -> list[bytes]:
     for account in fleet:
         publisher.send_json(account.record())
     for line in lines:
-        publisher.send_event(line)
+        publisher.send_event(line, classify(line)[1])
     publisher.flush()
     publisher.close()
     return lines

@@ -181,9 +181,7 @@ def heard_after(notices: list[Notice], since: datetime) -> list[Change]:
     return carried + heard
 
 
-def score(
-    scenario: Scenario, notices: list[Notice], start: datetime, end: datetime, result: Score
-) -> None:
+def score(scenario: Scenario, notices: list[Notice], start: datetime, result: Score) -> None:
     heard = heard_after(notices, start + WARM_UP)
     label = scenario.label
     if label in CALM:
@@ -252,7 +250,7 @@ def main() -> None:
     for seed in range(1, args.seeds + 1):
         for scenario in scenarios(seed, args.accounts, start, end):
             notices = backtest_account(rules, scenario.account, scenario.events, start, end)
-            score(scenario, notices, start, end, result)
+            score(scenario, notices, start, result)
     months = (args.days - WARM_UP.days) / 30
     print(
         f"{args.seeds} seeds x {args.accounts} accounts (+ variants), {args.days} days, "

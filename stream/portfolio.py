@@ -16,7 +16,7 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from stream.engagement import EngagementState
-from stream.metrics import PortfolioAdoption, account_adopted
+from stream.metrics import PortfolioAdoption, customer_adoption_rate
 from stream.tables import owned_items
 
 __all__ = ["AdoptionQuery", "register_portfolio_view"]
@@ -54,19 +54,14 @@ def _positive(query: Mapping[str, str], name: str, default: int) -> int:
 
 def local_adoption(app: Any, table: Any, query: AdoptionQuery, now: datetime) -> PortfolioAdoption:
     """Adoption over the accounts on this worker's active partitions."""
-    total = PortfolioAdoption()
-    for _, value in owned_items(app, table):
-        state = EngagementState.from_json(value)
-        adopted = account_adopted(
-            state,
-            query.feature,
-            state.local_day(now),
-            days=query.days,
-            min_users=query.min_users,
-            min_days=query.min_days,
-        )
-        total += PortfolioAdoption(int(adopted), 1)
-    return total
+    states = (EngagementState.from_json(value) for _, value in owned_items(app, table))
+    return customer_adoption_rate(
+        ((state, state.local_day(now)) for state in states),
+        query.feature,
+        days=query.days,
+        min_users=query.min_users,
+        min_days=query.min_days,
+    )
 
 
 def register_portfolio_view(app: Any, table: Any, clock: Any) -> None:

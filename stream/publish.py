@@ -34,24 +34,18 @@ def read_jsonl(path: Path) -> Iterator[bytes]:
                 yield stripped
 
 
-def account_key(line: bytes) -> bytes | None:
-    """The ``account_id`` of a JSON line, or ``None`` if the line has none."""
+def classify(line: bytes) -> tuple[bool, bytes | None]:
+    """From one parse of a line: is it an account record (an ``account_id`` and no
+    event ``type``), and its ``account_id`` as the message key (``None`` if it has none)."""
     try:
         obj = codec.loads(line)
     except codec.JSONDecodeError:
-        return None
-    if isinstance(obj, dict) and isinstance(obj.get("account_id"), str):
-        return str(obj["account_id"]).encode()
-    return None
-
-
-def is_account_record(line: bytes) -> bool:
-    """Account records have an ``account_id`` and no event ``type``."""
-    try:
-        obj = codec.loads(line)
-    except codec.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and "account_id" in obj and "type" not in obj
+        return False, None
+    if not isinstance(obj, dict):
+        return False, None
+    account_id = obj.get("account_id")
+    key = account_id.encode() if isinstance(account_id, str) else None
+    return "account_id" in obj and "type" not in obj, key
 
 
 class Publisher:
@@ -75,26 +69,29 @@ class Publisher:
     def send_lines(self, lines: Iterable[bytes]) -> PublishReport:
         """Route each line to the accounts or events topic by its shape."""
         for line in lines:
-            if is_account_record(line):
-                self.send_account(line)
+            is_account, key = classify(line)
+            if is_account:
+                self.send_account(line, key)
             else:
-                self.send_event(line)
+                self.send_event(line, key)
         return self.report
 
-    def send_event(self, value: bytes, key: bytes | None = None) -> None:
-        self._producer.send(self.topics.events, value=value, key=key or account_key(value))
+    def send_event(self, value: bytes, key: bytes | None) -> None:
+        self._producer.send(self.topics.events, value=value, key=key)
         self.report.events += 1
 
-    def send_account(self, value: bytes) -> None:
-        self._producer.send(self.topics.accounts, value=value, key=account_key(value))
+    def send_account(self, value: bytes, key: bytes | None) -> None:
+        self._producer.send(self.topics.accounts, value=value, key=key)
         self.report.accounts += 1
 
     def send_json(self, obj: dict[str, Any]) -> None:
+        """An event or an account record built in code; keyed by its account_id."""
         line = codec.dumps(obj)
+        key = str(obj["account_id"]).encode()
         if "type" in obj:
-            self.send_event(line, str(obj["account_id"]).encode())
+            self.send_event(line, key)
         else:
-            self.send_account(line)
+            self.send_account(line, key)
 
     def flush(self, timeout_s: float = 60.0) -> None:
         self._producer.flush(timeout=timeout_s)

@@ -222,7 +222,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         telemetry.observe_sweep(report.changed, report.open, report.seconds, report.held)
         telemetry.backlog.set(progress.backlog or 0)
         if report.held:
-            log.info("sweep: input is behind (backlog or stalled); evaluation held")
+            log.info(
+                "sweep: input is behind (backlog %s messages, or stalled); evaluation held",
+                progress.backlog,
+            )
         elif report.changes:
             log.info("sweep: %d accounts, %d alert changes", report.accounts, report.changes)
 

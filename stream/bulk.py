@@ -173,11 +173,16 @@ def bulk_reader_service(
 
 async def _backlog(consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, Any]) -> int:
     """Unread messages behind the end of each assigned partition (after this batch)."""
+    assigned = list(consumer.assignment())
+    # The high watermark is only known once a fetch returned that partition; an empty
+    # partition may never be, so ask the broker for its end instead of waiting forever.
+    unknown = [tp for tp in assigned if consumer.highwater(tp) is None]
+    ends = await consumer.end_offsets(unknown) if unknown else {}
     behind = 0
-    for tp in consumer.assignment():
+    for tp in assigned:
         end = consumer.highwater(tp)
         if end is None:
-            return 1 << 30  # not measured yet: assume a backlog
+            end = ends[tp]
         records = fetched.get(tp)
         read = records[-1].offset + 1 if records else await consumer.position(tp)
         behind += max(0, end - read)

@@ -84,6 +84,22 @@ class Settings(BaseModel):
     """How often state is flushed to Kafka and event offsets committed (at most this much
     is read again after a crash; duplicates are recognised by event id)."""
 
+    receivers_file: str | None = None
+    """Where alerts are delivered (docs/delivery.md); ``None`` means the shipped
+    config/receivers.yaml, which only logs alerts."""
+    notifier_enabled: bool = True
+    """Run the notifier (alerts topic -> receivers) in this worker."""
+    public_url: str | None = None
+    """Base URL of the triage page that messages link to, e.g. ``https://ew.example.com``;
+    default: this worker's advertised URL."""
+    api_token: str | None = None
+    """Bearer token for the triage API's writes (acknowledge, snooze, resolve). Prefer
+    ``api_token_file`` or the ENGAGEWATCH_API_TOKEN variable to keep it out of files."""
+    api_token_file: str | None = None
+    """A file holding the bearer token (e.g. a mounted secret); wins over ``api_token``."""
+    api_reads_require_token: bool = False
+    """Whether reading the triage API also needs the token."""
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:

@@ -38,6 +38,13 @@ CACHE = Path(os.environ.get("ENGAGEWATCH_CACHE_DIR", Path.home() / ".cache" / "e
 DEFAULT_STATE = REPO / ".dev-stack"
 KAFKA_HEAP = os.environ.get("ENGAGEWATCH_KAFKA_HEAP", "-Xms256m -Xmx768m")
 READY_TIMEOUT_S = 90.0
+DEBIAN_TOOLS = (
+    ("redis-server", "redis-server"),
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
+    ("chromium", "chromium"),
+)
 
 
 class StackError(RuntimeError):
@@ -111,13 +118,10 @@ def install() -> None:
             "fetching Kafka jars",
         )
         partial.rename(libs)
-    # Debian packages the stack and the tests run: redis-server, and promtool (from the
-    # prometheus package) to check the engine's own alerting rules.
-    missing = [
-        pkg
-        for binary, pkg in (("redis-server", "redis-server"), ("promtool", "prometheus"))
-        if shutil.which(binary) is None
-    ]
+    # Debian packages the stack and the tests run: redis-server; prometheus (the server
+    # and promtool) for the engine's own metrics and alerting rules; Alertmanager, a real
+    # receiver of our alerts; Chromium for the triage page test.
+    missing = list(dict.fromkeys(pkg for binary, pkg in DEBIAN_TOOLS if not shutil.which(binary)))
     if missing:
         _install_debian(missing)
 

@@ -17,7 +17,9 @@ The hand-over rules that keep it correct:
   at-least-once, and events replayed after a crash are caught by the per-account
   event-id memory;
 * on revocation and on shutdown it finishes the batch in hand, flushes and commits
-  before letting go, so the next owner starts exactly where this one stopped.
+  before letting go, so the next owner starts exactly where this one stopped;
+* a failed fetch, offset query, flush or commit is counted (``on_kafka_error``) and
+  logged, then raised as before.
 
 Offsets live in the consumer group ``<app_id>-events``, which has no members: this
 consumer assigns partitions itself and only stores offsets there.
@@ -29,7 +31,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -37,6 +40,7 @@ from mode import Service
 
 from stream.deadletter import SourcePosition
 from stream.ingest import RawMessage
+from stream.telemetry import counting_errors
 
 __all__ = ["ReaderProgress", "bulk_reader_service"]
 
@@ -52,6 +56,11 @@ class ReaderProgress:
 
     backlog: int | None = None
     """Messages on this worker's partitions not read yet; ``None`` until measured."""
+    backlog_by_partition: dict[int, int] = field(default_factory=dict)
+    """The same per owned partition (empty until measured)."""
+    newest_by_partition: dict[int, float] = field(default_factory=dict)
+    """Per owned partition, the Kafka timestamp (epoch s) of the last message read: one
+    look per partition and batch, so the lag costs nothing per event."""
 
 
 def bulk_reader_service(
@@ -66,10 +75,14 @@ def bulk_reader_service(
     within_s: float,
     commit_interval_s: float = 1.0,
     progress: ReaderProgress | None = None,
+    on_kafka_error: Callable[[str], None] = lambda operation: None,
 ) -> type[Service]:
     """A service class for ``app.service``; ``owner_topic`` decides which partitions
     this worker owns (a co-partitioned topic that a Faust agent subscribes to)."""
     reader_progress = progress if progress is not None else ReaderProgress()
+
+    def kafka(operation: str) -> AbstractContextManager[None]:
+        return counting_errors(on_kafka_error, "kafka", operation, log)
 
     class BulkEventReader(Service):
         def __post_init__(self) -> None:
@@ -104,6 +117,7 @@ def bulk_reader_service(
         async def _on_revoked(self, sender: Any, revoked: Any = None, **kwargs: Any) -> None:
             self._ready.clear()
             reader_progress.backlog = None
+            reader_progress.backlog_by_partition.clear()
             async with self._lock:
                 if self._consumer is not None:
                     await self._commit(self._consumer)
@@ -128,6 +142,9 @@ def bulk_reader_service(
                         await consumer.seek_to_beginning(tp)
                     else:
                         consumer.seek(tp, committed)
+                newest = reader_progress.newest_by_partition
+                for partition in set(newest) - set(owned):  # handed to another worker
+                    del newest[partition]
             log.info("bulk reader: reading %s partitions %s", events_topic, owned)
             if tps:
                 self._ready.set()
@@ -142,10 +159,20 @@ def bulk_reader_service(
                         await self._read_one_batch(self._consumer)
 
         async def _read_one_batch(self, consumer: AIOKafkaConsumer) -> None:
-            fetched = await consumer.getmany(timeout_ms=int(within_s * 1000), max_records=batch_max)
-            reader_progress.backlog = await _backlog(consumer, fetched)
+            with kafka("fetch"):
+                fetched = await consumer.getmany(
+                    timeout_ms=int(within_s * 1000), max_records=batch_max
+                )
+            with kafka("offsets"):
+                behind = await _backlog(consumer, fetched)
+            reader_progress.backlog_by_partition = behind
+            reader_progress.backlog = sum(behind.values())
             if not fetched:
                 return
+            for tp, records in fetched.items():
+                stamp_ms = records[-1].timestamp
+                if stamp_ms is not None and stamp_ms > 0:  # -1: the producer set none
+                    reader_progress.newest_by_partition[tp.partition] = stamp_ms / 1000
             messages = [
                 RawMessage(
                     r.value, SourcePosition(r.topic, r.partition, r.offset, r.key, r.timestamp)
@@ -164,26 +191,30 @@ def bulk_reader_service(
             self._committed_at = time.monotonic()
             if not self._pending:
                 return
-            await app.producer.flush()
+            with kafka("flush"):
+                await app.producer.flush()
             offsets, self._pending = self._pending, {}
-            await consumer.commit(offsets)
+            with kafka("commit"):
+                await consumer.commit(offsets)
 
     return BulkEventReader
 
 
-async def _backlog(consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, Any]) -> int:
+async def _backlog(
+    consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, Any]
+) -> dict[int, int]:
     """Unread messages behind the end of each assigned partition (after this batch)."""
     assigned = list(consumer.assignment())
     # The high watermark is only known once a fetch returned that partition; an empty
     # partition may never be, so ask the broker for its end instead of waiting forever.
     unknown = [tp for tp in assigned if consumer.highwater(tp) is None]
     ends = await consumer.end_offsets(unknown) if unknown else {}
-    behind = 0
+    behind: dict[int, int] = {}
     for tp in assigned:
         end = consumer.highwater(tp)
         if end is None:
             end = ends[tp]
         records = fetched.get(tp)
         read = records[-1].offset + 1 if records else await consumer.position(tp)
-        behind += max(0, end - read)
+        behind[tp.partition] = max(0, end - read)
     return behind

@@ -27,6 +27,12 @@ def exported_names() -> set[str]:
     alert = AlertState("f", "r", "a", Status.FIRING, "warning", starts_at=NOW)
     metrics.observe_sweep([Change(ChangeKind.FIRING, alert, NOW)], [alert], 0.1, held=False)
     metrics.observe_sweep([], [], 0.0, held=True)
+    metrics.observe_partitions({0: 1.0}, {0: 0}, now=2.0)
+    metrics.observe_notification("r", "delivered", latency_s=1.0)
+    metrics.count_delivery_retry("r")
+    metrics.set_delivery_backlog("r", 0)
+    metrics.count_redis_error("get")
+    metrics.set_health_tiers({"green": 1})
     text = metrics.exposition().decode()
     return set(re.findall(r"^(engagewatch_[a-z_]+)", text, re.MULTILINE))
 

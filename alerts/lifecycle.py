@@ -11,7 +11,11 @@ the new state plus the :class:`Change` worth publishing, if any:
 * never a second ``firing`` while one is open: a held condition only refreshes the
   evidence, and re-notifies as ``repeat`` once per ``repeat_interval_s``;
 * ``resolved`` only after ``firing``: a pending condition that clears leaves no trace;
-* a resolved alert whose condition returns starts a new episode (new ``starts_at``).
+* a resolved alert whose condition returns starts a new episode (new ``starts_at``);
+* a person may resolve a firing alert (:func:`resolve_manually`, the triage "resolve"):
+  that publishes ``resolved`` at once, and the alert stays resolved while its condition
+  still holds; it can fire again only after the condition has cleared at least once
+  (otherwise the next sweep would re-fire what the person just closed).
 
 Silences, acknowledgements and inhibition do not change this state: evaluation
 always runs, and they only decide whether a change is delivered (DOMAIN.md: "evaluate
@@ -37,6 +41,7 @@ __all__ = [
     "LifecyclePolicy",
     "Status",
     "fingerprint",
+    "resolve_manually",
     "state_from_dict",
     "state_to_dict",
     "transition",
@@ -106,6 +111,10 @@ class AlertState:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    resolved_by: str | None = None
+    """Who resolved it by hand (``None``: it resolved itself, or is not resolved)."""
+    held_until_clear: bool = False
+    """Resolved by hand while its condition still held: do not fire until it clears."""
 
     @property
     def is_open(self) -> bool:
@@ -139,9 +148,35 @@ def transition(
     return _while_inactive(previous, finding, now)
 
 
+def resolve_manually(
+    previous: AlertState | None, now: datetime, by: str, reason: str = ""
+) -> tuple[AlertState | None, Change | None]:
+    """A person resolves an alert: only a firing one changes; anything else is a no-op.
+
+    The change is an ordinary ``resolved`` (receivers close it as usual) whose
+    annotations say who resolved it and why.
+    """
+    if previous is None or previous.status is not Status.FIRING:
+        return previous, None
+    annotations = {**previous.annotations, "resolved_by": by}
+    if reason:
+        annotations["resolve_reason"] = reason
+    resolved = replace(
+        previous,
+        status=Status.RESOLVED,
+        ends_at=now,
+        annotations=annotations,
+        resolved_by=by,
+        held_until_clear=True,
+    )
+    return resolved, Change(ChangeKind.RESOLVED, resolved, now)
+
+
 def _while_active(
     previous: AlertState | None, finding: Finding, now: datetime, policy: LifecyclePolicy
 ) -> tuple[AlertState, Change | None]:
+    if previous is not None and previous.held_until_clear:
+        return previous, None  # resolved by hand; the condition has not cleared since
     if previous is None or previous.status is Status.RESOLVED:
         pending = _new_episode(finding, now)
         return _fire_if_due(pending, now, policy)
@@ -194,14 +229,20 @@ def _while_inactive(
     if previous is None or previous.status is Status.PENDING:
         return None, None  # never fired: nothing to resolve, nothing to keep
     if previous.status is Status.RESOLVED:
+        if previous.held_until_clear:  # cleared once: a new episode may fire again
+            return replace(previous, held_until_clear=False), None
         return previous, None
     resolved = replace(previous, status=Status.RESOLVED, ends_at=now, evidence=finding.evidence)
     return resolved, Change(ChangeKind.RESOLVED, resolved, now)
 
 
 def state_to_dict(state: AlertState) -> dict[str, Any]:
-    """Plain JSON-ready data, for the changelog-backed alert table."""
-    return {
+    """Plain JSON-ready data, for the changelog-backed alert table.
+
+    The manual-resolve fields are written only when set, so states stored before they
+    existed (and the states of alerts nobody resolved by hand) stay byte-identical.
+    """
+    data: dict[str, Any] = {
         "fingerprint": state.fingerprint,
         "rule": state.rule,
         "account_id": state.account_id,
@@ -216,6 +257,11 @@ def state_to_dict(state: AlertState) -> dict[str, Any]:
         "labels": dict(state.labels),
         "annotations": dict(state.annotations),
     }
+    if state.resolved_by is not None:
+        data["resolved_by"] = state.resolved_by
+    if state.held_until_clear:
+        data["held_until_clear"] = True
+    return data
 
 
 def state_from_dict(data: Mapping[str, Any]) -> AlertState:
@@ -233,6 +279,8 @@ def state_from_dict(data: Mapping[str, Any]) -> AlertState:
         evidence=data["evidence"],
         labels=data["labels"],
         annotations=data["annotations"],
+        resolved_by=data.get("resolved_by"),
+        held_until_clear=bool(data.get("held_until_clear", False)),
     )
 
 

@@ -4,12 +4,16 @@ both the live worker (on state change and on its periodic sweep) and replay run.
 An account's alert states live in one value (a mapping fingerprint -> state), so the
 worker that owns the account keeps them in one table entry and writes it once per
 sweep, and only when something changed.
+
+A person's "resolve" (triage) is applied here too, by the worker that owns the account,
+before the rules run: :func:`resolve_by_hand`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from alerts.evaluate import Context, evaluate
@@ -17,14 +21,16 @@ from alerts.lifecycle import (
     AlertState,
     Change,
     ChangeKind,
+    Finding,
     LifecyclePolicy,
+    resolve_manually,
     state_from_dict,
     state_to_dict,
     transition,
 )
 from alerts.rules import Rule
 
-__all__ = ["AccountAlerts", "inhibitor", "sweep_account"]
+__all__ = ["AccountAlerts", "inhibitor", "resolve_by_hand", "sweep_account"]
 
 
 class AccountAlerts:
@@ -45,13 +51,24 @@ class AccountAlerts:
         return [state for state in self.states.values() if state.is_open]
 
 
-def sweep_account(rules: Sequence[Rule], context: Context, alerts: AccountAlerts) -> list[Change]:
-    """Evaluate ``rules`` for the account in ``context``; update ``alerts`` in place."""
+def sweep_account(
+    rules: Sequence[Rule],
+    context: Context,
+    alerts: AccountAlerts,
+    findings: list[Finding] | None = None,
+) -> list[Change]:
+    """Evaluate ``rules`` for the account in ``context``; update ``alerts`` in place.
+
+    ``findings``, when given, collects every finding (triage reads the health tier from
+    them instead of evaluating the rules a second time).
+    """
     changes: list[Change] = []
     context = replace(context, open_rules=frozenset(state.rule for state in alerts.open()))
     for rule in rules:
         policy = LifecyclePolicy(for_s=rule.for_, repeat_interval_s=rule.repeat_interval)
         for finding in evaluate(rule, context):
+            if findings is not None:
+                findings.append(finding)
             previous = alerts.states.get(finding.fingerprint)
             state, change = transition(previous, finding, context.now, policy)
             if state != previous:
@@ -63,6 +80,18 @@ def sweep_account(rules: Sequence[Rule], context: Context, alerts: AccountAlerts
             if change is not None:
                 changes.append(change)
     return changes
+
+
+def resolve_by_hand(
+    alerts: AccountAlerts, fingerprint: str, now: datetime, by: str, reason: str = ""
+) -> Change | None:
+    """Resolve one of the account's firing alerts for a person; ``None`` if not firing."""
+    previous = alerts.states.get(fingerprint)
+    state, change = resolve_manually(previous, now, by, reason)
+    if state is not None and state != previous:
+        alerts.states[fingerprint] = state
+        alerts.changed = True
+    return change
 
 
 def inhibitor(change: Change, alerts: AccountAlerts) -> str | None:

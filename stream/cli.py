@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", type=Path, required=True, help="where to write alert events")
     replay.add_argument("--rules", type=Path, help="rules YAML (default: the configured rules)")
     replay.add_argument("--step-hours", type=float, default=6.0, help="sweep every N hours")
-    sub.add_parser("triage", help="list and triage silent accounts (not built yet)")
+    from stream import triage_cli
+
+    triage_cli.add_parser(sub)
     return parser
 
 
@@ -240,12 +242,10 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_built(settings: Settings, args: argparse.Namespace) -> int:
-    print(
-        f"engagewatch {args.command}: not built yet; see the open issues in the tracker",
-        file=sys.stderr,
-    )
-    return 2
+def _triage(settings: Settings, args: argparse.Namespace) -> int:
+    from stream import triage_cli
+
+    return triage_cli.run(settings, args)
 
 
 _COMMANDS = {
@@ -254,7 +254,7 @@ _COMMANDS = {
     "simulate": _simulate,
     "alerts": _alerts,
     "replay": _replay,
-    "triage": _not_built,
+    "triage": _triage,
 }
 
 if __name__ == "__main__":

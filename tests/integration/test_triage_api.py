@@ -1,0 +1,372 @@
+"""The triage API, OpenAPI document and CLI against a real worker, Kafka and Redis.
+
+One worker (sweeping every second, with an API token) runs a simulated fleet for the
+module; each test acts on alerts of its own accounts, so the tests do not meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from alerts.triage import Silence
+from config.settings import ConfigError, Settings
+from stream.app import create_app
+from stream.simulate import FleetSpec, build_fleet, generate_events
+from stream.triage_api import Access, load_api_token
+from stream.triage_store import TriageStore
+from tests.conftest import REPO, free_port
+from tests.integration.harness import WorkerProcess, wait_for
+from tests.integration.test_alerts_kafka import alert_events, scrape
+from tests.integration.test_engagement_kafka import publish
+
+sys.path.insert(0, str(REPO / "scripts"))
+import devstack
+
+pytestmark = pytest.mark.kafka
+
+TOKEN = "s3cret-" + uuid.uuid4().hex
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    worker: WorkerProcess
+    quiet: list[str]
+    """Accounts that went quiet, each with an open account-silent alert: [0] is only read
+    and acknowledged, [1] snoozed, [2] resolved."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+
+def fleet_settings(stack: devstack.Stack, tmp: Path, **update: Any) -> Settings:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    values: dict[str, Any] = {
+        "kafka_bootstrap": stack.bootstrap,
+        "redis_url": stack.redis_url,
+        "topic_prefix": name,
+        "app_id": name,
+        "partitions": 4,
+        "data_dir": str(tmp / "data"),
+        "web_port": free_port(),
+        "sweep_interval_s": 1.0,
+        "notifier_enabled": False,  # delivery is not what these tests are about
+        **update,
+    }
+    return Settings(**values)
+
+
+def run_fleet(settings: Settings, log: Path, accounts: int = 30) -> tuple[WorkerProcess, list[str]]:
+    end = datetime.now(UTC).replace(microsecond=0)
+    fleet = build_fleet(FleetSpec(accounts=accounts, seed=7, as_of=end.date()))
+    worker = WorkerProcess(settings, log)
+    worker.start()
+    publish(settings, fleet, list(generate_events(fleet, end - timedelta(days=28), end, seed=7)))
+    return worker, sorted(a.account_id for a in fleet if a.behaviour == "going_quiet")
+
+
+@pytest.fixture(scope="module")
+def fleet(stack: devstack.Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    tmp = tmp_path_factory.mktemp("triage-api")
+    settings = fleet_settings(stack, tmp, api_token=TOKEN)
+    worker, quiet = run_fleet(settings, tmp / "worker.log")
+    running = Fleet(settings, worker, quiet)
+    try:
+        assert len(quiet) >= 3, "the fleet needs a few quiet accounts for these tests"
+
+        def indexed() -> bool:
+            alerts = call(running, "GET", "/api/v1/alerts?rule=account-silent")[2]["alerts"]
+            return {a["account_id"] for a in alerts} >= set(quiet)
+
+        wait_for(indexed, 120, "the quiet accounts' alerts in the triage index", 1)
+        yield running
+    finally:
+        worker.kill()
+
+
+def call(
+    fleet: Fleet, method: str, path: str, body: Any = None, token: str | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, JSON body) of one request to the worker."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(fleet.url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read())
+
+
+def silent_alert(fleet: Fleet, account_id: str) -> dict[str, Any]:
+    alerts = call(fleet, "GET", f"/api/v1/alerts?rule=account-silent&account_id={account_id}")
+    [alert] = alerts[2]["alerts"]
+    assert isinstance(alert, dict)
+    return alert
+
+
+def listed_accounts(fleet: Fleet, query: str = "") -> dict[str, dict[str, Any]]:
+    body = call(fleet, "GET", f"/api/v1/accounts/silent?limit=500{query}")[2]
+    return {e["account_id"]: e for e in body["accounts"]}
+
+
+def open_fingerprints(fleet: Fleet, query: str = "") -> set[str]:
+    return {a["fingerprint"] for a in call(fleet, "GET", f"/api/v1/alerts?{query}")[2]["alerts"]}
+
+
+# --- the document ------------------------------------------------------------------------
+
+
+def test_the_openapi_document_lists_every_route_the_worker_serves(
+    engine_settings: Settings, fleet: Fleet
+) -> None:
+    document = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())
+    assert str(document["openapi"]).startswith("3.1.")
+    documented = {
+        (path, method.upper()) for path, item in document["paths"].items() for method in item
+    }
+    engine = create_app(engine_settings)  # built, not run: its routes are all we read
+    served = {
+        (path, method)
+        for path, view in engine.app.web.views.items()
+        if path.startswith(("/api/v1/", "/triage"))
+        for method in view.get_methods() - {"HEAD"}  # HEAD comes with every GET
+    }
+    assert served == documented
+    with urllib.request.urlopen(f"{fleet.url}/api/v1/openapi.yaml", timeout=10) as response:
+        assert response.read() == (REPO / "docs" / "openapi.yaml").read_bytes()
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def test_the_silent_list_ranks_the_quiet_accounts_with_what_triage_needs(fleet: Fleet) -> None:
+    status, _, body = call(fleet, "GET", "/api/v1/accounts/silent?limit=500")
+    assert status == 200
+    accounts = body["accounts"]
+    assert set(fleet.quiet) <= {e["account_id"] for e in accounts}
+    priorities = [e["priority"] for e in accounts]
+    assert priorities == sorted(priorities, reverse=True)
+    quiet = next(e for e in accounts if e["account_id"] in fleet.quiet)
+    assert quiet["name"] and quiet["owner"] and quiet["arr"] and quiet["renewal_date"]
+    assert quiet["days_silent"] >= 3 and len(quiet["daily_active_users"]) == 28
+    assert "account-silent" in {a["rule"] for a in quiet["open_alerts"]}
+    assert call(fleet, "GET", "/api/v1/accounts/silent?limit=1")[2]["accounts"] == accounts[:1]
+    status, _, error = call(fleet, "GET", "/api/v1/accounts/silent?limit=0")
+    assert status == 400 and "limit" in error["detail"] and error["field"] == "limit"
+
+
+def test_one_account_has_its_entry_alerts_history_and_live_snapshot(fleet: Fleet) -> None:
+    account_id = fleet.quiet[0]
+    status, _, body = call(fleet, "GET", f"/api/v1/accounts/{account_id}")
+    assert status == 200
+    assert body["account"]["account_id"] == account_id
+    assert body["snapshot"]["account_id"] == account_id and body["snapshot_error"] is None
+    assert "account-silent" in {a["rule"] for a in body["alerts"]}
+    assert "firing" in {h["kind"] for h in body["history"]}
+    status, _, error = call(fleet, "GET", "/api/v1/accounts/no-such-account")
+    assert status == 404 and error["error"] == "not found" and "no-such-account" in error["detail"]
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def test_writes_need_the_token_and_then_take_effect(fleet: Fleet) -> None:
+    alert = silent_alert(fleet, fleet.quiet[0])
+    path = f"/api/v1/alerts/{alert['fingerprint']}/ack"
+    body = {"author": "dana", "comment": "calling them today"}
+    status, headers, error = call(fleet, "POST", path, body)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    assert set(error) >= {"error", "detail"}
+    status, headers, _ = call(fleet, "POST", path, body, token="wrong")
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, done = call(fleet, "POST", path, body, token=TOKEN)
+    assert status == 200 and done["ack"]["author"] == "dana"
+    acked = {a["fingerprint"]: a for a in call(fleet, "GET", "/api/v1/alerts")[2]["alerts"]}
+    assert acked[alert["fingerprint"]]["ack"]["comment"] == "calling them today"
+    status, _, error = call(fleet, "POST", path, {"comment": "x"}, token=TOKEN)
+    assert status == 400 and error["field"] == "author"
+    status, _, error = call(fleet, "POST", "/api/v1/alerts/nope/ack", body, token=TOKEN)
+    assert status == 404 and "nope" in error["detail"]
+    snooze = f"/api/v1/alerts/{alert['fingerprint']}/snooze"
+    status, _, error = call(
+        fleet, "POST", snooze, {**body, "reason": "r", "duration": "soon"}, TOKEN
+    )
+    assert status == 400 and error["field"] == "duration"
+
+
+def test_a_snooze_hides_the_account_until_it_ends_and_the_notifier_sees_it(fleet: Fleet) -> None:
+    account_id = fleet.quiet[1]
+    alert = silent_alert(fleet, account_id)
+    fingerprint, rule = alert["fingerprint"], alert["rule"]
+    snooze = {"author": "dana", "reason": "team offsite", "duration": "4s", "scope": "account"}
+    status, _, body = call(fleet, "POST", f"/api/v1/alerts/{fingerprint}/snooze", snooze, TOKEN)
+    assert status == 200 and body["silence"]["account_id"] == account_id
+    assert account_id not in listed_accounts(fleet)
+    assert listed_accounts(fleet, "&include_snoozed=true")[account_id]["snoozed"] is True
+    assert fingerprint not in open_fingerprints(fleet)
+    assert fingerprint in open_fingerprints(fleet, "include_snoozed=true")
+    silence = silence_now(fleet.settings, fingerprint, account_id, rule)
+    assert silence is not None and silence.reason == "team offsite"
+    wait_for(lambda: account_id in listed_accounts(fleet), 15, "the snooze to end", 0.5)
+    assert fingerprint in open_fingerprints(fleet)
+    assert silence_now(fleet.settings, fingerprint, account_id, rule) is None
+
+
+def silence_now(settings: Settings, fingerprint: str, account_id: str, rule: str) -> Silence | None:
+    """What the notifier asks before delivering: ``TriageStore.silence_for``."""
+
+    async def ask() -> Silence | None:
+        store = TriageStore.from_url(settings.redis_url, settings.topic_prefix, entry_ttl_s=300)
+        try:
+            return await store.silence_for(fingerprint, account_id, rule, datetime.now(UTC))
+        finally:
+            await store.close()
+
+    return asyncio.run(ask())
+
+
+def test_a_hand_resolve_publishes_resolved_and_does_not_refire(fleet: Fleet) -> None:
+    account_id = fleet.quiet[2]
+    alert = silent_alert(fleet, account_id)
+    fingerprint = alert["fingerprint"]
+    body = {"author": "sam", "reason": "customer on holiday"}
+    status, _, done = call(fleet, "POST", f"/api/v1/alerts/{fingerprint}/resolve", body, TOKEN)
+    assert status == 202 and done["resolve_request"]["author"] == "sam"
+
+    def resolved() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in alert_events(fleet.settings)
+            if e["fingerprint"] == fingerprint and e["status"] == "resolved"
+        ]
+
+    [event] = wait_for(resolved, 30, "the resolved alert event", 0.5)
+    assert event["annotations"]["resolved_by"] == "sam"
+    assert event["annotations"]["resolve_reason"] == "customer on holiday"
+    time.sleep(5)  # five more sweeps while the account stays silent
+    mine = [e for e in alert_events(fleet.settings) if e["fingerprint"] == fingerprint]
+    assert [e["status"] for e in mine] == ["firing", "resolved"]
+    assert fingerprint not in open_fingerprints(fleet, "include_snoozed=true")
+    history = call(fleet, "GET", f"/api/v1/accounts/{account_id}")[2]["history"]
+    assert [h["kind"] for h in history if h.get("fingerprint") == fingerprint][:2] == [
+        "resolved",
+        "resolve_requested",
+    ]
+
+
+def test_the_cli_prints_the_ranked_table_and_acknowledges(fleet: Fleet) -> None:
+    def cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEWATCH_")}
+        if token is not None:
+            env["ENGAGEWATCH_API_TOKEN"] = token
+        return subprocess.run(
+            [sys.executable, "-m", "stream.cli", "triage", *args, "--url", fleet.url],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    table = cli("silent", "--limit", "50")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:3] == ["#", "ACCOUNT", "ID"] and "PRIORITY" in header
+    assert any(fleet.quiet[0] in row for row in rows)
+    listing = cli("alerts", "--rule", "champion-silent", "--json")
+    assert listing.returncode == 0, listing.stderr
+    alert = json.loads(listing.stdout)["alerts"][0]
+
+    refused = cli("ack", alert["fingerprint"], "--comment", "on it", token="wrong")
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+    acked = cli("ack", alert["fingerprint"], "--comment", "on it", "--author", "noor", token=TOKEN)
+    assert acked.returncode == 0, acked.stderr
+    assert acked.stdout.strip() == f"acknowledged {alert['fingerprint']} as noor"
+    states = cli("alerts", "--status", "acknowledged")
+    assert alert["fingerprint"] in states.stdout and "acked" in states.stdout
+    missing = cli("ack", "no-such-alert", token=TOKEN)
+    assert missing.returncode == 1 and "HTTP 404" in missing.stderr
+    bad = cli("snooze", alert["fingerprint"], "--for", "forever", "--reason", "r", token=TOKEN)
+    assert bad.returncode == 2 and "duration" in bad.stderr
+    drill = cli("account", alert["account_id"])
+    assert drill.returncode == 0 and "History (newest first):" in drill.stdout
+
+
+# --- without a token, and without Redis ---------------------------------------------------
+
+
+def test_the_token_comes_from_the_file_first_and_an_empty_one_opens_nothing(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("  from-file\n")
+    assert load_api_token(Settings(api_token="env", api_token_file=str(secret))) == "from-file"
+    assert load_api_token(Settings(api_token="env")) == "env"
+    secret.write_text("\n")
+    assert load_api_token(Settings(api_token_file=str(secret))) is None
+    assert load_api_token(Settings(api_token="  ")) is None
+    with pytest.raises(ConfigError, match="api_token_file"):
+        load_api_token(Settings(api_token_file=str(tmp_path / "missing")))
+
+
+def test_the_token_gate() -> None:
+    open_reads = Access("t0ken", reads_require_token=False)
+    assert open_reads.refusal({}, write=False) is None
+    assert open_reads.refusal({"Authorization": "Bearer t0ken"}, write=True) is None
+    assert open_reads.refusal({"Authorization": "bearer t0ken"}, write=True) is None
+    for header in ({}, {"Authorization": "Bearer "}, {"Authorization": "Basic t0ken"}):
+        refused = open_reads.refusal(header, write=True)
+        assert refused is not None and refused[0] == 401
+    closed = Access("t0ken", reads_require_token=True)
+    refused = closed.refusal({}, write=False)
+    assert refused is not None and refused[0] == 401
+    no_token = Access(None, reads_require_token=False)
+    refused = no_token.refusal({"Authorization": "Bearer "}, write=True)
+    assert refused is not None and refused[:2] == (403, "writes disabled: no api token configured")
+
+
+def test_without_redis_alerting_goes_on_and_the_api_says_503(
+    stack: devstack.Stack, tmp_path: Path
+) -> None:
+    settings = fleet_settings(stack, tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    worker, quiet = run_fleet(settings, tmp_path / "worker.log", accounts=12)
+    try:
+        wait_for(
+            lambda: {e["account_id"] for e in alert_events(settings)} >= set(quiet),
+            120,
+            "alerts on the quiet accounts with Redis down",
+            1,
+        )
+        fleetless = Fleet(settings, worker, quiet)
+        status, headers, error = call(fleetless, "GET", "/api/v1/accounts/silent")
+        assert status == 503 and error["error"] == "redis unavailable" and "Retry-After" in headers
+        status, _, error = call(fleetless, "POST", "/api/v1/alerts/x/ack", {"author": "d"}, "t")
+        assert status == 403 and error["error"] == "writes disabled: no api token configured"
+        errors = {
+            labels: value
+            for (name, labels), value in scrape(settings.web_port).items()
+            if name == "engagewatch_redis_errors_total"
+        }
+        assert errors[(("operation", "index_write"),)] >= 1
+        assert errors[(("operation", "api"),)] >= 1
+    finally:
+        worker.kill()

@@ -1,0 +1,224 @@
+"""The triage store on the real redis-server: round trips, one-pipeline writes, expiry,
+and the sweep writing the index, applying resolves, and alerting without Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from alerts.triage import Ack, ResolveRequest
+from stream import codec
+from stream.triage_store import TriageStore
+from tests.conftest import REPO, free_port
+from tests.unit.test_sweeper import NOW, Harness, quiet_account_state
+
+sys.path.insert(0, str(REPO / "scripts"))
+import devstack
+
+
+@pytest.fixture
+async def store(stack: devstack.Stack) -> AsyncIterator[TriageStore]:
+    triage = TriageStore.from_url(stack.redis_url, f"t{uuid.uuid4().hex[:10]}", entry_ttl_s=60)
+    yield triage
+    keys = [key async for key in triage.redis.scan_iter(match=triage.prefix + "*")]
+    if keys:
+        await triage.redis.delete(*keys)
+    await triage.close()
+
+
+def with_store(harness: Harness, store: TriageStore, errors: list[str] | None = None) -> Harness:
+    harness.sweeper._triage = store
+    if errors is not None:
+        harness.sweeper._on_redis_error = errors.append
+    return harness
+
+
+async def swept(store: TriageStore) -> tuple[Harness, str]:
+    """A going-quiet account swept once into ``store``; returns its account id."""
+    state, account = quiet_account_state()
+    harness = with_store(Harness(state, account), store)
+    report = await harness.sweeper.sweep(NOW)
+    assert report.changes > 0
+    return harness, state.account_id
+
+
+class RoundTrips:
+    """Counts what reaches Redis: direct commands, and pipelines executed (real calls)."""
+
+    def __init__(self, store: TriageStore) -> None:
+        self.commands: list[str] = []
+        self.pipelines = 0
+        redis = store.redis
+        direct: Callable[..., Awaitable[Any]] = redis.execute_command
+        make_pipeline = redis.pipeline
+
+        async def execute_command(*args: Any, **kwargs: Any) -> Any:
+            self.commands.append(str(args[0]))
+            return await direct(*args, **kwargs)
+
+        def pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = make_pipeline(*args, **kwargs)
+            execute: Callable[..., Awaitable[Any]] = pipe.execute
+
+            async def counted(*a: Any, **kw: Any) -> Any:
+                self.pipelines += 1
+                return await execute(*a, **kw)
+
+            pipe.execute = counted  # type: ignore[method-assign]
+            return pipe
+
+        redis.execute_command = execute_command  # type: ignore[method-assign]
+        redis.pipeline = pipeline  # type: ignore[method-assign]
+
+
+async def test_a_sweep_writes_its_index_in_one_round_trip(store: TriageStore) -> None:
+    state, account = quiet_account_state()
+    harness = with_store(Harness(state, account), store)
+    trips = RoundTrips(store)
+    await harness.sweeper.sweep(NOW)
+    # One read of the resolve requests, then the whole index in one pipeline.
+    assert trips.commands == ["HGETALL"] and trips.pipelines == 1
+    assert await store.redis.zcard(store.key("rank")) == 1
+
+
+async def test_the_index_round_trips_entries_alerts_and_history(store: TriageStore) -> None:
+    harness, account_id = await swept(store)
+    published = [codec.loads(v) for _, v in harness.published]
+    entry = await store.account(account_id)
+    assert entry is not None and entry["account_id"] == account_id
+    assert entry["days_silent"] >= 3 and len(entry["daily_active_users"]) == 28
+    assert {a["fingerprint"] for a in entry["open_alerts"]} == {e["fingerprint"] for e in published}
+    listed = await store.silent_accounts(NOW)
+    assert [e["account_id"] for e in listed] == [account_id]
+    alerts = await store.alerts(NOW)
+    assert {a["fingerprint"] for a in alerts} == {e["fingerprint"] for e in published}
+    assert all(a["ack"] is None and a["snoozed"] is None for a in alerts)
+    history = await store.history(account_id)
+    assert sorted(h["fingerprint"] for h in history) == sorted(e["fingerprint"] for e in published)
+    assert {h["kind"] for h in history} == {"firing"}
+    assert await store.account("nobody") is None and await store.alert("nothing") is None
+
+
+async def test_entries_expire_and_take_their_rank_and_alerts_along(stack: devstack.Stack) -> None:
+    store = TriageStore.from_url(stack.redis_url, f"t{uuid.uuid4().hex[:10]}", entry_ttl_s=1)
+    try:
+        _, account_id = await swept(store)
+        assert await store.silent_accounts(NOW)
+        await asyncio.sleep(2.1)
+        assert await store.account(account_id) is None
+        assert await store.silent_accounts(NOW) == [] and await store.alerts(NOW) == []
+        # Readers cleaned up what they met: the rank and the orphaned alerts.
+        assert await store.redis.zcard(store.key("rank")) == 0
+        assert await store.redis.hlen(store.key("alerts")) == 0
+    finally:
+        await store.redis.delete(
+            *[k async for k in store.redis.scan_iter(match=store.prefix + "*")]
+        )
+        await store.close()
+
+
+async def test_snoozes_hold_until_they_end_and_expired_ones_are_cleaned_up(
+    store: TriageStore,
+) -> None:
+    _, account_id = await swept(store)
+    alert = (await store.alerts(NOW))[0]
+    fp, rule = alert["fingerprint"], alert["rule"]
+    silence = await store.snooze(
+        alert, until=NOW + timedelta(hours=1), author="dana", reason="holiday", now=NOW
+    )
+    assert await store.silence_for(fp, account_id, rule, NOW) == silence
+    assert await store.silence_for("other", account_id, rule, NOW) is None
+    assert fp not in {a["fingerprint"] for a in await store.alerts(NOW)}
+    shown = {a["fingerprint"]: a for a in await store.alerts(NOW, include_snoozed=True)}
+    assert shown[fp]["snoozed"]["author"] == "dana"
+    later = NOW + timedelta(hours=1)
+    assert await store.silence_for(fp, account_id, rule, later) is None
+    assert await store.redis.hlen(store.key("silences")) == 0  # deleted on the way
+    assert fp in {a["fingerprint"] for a in await store.alerts(later)}
+
+
+async def test_account_snoozes_and_unsnooze(store: TriageStore) -> None:
+    _, account_id = await swept(store)
+    alerts = await store.alerts(NOW)
+    await store.snooze(
+        alerts[0], until=NOW + timedelta(days=1), author="d", reason="r", now=NOW, scope="account"
+    )
+    assert await store.alerts(NOW) == []
+    assert await store.silent_accounts(NOW) == []
+    marked = await store.silent_accounts(NOW, include_snoozed=True)
+    assert [(e["account_id"], e["snoozed"]) for e in marked] == [(account_id, True)]
+    removed = await store.unsnooze(alerts[-1]["fingerprint"], author="d", now=NOW, alert=alerts[-1])
+    assert len(removed) == 1 and removed[0].account_id == account_id
+    assert len(await store.alerts(NOW)) == len(alerts)
+    assert await store.unsnooze("fp", author="d", now=NOW, alert=None) == []
+    kinds = [h["kind"] for h in await store.history(account_id)]
+    assert kinds[:2] == ["unsnooze", "snooze"]  # newest first
+
+
+async def test_acks_show_and_are_dropped_when_the_alert_closes(store: TriageStore) -> None:
+    harness, account_id = await swept(store)
+    alert = (await store.alerts(NOW))[0]
+    await store.ack(alert, Ack(alert["fingerprint"], "dana", NOW, "calling"))
+    shown = {a["fingerprint"]: a for a in await store.alerts(NOW)}
+    assert shown[alert["fingerprint"]]["ack"]["comment"] == "calling"
+    assert [a["fingerprint"] for a in await store.alerts(NOW, status="acknowledged")] == [
+        alert["fingerprint"]
+    ]
+    request = ResolveRequest(alert["fingerprint"], account_id, "dana", "spoke to them", NOW)
+    await store.request_resolve(alert, request)
+    assert await store.resolve_requests(NOW) == {alert["fingerprint"]: request}
+    await harness.sweeper.sweep(NOW + timedelta(minutes=1))
+    assert await store.resolve_requests(NOW) == {}
+    assert await store.redis.hget(store.key("acks"), alert["fingerprint"]) is None
+    assert alert["fingerprint"] not in {a["fingerprint"] for a in await store.alerts(NOW)}
+
+
+async def test_the_sweep_applies_a_resolve_once_and_does_not_refire(store: TriageStore) -> None:
+    harness, account_id = await swept(store)
+    alert = next(a for a in await store.alerts(NOW) if a["rule"] == "account-silent")
+    request = ResolveRequest(alert["fingerprint"], account_id, "dana", "on holiday", NOW)
+    await store.request_resolve(alert, request)
+    before = len(harness.published)
+    await harness.sweeper.sweep(NOW + timedelta(minutes=1))
+    events = [codec.loads(v) for _, v in harness.published[before:]]
+    assert [(e["fingerprint"], e["status"]) for e in events] == [(alert["fingerprint"], "resolved")]
+    assert events[0]["annotations"]["resolved_by"] == "dana"
+    assert events[0]["annotations"]["resolve_reason"] == "on holiday"
+    for minutes in (2, 3, 60 * 24 * 8):  # the account stays silent, past the repeat interval
+        await harness.sweeper.sweep(NOW + timedelta(minutes=minutes))
+    later = [codec.loads(v) for _, v in harness.published[before + 1 :]]
+    assert alert["fingerprint"] not in {e["fingerprint"] for e in later}
+    history = await store.history(account_id)
+    assert history[0]["kind"] in ("resolved", "repeat")
+    resolved = next(h for h in history if h["kind"] == "resolved")
+    assert (resolved["author"], resolved["reason"]) == ("dana", "on holiday")
+
+
+async def test_requests_nobody_applied_within_a_day_are_dropped(store: TriageStore) -> None:
+    request = ResolveRequest("fp", "gone", "dana", "r", NOW)
+    await store.request_resolve({"account_id": "gone", "fingerprint": "fp"}, request)
+    assert await store.resolve_requests(NOW + timedelta(hours=23)) == {"fp": request}
+    assert await store.resolve_requests(NOW + timedelta(days=1, seconds=1)) == {}
+    assert await store.redis.hlen(store.key("resolves")) == 0
+
+
+async def test_alerting_goes_on_when_redis_is_down() -> None:
+    dead = TriageStore.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", "down", entry_ttl_s=60, timeout_s=0.5
+    )
+    state, account = quiet_account_state()
+    errors: list[str] = []
+    harness = with_store(Harness(state, account), dead, errors)
+    report = await harness.sweeper.sweep(NOW)
+    assert report.changes > 0 and len(harness.published) == report.changes
+    assert errors == ["resolve_read", "index_write"]
+    harness.backlog = True  # a held sweep only refreshes the index: also counted
+    assert (await harness.sweeper.sweep(NOW)).held
+    assert errors[-1] == "index_refresh"
+    await dead.close()

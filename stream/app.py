@@ -27,6 +27,7 @@ from stream.deadletter import DeadLetter
 from stream.engagement import EngagementState, StatePolicy
 from stream.events import EventLimits
 from stream.ingest import RawMessage
+from stream.notify import register_notifier
 from stream.pipeline import AccountsPipeline, IngestPipeline, raw_message
 from stream.portfolio import register_portfolio_view
 from stream.snapshot import account_snapshot
@@ -34,6 +35,8 @@ from stream.sweeper import Sweeper
 from stream.tables import AccountKeyed, ensure_metadata, owned_items
 from stream.telemetry import EngineMetrics
 from stream.topics import TopicNames
+from stream.triage_api import register_triage
+from stream.triage_store import TriageStore
 
 __all__ = ["Engine", "create_app"]
 
@@ -55,6 +58,7 @@ class Engine:
     topics: TopicNames
     pipeline: IngestPipeline
     sweeper: Sweeper
+    triage: TriageStore | None = None
 
 
 def state_policy(settings: Settings) -> StatePolicy:
@@ -110,12 +114,17 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     )
     engagement = AccountKeyed(engagement_table)
     accounts = AccountKeyed(accounts_table)
+    progress = ReaderProgress()
+    telemetry = EngineMetrics(reader=progress)  # per-partition lag is computed at scrape
 
     async def send_dead_letter(letter: DeadLetter) -> None:
-        await dead_letter_topic.send(
-            key=letter.source.key,
-            value=letter.to_json(),
-            headers={"reason": letter.reason.encode()},
+        await telemetry.counting_kafka_errors(
+            "send_dead_letter",
+            dead_letter_topic.send(
+                key=letter.source.key,
+                value=letter.to_json(),
+                headers={"reason": letter.reason.encode()},
+            ),
         )
 
     pipeline = IngestPipeline(
@@ -128,15 +137,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     )
     accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)
 
-    telemetry = EngineMetrics()
-
     async def ingest_batch(messages: Sequence[RawMessage]) -> None:
         await ensure_metadata(app, engagement_table)
         started = time.perf_counter()
         await pipeline.process(messages)
         telemetry.observe_batch(pipeline.totals, len(messages), time.perf_counter() - started)
-
-    progress = ReaderProgress()
 
     # Usage events are read in bulk (stream/bulk.py says why) on the partitions the
     # accounts agent below is assigned: the topics are co-partitioned.
@@ -152,6 +157,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             within_s=settings.batch_within_s,
             commit_interval_s=settings.commit_interval_s,
             progress=progress,
+            on_kafka_error=telemetry.count_kafka_error,
         )
     )
 
@@ -199,8 +205,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             return self.bytes(telemetry.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def publish_alert(key: bytes, value: bytes) -> None:
-        await alerts_topic.send(key=key, value=value)
+        await telemetry.counting_kafka_errors("send_alert", alerts_topic.send(key=key, value=value))
 
+    # The triage index: written by the sweep, read by the triage API on every worker.
+    triage = register_triage(app, settings, now, on_redis_error=telemetry.count_redis_error)
     sweeper = Sweeper(
         load_rules(Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES).rules,
         lambda: owned_items(app, engagement_table),
@@ -212,7 +220,20 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         reading_backlog=lambda: (
             progress.backlog is None or progress.backlog > settings.batch_max_events
         ),
+        triage=triage,
+        on_redis_error=telemetry.count_redis_error,
     )
+
+    if settings.notifier_enabled:
+        register_notifier(
+            app,
+            settings,
+            alerts_topic,
+            app.topic(names.alert_dead_letters, partitions=n),
+            now=now.now,
+            metrics=telemetry,
+            silence_for=triage.silence_for,
+        )
 
     @app.timer(settings.sweep_interval_s)
     async def sweep_rules() -> None:
@@ -229,4 +250,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         elif report.changes:
             log.info("sweep: %d accounts, %d alert changes", report.accounts, report.changes)
 
-    return Engine(settings=settings, app=app, topics=names, pipeline=pipeline, sweeper=sweeper)
+    return Engine(
+        settings=settings,
+        app=app,
+        topics=names,
+        pipeline=pipeline,
+        sweeper=sweeper,
+        triage=triage,
+    )

@@ -15,6 +15,8 @@ class TopicNames:
     accounts: str
     dead_letters: str
     alerts: str
+    alert_dead_letters: str
+    """Notifications that could not be delivered, with the receiver and the reason."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
@@ -23,6 +25,7 @@ class TopicNames:
             accounts=settings.topic("accounts"),
             dead_letters=settings.topic("events.dlq"),
             alerts=settings.topic("alerts"),
+            alert_dead_letters=settings.topic("alerts.dlq"),
         )
 
 
@@ -51,7 +54,13 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 replication_factor=settings.replication_factor,
                 topic_configs={"cleanup.policy": "compact"} if name == names.accounts else {},
             )
-            for name in (names.events, names.accounts, names.dead_letters, names.alerts)
+            for name in (
+                names.events,
+                names.accounts,
+                names.dead_letters,
+                names.alerts,
+                names.alert_dead_letters,
+            )
             if name not in existing
         ]
         created = []

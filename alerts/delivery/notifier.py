@@ -1,0 +1,370 @@
+"""The notifier: alert events in, messages out, each exactly once where it can be.
+
+Two halves, joined by the Redis outbox:
+
+* ``accept`` runs for every alert event read from the alerts topic. It routes the
+  event, decides when each message is due (now, after quiet hours, at the digest's
+  end) and queues one message per receiver. Queueing is idempotent, so an event read
+  twice is queued once. While Redis is down it waits, and the topic's offset is not
+  committed past the event: nothing read is lost.
+* ``run_receiver`` is one loop per receiver. It sends what is due, at the receiver's
+  rate, and retries failures with backoff and jitter (honouring Retry-After). A
+  permanent failure, or one that outlasts the retry policy, goes to the alerts
+  dead-letter topic with the reason. Only the holder of a receiver's lease sends, so
+  several workers share the work without sending twice or breaking the rate limit.
+
+Snoozed alerts (the triage API) and alerts quieted by a critical one are recorded as
+``suppressed`` and not sent; a resolved message goes only where its firing went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from alerts.delivery.config import DeliveryConfig, Receiver
+from alerts.delivery.outbox import Outbox, QueuedMessage
+from alerts.delivery.routing import receivers_for, routing_labels
+from alerts.delivery.schedule import (
+    GiveUp,
+    RateLimiter,
+    delivery_id,
+    digest_due,
+    group_key,
+    quiet_until,
+    retry_or_give_up,
+)
+from alerts.delivery.senders import Sender
+from alerts.transports.outcome import Attempt, Outcome
+
+__all__ = ["DeliveryMetrics", "Notifier", "SilenceLookup"]
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_S = 30.0
+IDLE_POLL_S = 0.5
+REDIS_RETRY_S = (0.5, 10.0)
+"""First and longest wait between tries while Redis is unreachable."""
+
+
+class DeliveryMetrics(Protocol):
+    def declare_receivers(self, receivers: Iterable[str]) -> None: ...
+    def observe_notification(
+        self, receiver: str, outcome: str, latency_s: float | None = None
+    ) -> None: ...
+    def count_delivery_retry(self, receiver: str) -> None: ...
+    def set_delivery_backlog(self, receiver: str, pending: int) -> None: ...
+    def count_redis_error(self, operation: str) -> None: ...
+
+
+SilenceLookup = Callable[[str, str, str, datetime], Awaitable[Any | None]]
+"""The triage store's answer to "is this alert snoozed?" for (fingerprint, account_id,
+rule, now): an object with ``author`` and ``until``, or None."""
+
+
+DeadLetter = Callable[[Mapping[str, Any]], Awaitable[None]]
+
+
+class Notifier:
+    def __init__(
+        self,
+        config: DeliveryConfig,
+        outbox: Outbox,
+        senders: Mapping[str, Sender],
+        *,
+        dead_letter: DeadLetter,
+        now: Callable[[], datetime],
+        metrics: DeliveryMetrics | None = None,
+        silence_for: SilenceLookup | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.senders = senders
+        self.dead_letter = dead_letter
+        self.now = now
+        self.metrics = metrics
+        self.silence_for = silence_for
+        self.rand = rand
+        self.holder = f"{uuid.uuid4().hex[:12]}"
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the message in flight, then stop: a graceful stop sends nothing twice."""
+        self._stopping.set()
+
+    # --- accept: alerts topic -> outbox ---------------------------------------
+
+    async def accept(self, event: Mapping[str, Any]) -> None:
+        """Queue ``event`` for every receiver its labels route to; waits out Redis."""
+        for name in receivers_for(self.config.route, routing_labels(event)):
+            receiver = self.config.receiver(name)
+            await self._until_redis_answers("enqueue", _bind(self._accept, receiver, event))
+
+    async def _accept(self, receiver: Receiver, event: Mapping[str, Any]) -> None:
+        message_id = delivery_id(event, receiver.name)
+        firing = event["status"] == "firing"
+        if firing and event.get("inhibited_by"):
+            reason = f"inhibited by {event['inhibited_by']}"
+            await self._suppress(receiver.name, message_id, reason)
+            return
+        if not firing:
+            if not receiver.send_resolved:
+                await self._suppress(receiver.name, message_id, "send_resolved is off")
+                return
+            firing_id = delivery_id({**event, "status": "firing", "repeat": False}, receiver.name)
+            firing_state = await self.outbox.supersede(firing_id, receiver.name)
+            if firing_state not in ("sent", "sending"):
+                reason = f"its firing message was not sent ({firing_state})"
+                await self._suppress(receiver.name, message_id, reason)
+                return
+        now = self.now()
+        due = now
+        severity = str(event.get("severity"))
+        group = ""
+        if receiver.digest is not None and severity not in receiver.digest.deliver_severities:
+            due = digest_due(receiver.digest, now)
+            group = group_key(receiver.digest, event, receiver.name)
+        if receiver.quiet_hours is not None:
+            quiet_end = quiet_until(receiver.quiet_hours, severity, due)
+            if quiet_end is not None:
+                due = quiet_end
+        message = QueuedMessage(message_id, receiver.name, dict(event), group=group)
+        if await self.outbox.enqueue(message, due) and self.metrics and due > now:
+            self.metrics.observe_notification(receiver.name, "deferred")
+
+    async def _suppress(self, receiver: str, message_id: str, reason: str) -> None:
+        if await self.outbox.record(message_id, "suppressed", reason) and self.metrics:
+            self.metrics.observe_notification(receiver, "suppressed")
+
+    # --- run_receiver: outbox -> the receiver -----------------------------------
+
+    async def run_receiver(self, name: str) -> None:
+        """Deliver what is due for one receiver, forever (cancel to stop)."""
+        receiver = self.config.receiver(name)
+        limiter = RateLimiter(receiver.rate_per_s)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    sent = await self._until_redis_answers(
+                        "deliver", lambda: self._deliver_due(receiver, limiter)
+                    )
+                except Exception:
+                    # E.g. the dead-letter topic unreachable: what was in flight stays
+                    # queued and is tried again; the loop must outlive any one failure.
+                    log.exception("notifier: %s delivery pass failed; trying again", name)
+                    sent = 0
+                    await asyncio.sleep(REDIS_RETRY_S[1])
+                if not sent:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), IDLE_POLL_S)
+        finally:
+            try:
+                await asyncio.shield(self.outbox.release_lease(name, self.holder))
+            except Exception:  # best effort: the lease expires anyway
+                log.debug("could not release the %s lease", name)
+
+    async def _deliver_due(self, receiver: Receiver, limiter: RateLimiter) -> int:
+        """One pass over the due messages; returns how many were handled."""
+        if not await self.outbox.hold_lease(receiver.name, self.holder, LEASE_TTL_S):
+            return 0
+        due = await self.outbox.due(receiver.name, self.now())
+        if self.metrics:
+            self.metrics.set_delivery_backlog(
+                receiver.name, await self.outbox.pending(receiver.name)
+            )
+        for group in _groups(due):
+            if self._stopping.is_set():
+                break
+            await self._deliver(receiver, group, limiter)
+            # A long pass must not lose the lease to another worker mid-way.
+            await self.outbox.hold_lease(receiver.name, self.holder, LEASE_TTL_S)
+        return len(due)
+
+    async def _deliver(
+        self, receiver: Receiver, group: list[QueuedMessage], limiter: RateLimiter
+    ) -> None:
+        group = await self._drop_snoozed(receiver, group)
+        if not group:
+            return
+        wait = limiter.reserve(time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        for message in group:
+            if message.interrupted:
+                log.warning(
+                    "%s: sending %s again after an interrupted attempt", receiver.name, message.id
+                )
+        await self.outbox.mark_sending(group)
+        attempt = await self._send(receiver, group)
+        now = self.now()
+        if attempt.outcome is Outcome.DELIVERED:
+            await self._record_until_done(lambda: self.outbox.finish(group, "sent", attempt.detail))
+            for message in group:
+                self._observe(receiver.name, "delivered", _latency_s(message.event, now))
+            return
+        for message in group:
+            message.attempts += 1
+            message.detail = attempt.detail
+            if message.first_attempt_at is None:
+                message.first_attempt_at = now.timestamp()
+        if attempt.outcome is Outcome.PERMANENT:
+            await self._give_up(receiver, group, attempt, attempt.detail)
+            return
+        first = datetime.fromtimestamp(min(m.first_attempt_at or 0.0 for m in group), now.tzinfo)
+        decision = retry_or_give_up(
+            receiver.retry,
+            attempts=max(m.attempts for m in group),
+            first_attempt=first,
+            now=now,
+            retry_after_s=attempt.retry_after_s,
+            rand=self.rand(),
+        )
+        if isinstance(decision, GiveUp):
+            await self._give_up(receiver, group, attempt, f"{decision.reason}: {attempt.detail}")
+            return
+        log.info(
+            "%s: %s; retrying %d message(s) at %s",
+            receiver.name,
+            attempt.detail,
+            len(group),
+            decision.at.isoformat(),
+        )
+        await self._record_until_done(lambda: self.outbox.reschedule(group, decision.at))
+        for _ in group:
+            self._observe(receiver.name, "retry")
+            if self.metrics:
+                self.metrics.count_delivery_retry(receiver.name)
+
+    async def _send(self, receiver: Receiver, group: list[QueuedMessage]) -> Attempt:
+        sender = self.senders[receiver.name]
+        alerts = [message.event for message in group]
+        try:
+            # The transports time out on their own; this bounds anything they miss.
+            return await asyncio.wait_for(
+                sender.send(alerts, [m.id for m in group]), timeout=receiver.timeout * 3 + 5
+            )
+        except TimeoutError:
+            return Attempt(Outcome.RETRY, f"no answer within {receiver.timeout * 3 + 5:.0f}s")
+
+    async def _drop_snoozed(
+        self, receiver: Receiver, group: list[QueuedMessage]
+    ) -> list[QueuedMessage]:
+        if self.silence_for is None:
+            return group
+        kept = []
+        now = self.now()
+        for message in group:
+            event = message.event
+            silence = None
+            if event["status"] == "firing":
+                silence = await self.silence_for(
+                    str(event["fingerprint"]), str(event["account_id"]), str(event["rule"]), now
+                )
+            if silence is None:
+                kept.append(message)
+                continue
+            until, author = getattr(silence, "until", "?"), getattr(silence, "author", "?")
+            detail = f"snoozed until {until} by {author}"
+            await self.outbox.finish([message], "suppressed", detail)
+            self._observe(receiver.name, "suppressed")
+        return kept
+
+    async def _give_up(
+        self, receiver: Receiver, group: list[QueuedMessage], attempt: Attempt, reason: str
+    ) -> None:
+        log.error("%s: not delivered, dead-lettered: %s", receiver.name, reason)
+        for message in group:
+            await self.dead_letter(
+                {
+                    "receiver": receiver.name,
+                    "receiver_type": receiver.type,
+                    "reason": attempt.outcome.value,
+                    "detail": reason,
+                    "status": attempt.status,
+                    "attempts": message.attempts,
+                    "message_id": message.id,
+                    "alert": message.event,
+                    "failed_at": self.now().isoformat(),
+                }
+            )
+        await self._record_until_done(lambda: self.outbox.finish(group, "dead", reason))
+        # "permanent": the receiver refused it; "dead_lettered": retries ran out.
+        outcome = "permanent" if attempt.outcome is Outcome.PERMANENT else "dead_lettered"
+        for _ in group:
+            self._observe(receiver.name, outcome)
+
+    def _observe(self, receiver: str, outcome: str, latency_s: float | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_notification(receiver, outcome, latency_s)
+
+    # --- Redis outages -------------------------------------------------------------
+
+    async def _until_redis_answers(self, operation: str, step: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``step`` until it gets through: Redis being down delays, never drops."""
+        delay = REDIS_RETRY_S[0]
+        while True:
+            try:
+                return await step()
+            except _REDIS_ERRORS as exc:
+                if self.metrics:
+                    self.metrics.count_redis_error(operation)
+                log.warning(
+                    "notifier: Redis unavailable during %s (%s); waiting",
+                    operation,
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REDIS_RETRY_S[1])
+
+    async def _record_until_done(self, step: Callable[[], Awaitable[None]]) -> None:
+        """After a send, its outcome must be recorded, however long Redis is away."""
+        await self._until_redis_answers("record", step)
+
+
+def _bind(
+    step: Callable[[Receiver, Mapping[str, Any]], Awaitable[None]],
+    receiver: Receiver,
+    event: Mapping[str, Any],
+) -> Callable[[], Awaitable[None]]:
+    return lambda: step(receiver, event)
+
+
+def _groups(messages: Sequence[QueuedMessage]) -> list[list[QueuedMessage]]:
+    """Messages that share a digest group go in one message; the rest one by one."""
+    grouped: dict[str, list[QueuedMessage]] = {}
+    singles: list[list[QueuedMessage]] = []
+    for message in messages:
+        if message.group:
+            grouped.setdefault(message.group, []).append(message)
+        else:
+            singles.append([message])
+    return singles + list(grouped.values())
+
+
+def _latency_s(event: Mapping[str, Any], now: datetime) -> float | None:
+    generated = event.get("generated_at")
+    if not generated:
+        return None
+    try:
+        started = datetime.fromisoformat(str(generated).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max((now - started) / timedelta(seconds=1), 0.0)
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+_REDIS_ERRORS = _redis_errors()

@@ -1,0 +1,241 @@
+"""The delivery ledger and queue in Redis: what was sent, what waits, and until when.
+
+Every message to a receiver has an id, (fingerprint, transition, receiver). Its ledger
+entry is created once (``SET NX``), so an alert event read again after a crash or a
+rebalance is not queued twice; the queue is a sorted set per receiver scored by when
+the message is due (now, after a backoff, after quiet hours, at the digest's end).
+
+A message is marked ``sending`` before it is sent and ``sent`` after. A worker killed
+between the two leaves it ``sending`` and due, so it is sent again: the only window
+for a duplicate is one request in flight (docs/delivery.md). When Redis is down
+nothing is marked, so nothing is sent: delivery waits and resumes.
+
+Keys live under ``ew:<topic_prefix>:dlv:``; ledger entries expire after
+``LEDGER_TTL_S``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+__all__ = ["LEDGER_TTL_S", "Outbox", "QueuedMessage"]
+
+LEDGER_TTL_S = 180 * 86_400
+"""Long enough to outlive any alert's episode: a resolved message looks its firing up."""
+
+# Queue a message unless its ledger entry exists (then it was seen before).
+_ENQUEUE = """
+if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[5]) then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+
+# A resolved alert whose firing message still waits (quiet hours, a digest) cancels
+# it: nobody needs to hear about an alert that is over. Returns the firing's state.
+_SUPERSEDE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 'none' end
+local state = cjson.decode(raw)['state']
+if state == 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 'superseded'
+end
+return state
+"""
+
+# Hold a receiver's lease (only its holder sends, so one worker keeps its rate limit).
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class QueuedMessage:
+    """One message waiting for one receiver, as stored in the queue."""
+
+    id: str
+    receiver: str
+    event: dict[str, Any]
+    group: str = ""
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    detail: str = ""
+    interrupted: bool = field(default=False, compare=False)
+    """Set when the ledger says ``sending``: a worker died with it in flight."""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "receiver": self.receiver,
+                "event": self.event,
+                "group": self.group,
+                "attempts": self.attempts,
+                "first_attempt_at": self.first_attempt_at,
+                "detail": self.detail,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> QueuedMessage:
+        data = json.loads(raw)
+        return cls(
+            id=data["id"],
+            receiver=data["receiver"],
+            event=data["event"],
+            group=data.get("group", ""),
+            attempts=int(data.get("attempts", 0)),
+            first_attempt_at=data.get("first_attempt_at"),
+            detail=data.get("detail", ""),
+        )
+
+
+class Outbox:
+    """The ledger and the per-receiver queues of one engine (one topic prefix)."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.base = f"ew:{prefix}:dlv:"
+        self._enqueue = redis.register_script(_ENQUEUE)
+        self._supersede = redis.register_script(_SUPERSEDE)
+        self._lease = redis.register_script(_LEASE)
+
+    # --- keys -------------------------------------------------------------------
+
+    def ledger_key(self, message_id: str) -> str:
+        return f"{self.base}ledger:{message_id}"
+
+    def queue_key(self, receiver: str) -> str:
+        return f"{self.base}queue:{receiver}"
+
+    @property
+    def items_key(self) -> str:
+        return f"{self.base}items"
+
+    # --- writes from the alerts topic ------------------------------------------
+
+    async def enqueue(self, message: QueuedMessage, due: datetime) -> bool:
+        """Queue ``message`` unless it was seen before; True when it was queued."""
+        keys = [self.ledger_key(message.id), self.queue_key(message.receiver), self.items_key]
+        args: list[str | float] = [
+            message.id,
+            due.timestamp(),
+            message.to_json(),
+            _entry("queued"),
+            LEDGER_TTL_S,
+        ]
+        return bool(await self._enqueue(keys=keys, args=args))
+
+    async def record(self, message_id: str, state: str, detail: str = "") -> bool:
+        """Record a message that will not be queued (suppressed, say), once."""
+        done = await self.redis.set(
+            self.ledger_key(message_id), _entry(state, detail), nx=True, ex=LEDGER_TTL_S
+        )
+        return bool(done)
+
+    async def supersede(self, firing_id: str, receiver: str) -> str:
+        """Cancel the firing message ``firing_id`` if it still waits; returns its state
+        (``superseded`` when cancelled now, ``none`` when it was never recorded)."""
+        keys = [self.ledger_key(firing_id), self.queue_key(receiver), self.items_key]
+        args: list[str | float] = [
+            firing_id,
+            _entry("superseded", "resolved before it was sent"),
+            LEDGER_TTL_S,
+        ]
+        result = await self._supersede(keys=keys, args=args)
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    # --- the delivery loop -----------------------------------------------------
+
+    async def hold_lease(self, receiver: str, holder: str, ttl_s: float) -> bool:
+        key = f"{self.base}lease:{receiver}"
+        return bool(await self._lease(keys=[key], args=[holder, int(ttl_s * 1000)]))
+
+    async def release_lease(self, receiver: str, holder: str) -> None:
+        key = f"{self.base}lease:{receiver}"
+        if await self.redis.get(key) == holder.encode():
+            await self.redis.delete(key)
+
+    async def due(self, receiver: str, now: datetime, limit: int = 100) -> list[QueuedMessage]:
+        """Messages due by ``now``, oldest first, flagged when a send was interrupted."""
+        found = await self.redis.zrangebyscore(
+            self.queue_key(receiver), "-inf", now.timestamp(), start=0, num=limit
+        )
+        ids = [_text(item) for item in found if isinstance(item, str | bytes)]
+        if not ids:
+            return []
+        raw_items = await self.redis.hmget(self.items_key, ids)
+        states = await self.redis.mget([self.ledger_key(_text(i)) for i in ids])
+        messages = []
+        for message_id, raw, state in zip(ids, raw_items, states, strict=True):
+            if raw is None:  # finished by another holder between the two reads
+                await self.redis.zrem(self.queue_key(receiver), message_id)
+                continue
+            message = QueuedMessage.from_json(raw)
+            message.interrupted = state is not None and json.loads(state)["state"] == "sending"
+            messages.append(message)
+        return messages
+
+    async def next_due(self, receiver: str) -> datetime | None:
+        first = await self.redis.zrange(self.queue_key(receiver), 0, 0, withscores=True)
+        if not first:
+            return None
+        return datetime.fromtimestamp(float(first[0][1]), UTC)
+
+    async def pending(self, receiver: str) -> int:
+        return int(await self.redis.zcard(self.queue_key(receiver)))
+
+    async def mark_sending(self, messages: Sequence[QueuedMessage]) -> None:
+        """Must succeed before anything is sent: no send goes unrecorded."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for message in messages:
+                entry = _entry("sending", attempt=message.attempts + 1)
+                pipe.set(self.ledger_key(message.id), entry, ex=LEDGER_TTL_S)
+            await pipe.execute()
+
+    async def finish(self, messages: Sequence[QueuedMessage], state: str, detail: str = "") -> None:
+        """Take messages off the queue with their final state (sent, dead, suppressed)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for message in messages:
+                entry = _entry(state, detail, attempt=message.attempts + 1)
+                pipe.set(self.ledger_key(message.id), entry, ex=LEDGER_TTL_S)
+                pipe.zrem(self.queue_key(message.receiver), message.id)
+                pipe.hdel(self.items_key, message.id)
+            await pipe.execute()
+
+    async def reschedule(self, messages: Sequence[QueuedMessage], due: datetime) -> None:
+        """Put messages back, due later, with their attempt count and last failure."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for message in messages:
+                pipe.set(self.ledger_key(message.id), _entry("queued"), ex=LEDGER_TTL_S)
+                pipe.hset(self.items_key, message.id, message.to_json())
+                pipe.zadd(self.queue_key(message.receiver), {message.id: due.timestamp()})
+            await pipe.execute()
+
+    async def state(self, message_id: str) -> Mapping[str, Any] | None:
+        raw = await self.redis.get(self.ledger_key(message_id))
+        return cast(Mapping[str, Any], json.loads(raw)) if raw is not None else None
+
+
+def _entry(state: str, detail: str = "", attempt: int = 0) -> str:
+    at = datetime.now(UTC).isoformat()
+    return json.dumps({"state": state, "detail": detail, "attempt": attempt, "at": at})
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

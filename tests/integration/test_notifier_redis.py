@@ -1,0 +1,406 @@
+"""The notifier against a real Redis (ledger and queues) and a local Slack.
+
+In-process: the notifier's loops and the Slack server share the test's event loop; the
+outbox is the real Redis of the dev stack (keys under a unique prefix), or a Redis of
+the test's own where the test freezes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import devstack  # scripts/, on the path through tests/conftest.py
+import pytest
+import redis.asyncio as aioredis
+
+from alerts.delivery.config import DeliveryConfig
+from alerts.delivery.notifier import Notifier
+from alerts.delivery.outbox import Outbox
+from alerts.delivery.schedule import delivery_id
+from alerts.delivery.senders import Sender, build_sender, render_options
+from stream.telemetry import EngineMetrics
+from tests.conftest import free_port
+from tests.servers.slack import NO_SERVICE, RATE_LIMITED, ROLLUP_ERROR, SlackServer
+
+pytestmark = pytest.mark.kafka  # needs the dev stack's Redis
+
+FAST_RETRY = {"initial": "0.1s", "max": "1s", "max_attempts": 5, "give_up_after": "1h"}
+
+
+def alert(n: int = 1, **overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "schema": 1,
+        "fingerprint": f"fp-{n}",
+        "status": "firing",
+        "rule": "champion-silent",
+        "severity": "warning",
+        "account_id": f"acct-{n}",
+        "stakeholder": None,
+        "labels": {"rule": "champion-silent"},
+        "annotations": {"summary": f"Champion of account {n} is silent", "description": ""},
+        "evidence": {"metric": "days_since_champion_login", "value": 9, "threshold": 5},
+        "account": {
+            "name": f"Account {n}",
+            "arr": 120000,
+            "segment": "enterprise",
+            "owner_email": "csm@example.com",
+            "slack_channel": "#alerts",
+            "renewal_date": "2027-01-01",
+            "status": "active",
+        },
+        "starts_at": "2026-11-20T00:00:00Z",
+        "ends_at": None,
+        "repeat": False,
+        "inhibited_by": None,
+        "generated_at": datetime.now(UTC).isoformat(),
+    }
+    event.update(overrides)
+    return event
+
+
+@dataclass
+class Rig:
+    notifier: Notifier
+    outbox: Outbox
+    slack: SlackServer
+    dead: list[dict[str, Any]]
+    metrics: EngineMetrics
+    snoozed: set[str]
+
+    async def deliver_for(self, seconds: float, receiver: str = "slack") -> None:
+        """Run the receiver's loop for a while, then stop it gracefully."""
+        loop = asyncio.create_task(self.notifier.run_receiver(receiver))
+        await asyncio.sleep(seconds)
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+    def count(self, receiver: str, outcome: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "engagewatch_notifications_total", {"receiver": receiver, "outcome": outcome}
+        )
+        return value or 0.0
+
+
+async def until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+RigFactory = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+async def make_rig(stack: devstack.Stack) -> AsyncIterator[RigFactory]:
+    """Build a notifier whose one receiver ``slack`` posts to a local Slack."""
+    cleanup = contextlib.AsyncExitStack()
+
+    async def build(redis_url: str = stack.redis_url, **receiver: Any) -> Rig:
+        slack = await cleanup.enter_async_context(SlackServer())
+        session = await cleanup.enter_async_context(aiohttp.ClientSession())
+        redis = aioredis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        cleanup.push_async_callback(redis.aclose)
+        config = DeliveryConfig.model_validate(
+            {
+                "receivers": [
+                    {
+                        "name": "slack",
+                        "type": "slack_webhook",
+                        "url": slack.webhook_url,
+                        "timeout": "2s",
+                        "rate_per_s": 50,
+                        "retry": FAST_RETRY,
+                        **receiver,
+                    }
+                ],
+                "route": {"receiver": "slack"},
+            }
+        )
+        options = render_options(lambda: datetime.now(UTC), "http://triage.test")
+        senders: dict[str, Sender] = {
+            r.name: build_sender(r, session, options) for r in config.receivers
+        }
+        outbox = Outbox(redis, f"t{uuid.uuid4().hex[:10]}")
+        dead: list[dict[str, Any]] = []
+        snoozed: set[str] = set()
+        metrics = EngineMetrics()
+
+        async def dead_letter(record: Any) -> None:
+            dead.append(dict(record))
+
+        async def silence_for(fp: str, account: str, rule: str, now: datetime) -> Any:
+            return {"author": "oncall"} if fp in snoozed else None
+
+        notifier = Notifier(
+            config,
+            outbox,
+            senders,
+            dead_letter=dead_letter,
+            now=lambda: datetime.now(UTC),
+            metrics=metrics,
+            silence_for=silence_for,
+        )
+        return Rig(notifier, outbox, slack, dead, metrics, snoozed)
+
+    yield build
+    await cleanup.aclose()
+
+
+async def test_an_alert_event_read_twice_is_sent_once(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    event = alert()
+    await rig.notifier.accept(event)
+    await rig.notifier.accept(dict(event))  # Kafka delivered it again after a rebalance
+    await rig.deliver_for(1.0)
+    assert len(rig.slack.posted) == 1
+    state = await rig.outbox.state(delivery_id(event, "slack"))
+    assert state is not None
+    assert state["state"] == "sent"
+    assert await rig.outbox.pending("slack") == 0
+    assert rig.count("slack", "delivered") == 1
+
+
+async def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig()
+    rig.slack.webhook_script.push(RATE_LIMITED, ROLLUP_ERROR)
+    await rig.notifier.accept(alert())
+    loop = asyncio.create_task(rig.notifier.run_receiver("slack"))
+    try:
+        await until(lambda: len(rig.slack.posted) == 1, 10, "the message after two failures")
+    finally:
+        loop.cancel()
+    arrivals = [request.at for request in rig.slack.webhook_requests]
+    assert len(arrivals) == 3
+    assert arrivals[1] - arrivals[0] >= 1.0, "Retry-After: 1 was not honoured"
+    assert rig.count("slack", "retry") == 2
+    assert rig.dead == []
+
+
+async def test_a_refused_message_goes_to_the_dead_letters_with_its_reason(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig()
+    rig.slack.webhook_script.push(NO_SERVICE)
+    event = alert()
+    await rig.notifier.accept(event)
+    await rig.deliver_for(1.0)
+    assert rig.slack.posted == []
+    assert len(rig.dead) == 1
+    letter = rig.dead[0]
+    assert letter["receiver"] == "slack"
+    assert letter["reason"] == "permanent"
+    assert "no_service" in letter["detail"]
+    assert letter["alert"]["fingerprint"] == event["fingerprint"]
+    assert rig.slack.webhook_url not in str(letter)
+    state = await rig.outbox.state(delivery_id(event, "slack"))
+    assert state is not None
+    assert state["state"] == "dead"
+    assert await rig.outbox.pending("slack") == 0
+
+
+async def test_retries_that_run_out_go_to_the_dead_letters(make_rig: RigFactory) -> None:
+    rig = await make_rig(retry={**FAST_RETRY, "max_attempts": 3})
+    rig.slack.webhook_script.push(ROLLUP_ERROR, ROLLUP_ERROR, ROLLUP_ERROR)
+    await rig.notifier.accept(alert())
+    await rig.deliver_for(2.5)
+    assert len(rig.slack.webhook_requests) == 3
+    assert rig.slack.posted == []
+    assert len(rig.dead) == 1
+    assert "gave up after 3 attempts" in rig.dead[0]["detail"]
+    assert rig.count("slack", "dead_lettered") == 1
+
+
+async def test_a_resolved_message_goes_only_where_its_firing_went(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    sent, inhibited = alert(1), alert(2, inhibited_by="fp-critical")
+    for event in (sent, inhibited):
+        await rig.notifier.accept(event)
+    await rig.deliver_for(1.0)
+    assert [m["text"] for m in rig.slack.posted if "Account 2" in m["text"]] == []
+    for event in (sent, inhibited):
+        await rig.notifier.accept(
+            {**event, "status": "resolved", "ends_at": "2026-11-23T00:00:00Z"}
+        )
+    await rig.deliver_for(1.0)
+    texts = [message["text"] for message in rig.slack.posted]
+    assert len(texts) == 2, texts  # account 1 fired and resolved; account 2 neither
+    assert all("Account 1" in text for text in texts)
+    assert rig.count("slack", "suppressed") == 2
+
+
+async def test_a_digest_groups_an_owners_alerts_into_one_message(make_rig: RigFactory) -> None:
+    rig = await make_rig(digest={"interval": "1s", "group_by": "owner"})
+    for n in (1, 2, 3):
+        await rig.notifier.accept(alert(n))
+    other = alert(4)
+    other["account"] = {**other["account"], "owner_email": "other@example.com"}
+    await rig.notifier.accept(other)
+    await rig.notifier.accept(alert(5, severity="critical"))  # criticals skip the digest
+    await rig.deliver_for(2.5)
+    assert len(rig.slack.posted) == 3
+    by_size = sorted(rig.slack.posted, key=lambda message: len(str(message)))
+    digest = str(by_size[-1])
+    assert all(f"Account {n}" in digest for n in (1, 2, 3))
+    assert "Account 4" not in digest
+
+
+async def test_a_firing_resolved_before_its_digest_is_never_sent(make_rig: RigFactory) -> None:
+    rig = await make_rig(digest={"interval": "1h", "group_by": "owner"})
+    event = alert()
+    await rig.notifier.accept(event)
+    await rig.notifier.accept({**event, "status": "resolved", "ends_at": "2026-11-23T00:00:00Z"})
+    assert await rig.outbox.pending("slack") == 0
+    state = await rig.outbox.state(delivery_id(event, "slack"))
+    assert state is not None
+    assert state["state"] == "superseded"
+
+
+async def test_quiet_hours_hold_warnings_but_not_criticals(make_rig: RigFactory) -> None:
+    now = datetime.now(UTC)
+    quiet_now = {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
+        "timezone": "UTC",
+    }
+    rig = await make_rig(quiet_hours=quiet_now)
+    await rig.notifier.accept(alert(1, severity="warning"))
+    await rig.notifier.accept(alert(2, severity="critical"))
+    await rig.deliver_for(1.0)
+    assert len(rig.slack.posted) == 1
+    assert "Account 2" in rig.slack.posted[0]["text"]
+    next_due = await rig.outbox.next_due("slack")
+    assert next_due is not None
+    assert next_due > datetime.now(UTC) + timedelta(hours=1)
+    assert rig.count("slack", "deferred") == 1
+
+
+async def test_a_snoozed_alert_is_not_sent(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    rig.snoozed.add("fp-1")
+    await rig.notifier.accept(alert(1))
+    await rig.notifier.accept(alert(2))
+    await rig.deliver_for(1.0)
+    assert [m["text"] for m in rig.slack.posted if "Account 1" in m["text"]] == []
+    assert len(rig.slack.posted) == 1
+    state = await rig.outbox.state(delivery_id(alert(1), "slack"))
+    assert state is not None
+    assert state["state"] == "suppressed"
+
+
+async def test_the_receiver_rate_is_kept(make_rig: RigFactory) -> None:
+    rig = await make_rig(rate_per_s=5)
+    for n in range(1, 6):
+        await rig.notifier.accept(alert(n))
+    await rig.deliver_for(2.0)
+    arrivals = [request.at for request in rig.slack.webhook_requests]
+    assert len(arrivals) == 5
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert min(gaps) >= 0.18, gaps  # 5/s: 0.2 s apart, less the server's clock jitter
+
+
+async def test_two_workers_share_a_receiver_and_send_each_message_once(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig()
+    twin = Notifier(
+        rig.notifier.config,
+        rig.outbox,
+        rig.notifier.senders,
+        dead_letter=rig.notifier.dead_letter,
+        now=rig.notifier.now,
+    )
+    for n in range(1, 11):
+        await rig.notifier.accept(alert(n))
+    loops = [
+        asyncio.create_task(rig.notifier.run_receiver("slack")),
+        asyncio.create_task(twin.run_receiver("slack")),
+    ]
+    await until(lambda: len(rig.slack.posted) >= 10, 10, "ten messages")
+    await asyncio.sleep(0.5)
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+    names = sorted(str(message["text"]) for message in rig.slack.posted)
+    assert len(names) == 10
+    assert len(set(names)) == 10
+
+
+# --- Redis outages -------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A redis-server of this test's own, which it may freeze (SIGSTOP) and thaw."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not devstack._redis_ping(port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_while_redis_is_unreachable_nothing_is_lost_or_sent_unrecorded(
+    make_rig: RigFactory, own_redis: tuple[str, int]
+) -> None:
+    url, pid = own_redis
+    rig = await make_rig(redis_url=url)
+    await rig.notifier.accept(alert(1))
+    loop = asyncio.create_task(rig.notifier.run_receiver("slack"))
+    try:
+        await until(lambda: len(rig.slack.posted) == 1, 5, "the first message")
+        os.kill(pid, signal.SIGSTOP)  # Redis stops answering
+        accepting = asyncio.create_task(rig.notifier.accept(alert(2)))
+        await asyncio.sleep(2.5)
+        assert not accepting.done(), "accept returned while Redis could not record it"
+        assert len(rig.slack.posted) == 1, "something was sent that Redis could not record"
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.wait_for(accepting, 20)
+        await until(lambda: len(rig.slack.posted) == 2, 20, "delivery to resume")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    assert ["Account 1" in m["text"] for m in rig.slack.posted] == [True, False]
+    errors = rig.metrics.registry.get_sample_value(
+        "engagewatch_redis_errors_total", {"operation": "enqueue"}
+    )
+    assert errors is not None
+    assert errors >= 1

@@ -31,7 +31,7 @@ from stream.notify import register_notifier
 from stream.pipeline import AccountsPipeline, IngestPipeline, raw_message
 from stream.portfolio import register_portfolio_view
 from stream.snapshot import account_snapshot
-from stream.sweeper import Sweeper
+from stream.sweeper import Sweeper, SweepReport
 from stream.tables import AccountKeyed, ensure_metadata, owned_items
 from stream.telemetry import EngineMetrics
 from stream.topics import TopicNames
@@ -240,15 +240,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         """Evaluate the rules over the accounts this worker owns."""
         await ensure_metadata(app, alerts_table)
         report = await sweeper.sweep(now.now())
-        telemetry.observe_sweep(report.changed, report.open, report.seconds, report.held)
-        telemetry.backlog.set(progress.backlog or 0)
-        if report.held:
-            log.info(
-                "sweep: input is behind (backlog %s messages, or stalled); evaluation held",
-                progress.backlog,
-            )
-        elif report.changes:
-            log.info("sweep: %d accounts, %d alert changes", report.accounts, report.changes)
+        _report_sweep(telemetry, report, progress.backlog)
 
     return Engine(
         settings=settings,
@@ -258,3 +250,18 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         sweeper=sweeper,
         triage=triage,
     )
+
+
+def _report_sweep(telemetry: EngineMetrics, report: SweepReport, backlog: int | None) -> None:
+    """A sweep's outcome, to the metrics and the log."""
+    telemetry.observe_sweep(report.changed, report.open, report.seconds, report.held)
+    telemetry.backlog.set(backlog or 0)
+    if report.held:
+        log.info(
+            "sweep: input is behind (backlog %s messages, or stalled); evaluation held", backlog
+        )
+        return
+    telemetry.set_health_tiers(report.tiers)
+    telemetry.set_silent_accounts(report.silent_accounts)
+    if report.changes:
+        log.info("sweep: %d accounts, %d alert changes", report.accounts, report.changes)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -60,6 +61,10 @@ class SweepReport:
         self.changed: list[Change] = []
         self.open: list[AlertState] = []
         self.seconds = 0.0
+        self.tiers: Counter[str] = Counter()
+        """Accounts per health tier (those the health rule scored)."""
+        self.silent_accounts = 0
+        """Accounts with an open alert of an account-wide silence rule."""
 
     @property
     def changes(self) -> int:
@@ -83,6 +88,10 @@ class Sweeper:
         on_redis_error: Callable[[str], None] = lambda operation: None,
     ) -> None:
         self._rules = rules
+        self._health_rules = frozenset(rule.name for rule in rules if rule.kind == "health")
+        self._silence_rules = frozenset(
+            rule.name for rule in rules if rule.kind == "silence" and rule.scope == "account"
+        )
         self._owned_states = owned_states
         self._accounts = accounts
         self._alerts = alerts
@@ -162,8 +171,14 @@ class Sweeper:
             for r in resolves
             if (change := resolve_by_hand(book, r.fingerprint, now, r.author, r.reason))
         ]
-        findings: list[Finding] | None = [] if batch is not None else None
+        findings: list[Finding] = []
         changes += sweep_account(self._rules, Context(state, account, now), book, findings)
+        health = [f for f in findings if f.rule in self._health_rules]
+        tier = health[0].evidence.get("tier") if health else None
+        if tier is not None:
+            report.tiers[str(tier)] += 1
+        if any(alert.rule in self._silence_rules for alert in book.open()):
+            report.silent_accounts += 1
         if book.changed:
             self._alerts[state.account_id] = codec.dumps(book.to_dict())
         for change in changes:
@@ -173,7 +188,7 @@ class Sweeper:
         report.open.extend(book.open())
         if batch is not None:
             try:
-                batch.add(state, account, book.states, findings or [], changes, now=now)
+                batch.add(state, account, book.states, findings, changes, now=now)
             except Exception:  # the index serves people; a bug in it must not stop alerting
                 log.exception("triage index: no entry for %s", state.account_id)
             batch.done_resolves.extend(r.fingerprint for r in resolves)

@@ -85,6 +85,21 @@ def test_fleet_alerts_name_the_quiet_accounts_and_restarts_do_not_refire(
     assert all(a["status"] == "firing" for a in alerts)
     silent = {a["account_id"] for a in alerts if a["rule"] == "account-silent"}
     assert silent == {i for i, b in behaviour.items() if b == "going_quiet"}
+    # The same accounts, counted for ops without naming them.
+    assert metrics[("engagewatch_silent_accounts", ())] == len(silent)
+    tiers = {
+        dict(labels)["tier"]: v
+        for (name, labels), v in metrics.items()
+        if name == "engagewatch_accounts"
+    }
+    red = {
+        a["account_id"]
+        for a in alerts
+        if a["rule"] == "health-tier" and a["severity"] == "critical"
+    }
+    assert tiers["red"] == len(red)
+    # Every account is scored but those still onboarding (the health rule skips them).
+    assert sum(tiers.values()) == sum(1 for a in fleet if a.behaviour != "onboarding")
     gone = {a["stakeholder"] for a in alerts if a["rule"] == "champion-silent"}
     leaving = {i for i, b in behaviour.items() if b == "champion_leaving"}
     assert {champions[user] for user in gone} >= leaving

@@ -8,7 +8,9 @@ which evidence. An empty list means "no verdict": the rule does not apply right 
 Daily rules judge only *completed* local days, and only the account's working days:
 a weekday is a working day when the account was active on at least
 ``working_day_rate`` of those weekdays in its history, so quiet weekends, or a team
-that never works Fridays, are expected rather than alarming.
+that never works Fridays, are expected rather than alarming. Days off in the account's
+calendar (``calendars`` in the rules file: closures, public holidays) are never working
+days, and are left out of the habit too, so a past holiday is not a "usual break".
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from itertools import pairwise
-from statistics import fmean
+from statistics import fmean, median
 from typing import Any
 
 from alerts.lifecycle import Finding
 from alerts.rules import (
     AdoptionRule,
+    Calendar,
     DropRule,
     HealthRule,
     NpsRule,
@@ -32,14 +35,16 @@ from alerts.rules import (
     SilenceRule,
     ThresholdRule,
     TimeToValueRule,
+    calendars_for,
 )
 from stream import metrics
 from stream.accounts import Account
 from stream.engagement import EngagementState
 
-__all__ = ["Context", "evaluate", "working_weekdays"]
+__all__ = ["Context", "DaysOff", "WorkingDays", "days_off", "evaluate", "working_weekdays"]
 
 HISTORY_DAYS = 42
+TYPICAL_USAGE_DAYS = 14  # the health tier's usage part: the typical day of two weeks
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +78,83 @@ def evaluate(rule: Rule, context: Context) -> list[Finding]:
     return _EVALUATORS[type(rule)](rule, context)
 
 
+# --- working days --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DaysOff:
+    """The account's calendar days off (none when no calendar applies)."""
+
+    names: tuple[str, ...] = ()
+    calendars: tuple[Calendar, ...] = ()
+
+    def __contains__(self, day: object) -> bool:
+        if not self.calendars:  # most accounts: the fast answer
+            return False
+        return isinstance(day, date) and any(c.is_off(day) for c in self.calendars)
+
+
+def days_off(rule: Rule, account: Account | None, timezone: str) -> DaysOff:
+    """The calendars of ``rule``'s rules file that this account follows."""
+    chosen = account.calendar if account is not None else None
+    zone = account.timezone if account is not None else timezone
+    names = calendars_for(rule.calendars, chosen, zone)
+    return DaysOff(names, tuple(rule.calendars[name] for name in names))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingDays:
+    """The local days an account works: its usual weekdays, bar its days off."""
+
+    weekdays: frozenset[int]
+    off: DaysOff = DaysOff()
+
+    def __contains__(self, day: object) -> bool:
+        return isinstance(day, date) and day.weekday() in self.weekdays and day not in self.off
+
+    def between(self, after: date, before: date) -> int:
+        """Working days strictly between two dates."""
+        count = 0
+        day = after + timedelta(days=1)
+        while day < before:
+            count += day in self
+            day += timedelta(days=1)
+        return count
+
+
+def working_weekdays(
+    state: EngagementState,
+    end: date,
+    rate: float,
+    off: DaysOff = DaysOff(),
+    *,
+    is_active: Callable[[int], bool] | None = None,
+    since: float | None = None,
+) -> frozenset[int]:
+    """Weekdays (0 = Monday) on which the account (or, with ``is_active`` and ``since``,
+    one person) is usually active, over the history up to ``end``; days off count
+    neither as worked nor as skipped."""
+    active_in = is_active or _any_user
+    start = since if since is not None else state.first_seen_at
+    first = state.local_day(start) if start is not None else end
+    observed, active = [0] * 7, [0] * 7
+    for day in metrics.window(end, HISTORY_DAYS):
+        if day < first or day in off:
+            continue
+        observed[day.weekday()] += 1
+        bucket = state.bucket(day)
+        active[day.weekday()] += bucket is not None and active_in(bucket.active_users)
+    return frozenset(w for w in range(7) if observed[w] and active[w] / observed[w] >= rate)
+
+
+def _working_days(
+    rule: Rule, context: Context, end: date, rate: float, off: DaysOff | None = None
+) -> WorkingDays:
+    off = off if off is not None else days_off(rule, context.account, context.state.timezone)
+    return WorkingDays(working_weekdays(context.state, end, rate, off), off)
+
+
 # --- silence -------------------------------------------------------------------------
-
-
-def working_weekdays(state: EngagementState, end: date, rate: float) -> frozenset[int]:
-    """Weekdays (0 = Monday) on which the account is usually active."""
-    profile = metrics.weekday_profile(state, end, HISTORY_DAYS)
-    return frozenset(h.weekday for h in profile if h.rate is not None and h.rate >= rate)
 
 
 def _silence(rule: Any, context: Context) -> list[Finding]:
@@ -88,23 +163,32 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
     # The habit is read from the history *before* the silence: measured up to today, a
     # long silence would erode its own working days until the alert resolved itself.
     end = _history_end(context)
-    account_days = _active_days(state, end, _any_user)
-    working = working_weekdays(
-        state, account_days[-1] if account_days else end, rule.working_day_rate
-    )
+    off = days_off(rule, context.account, state.timezone)
+    rate = rule.working_day_rate
     if rule.scope == "account":
+        days = _active_days(state, end, _any_user)
+        working = WorkingDays(working_weekdays(state, days[-1] if days else end, rate, off), off)
         first = state.first_seen_at
-        return [
-            _silence_finding(rule, context, None, account_days, first_seen=first, working=working)
-        ]
+        return [_silence_finding(rule, context, None, days, first_seen=first, working=working)]
     findings = []
     for user_id, user in sorted(state.users.items()):
         if user.role not in rule.roles:
             continue
-        days = _active_days(state, end, _has_bit(user.slot))
+        # A person's own working days: a champion who never logs in at weekends misses
+        # nothing on a Sunday, even if colleagues of theirs work then.
+        active = _has_bit(user.slot)
+        days = _active_days(state, end, active)
+        weekdays = working_weekdays(
+            state, days[-1] if days else end, rate, off, is_active=active, since=user.first_seen
+        )
         findings.append(
             _silence_finding(
-                rule, context, user_id, days, first_seen=user.first_seen, working=working
+                rule,
+                context,
+                user_id,
+                days,
+                first_seen=user.first_seen,
+                working=WorkingDays(weekdays, off),
             )
         )
     return findings
@@ -142,11 +226,12 @@ def _silence_finding(
     days: list[date],
     *,
     first_seen: float | None,
-    working: frozenset[int],
+    working: WorkingDays,
 ) -> Finding:
     state, today = context.state, context.today
     history = (today - state.local_day(first_seen)).days if first_seen is not None else 0
-    habit = history >= rule.min_history_days and len(days) >= rule.min_active_days and working
+    enough = history >= rule.min_history_days and len(days) >= rule.min_active_days
+    habit = enough and bool(working.weekdays)
     if not habit or not days:
         return _finding(
             rule,
@@ -155,11 +240,8 @@ def _silence_finding(
             subject,
             {"metric": "missed_working_days", "value": 0, "reason": "no established habit yet"},
         )
-    missed = _working_days_between(days[-1], today, working)
-    usual = max(
-        (_working_days_between(a, b, working) for a, b in pairwise(days)),
-        default=0,
-    )
+    missed = working.between(days[-1], today)
+    usual = max((working.between(a, b) for a, b in pairwise(days)), default=0)
     threshold = max(rule.min_missed_working_days, math.ceil(rule.gap_multiple * usual))
     evidence = {
         "metric": "missed_working_days",
@@ -167,22 +249,14 @@ def _silence_finding(
         "threshold": threshold,
         "baseline": usual,
         "last_active_day": days[-1].isoformat(),
-        "working_weekdays": sorted(working),
+        "working_weekdays": sorted(working.weekdays),
         "last_seen": _last_seen(
             state, rule.roles if rule.scope == "stakeholder" else None, subject
         ),
     }
+    if working.off.names:  # says why a holiday did not count as missed
+        evidence["calendar"] = ", ".join(working.off.names)
     return _finding(rule, context, missed >= threshold, subject, evidence)
-
-
-def _working_days_between(after: date, before: date, working: frozenset[int]) -> int:
-    """Working days strictly between two dates."""
-    count = 0
-    day = after + timedelta(days=1)
-    while day < before:
-        count += day.weekday() in working
-        day += timedelta(days=1)
-    return count
 
 
 def _last_seen(
@@ -219,7 +293,7 @@ def _daily_value(metric: str, context: Context, day: date) -> float | None:
 
 def _threshold(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, ThresholdRule)
-    state, yesterday = context.state, context.today - timedelta(days=1)
+    yesterday = context.today - timedelta(days=1)
     if _history_days(context) < rule.min_history_days:
         return [
             _finding(
@@ -230,8 +304,8 @@ def _threshold(rule: Any, context: Context) -> list[Finding]:
                 {"metric": rule.metric, "value": None, "reason": "not enough history yet"},
             )
         ]
-    working = working_weekdays(state, yesterday, rule.working_day_rate)
-    days = [d for d in metrics.window(yesterday, HISTORY_DAYS) if d.weekday() in working]
+    working = _working_days(rule, context, yesterday, rule.working_day_rate)
+    days = [d for d in metrics.window(yesterday, HISTORY_DAYS) if d in working]
     days = days[-rule.for_working_days :]
     if len(days) < rule.for_working_days:
         return []
@@ -250,21 +324,123 @@ def _threshold(rule: Any, context: Context) -> list[Finding]:
 
 def _drop(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, DropRule)
-    yesterday = context.today - timedelta(days=1)
-    series = metrics.daily_series(
-        context.state, rule.metric, yesterday, rule.recent_days + rule.baseline_days
-    )
-    trend = metrics.trend(series, rule.recent_days, rule.baseline_days)
-    quiet = trend.baseline < rule.min_baseline or trend.change is None
-    dropped = not quiet and trend.change is not None and trend.change <= -rule.drop
+    off = days_off(rule, context.account, context.state.timezone)
+    windows = _Windows(rule.recent_days, rule.baseline_days, rule.baseline_gap_days)
+    # Enter at -drop, leave only above -(drop - margin): no storm at the boundary.
+    level = rule.drop - rule.exit_margin if rule.name in context.open_rules else rule.drop
+    # The newest window first; with for_days > 1 the windows ending a day earlier too.
+    shifted = [replace(context, now=context.now - timedelta(days=b)) for b in range(rule.for_days)]
+    if rule.statistic == "median":
+        kept = _kept_days(context, rule.metric, off, extra_days=rule.for_days - 1)
+        trends = [_typical_trend(c, rule.metric, windows, off, kept) for c in shifted]
+    else:
+        trends = [_trend(c, rule.metric, windows, off) for c in shifted]
+    trend = trends[0]
+    dropped = all(_dropped(t, rule.min_baseline, level) for t in trends)
     evidence = {
-        "metric": f"{rule.metric}_{rule.recent_days}d_mean",
+        "metric": f"{rule.metric}_{rule.recent_days}d_{rule.statistic}",
         "value": round(trend.recent, 3),
         "baseline": round(trend.baseline, 3),
         "threshold": -rule.drop,
         "change": None if trend.change is None else round(trend.change, 3),
     }
     return [_finding(rule, context, dropped, None, evidence)]
+
+
+def _dropped(trend: metrics.Trend, min_baseline: float, level: float) -> bool:
+    """Fell by ``level`` or more from a baseline big enough to mean something."""
+    quiet = trend.baseline < min_baseline or trend.change is None
+    return not quiet and trend.change is not None and trend.change <= -level
+
+
+@dataclass(frozen=True, slots=True)
+class _Windows:
+    """The recent days, and the baseline days that end ``gap`` days before them."""
+
+    recent: int
+    baseline: int
+    gap: int = 0
+
+
+def _trend(context: Context, metric: str, windows: _Windows, off: DaysOff) -> metrics.Trend:
+    """The metric's recent mean against its baseline, over the days before today that
+    are not days off: a holiday neither drags the recent days down nor the baseline."""
+    recent_days, gap = windows.recent, windows.gap
+    wanted = recent_days + gap + windows.baseline
+    yesterday = context.today - timedelta(days=1)
+    span = wanted
+    while sum(day not in off for day in metrics.window(yesterday, span)) < wanted:
+        span += 1
+        if span > wanted + HISTORY_DAYS:  # a calendar that is (nearly) all days off
+            return metrics.Trend(0.0, 0.0, None)
+    days = metrics.window(yesterday, span)
+    series = metrics.daily_series(context.state, metric, yesterday, span)
+    kept = [value for day, value in zip(days, series, strict=True) if day not in off]
+    if gap:
+        kept = kept[: len(kept) - recent_days - gap] + kept[len(kept) - recent_days :]
+    return metrics.trend(kept, recent_days, windows.baseline)
+
+
+def _typical_trend(
+    context: Context,
+    metric: str,
+    windows: _Windows,
+    off: DaysOff,
+    kept: Mapping[date, float] | None = None,
+) -> metrics.Trend:
+    """The typical (median) full working day of the recent window against that of the
+    baseline, within the kept history since the account was first seen (an account
+    younger than the baseline's distance is compared with its first days). ``kept``:
+    the metric's days already read (a superset is fine: the history is cut here)."""
+    yesterday = context.today - timedelta(days=1)
+    oldest = yesterday - timedelta(days=HISTORY_DAYS - 1)
+    if kept is None:
+        kept = _kept_days(context, metric, off)
+    values = {d: v for d, v in kept.items() if oldest <= d <= yesterday}
+    full = _full_weekdays(values)
+    base_end = yesterday - timedelta(days=windows.recent + windows.gap)
+    if values:  # a younger account: its first days, as far back as it goes
+        latest = yesterday - timedelta(days=windows.recent)
+        earliest = min(values) + timedelta(days=windows.baseline - 1)
+        base_end = min(max(base_end, earliest), latest)
+    recent = _typical(values, metrics.window(yesterday, windows.recent), full)
+    baseline = _typical(values, metrics.window(base_end, windows.baseline), full)
+    if recent is None or baseline is None:
+        return metrics.Trend(recent or 0.0, baseline or 0.0, None)
+    change = (recent - baseline) / baseline if baseline else None
+    return metrics.Trend(recent, baseline, change)
+
+
+def _kept_days(
+    context: Context, metric: str, off: DaysOff, extra_days: int = 0
+) -> dict[date, float]:
+    """The metric on each day of the kept history (and ``extra_days`` before it) since
+    the account was first seen, bar days off: days before an account existed are no
+    evidence of a low baseline."""
+    state = context.state
+    yesterday = context.today - timedelta(days=1)
+    first = state.local_day(state.first_seen_at) if state.first_seen_at is not None else yesterday
+    days = metrics.window(yesterday, HISTORY_DAYS + extra_days)
+    series = metrics.daily_series(state, metric, yesterday, HISTORY_DAYS + extra_days)
+    return {d: v for d, v in zip(days, series, strict=True) if d >= first and d not in off}
+
+
+def _full_weekdays(values: Mapping[date, float]) -> frozenset[int]:
+    """Weekdays the account works at full strength: a mean at least half the busiest
+    weekday's. Light weekend use is real activity (silence counts it) but not a
+    typical day's volume."""
+    per_weekday: dict[int, list[float]] = {}
+    for day, value in values.items():
+        per_weekday.setdefault(day.weekday(), []).append(value)
+    means = {weekday: fmean(seen) for weekday, seen in per_weekday.items()}
+    busiest = max(means.values(), default=0.0)
+    return frozenset(w for w, mean in means.items() if busiest and mean >= busiest / 2)
+
+
+def _typical(values: Mapping[date, float], days: list[date], full: frozenset[int]) -> float | None:
+    """The median over the full working days among ``days`` (``None``: there are none)."""
+    kept = [values[d] for d in days if d in values and d.weekday() in full]
+    return median(kept) if kept else None
 
 
 # --- adoption, time to value, NPS ----------------------------------------------------
@@ -348,23 +524,58 @@ def _nps(rule: Any, context: Context) -> list[Finding]:
 def health_components(rule: HealthRule, context: Context) -> dict[str, float]:
     """Each component in [0, 1]; a component without data is left out."""
     state, yesterday = context.state, context.today - timedelta(days=1)
-    working = working_weekdays(state, yesterday, 0.4) or frozenset(range(5))
-    days = [d for d in metrics.window(yesterday, 28) if d.weekday() in working]
+    off = days_off(rule, context.account, state.timezone)
+    working = _working_days(rule, context, yesterday, 0.4, off)
+    if not working.weekdays:
+        working = WorkingDays(frozenset(range(5)), off)
+    days = [d for d in metrics.window(yesterday, 28) if d in working]
+    typical = rule.statistic == "median"
+    kept = _kept_days(context, "active_users", off) if typical else {}
     parts: dict[str, float] = {}
-    rates = [_daily_value("daily_usage_rate", context, d) for d in days[-7:]]
-    if rates and all(r is not None for r in rates):
-        parts["usage"] = min(
-            1.0, fmean(float(r) for r in rates if r is not None) / rule.usage_target
-        )
+    usage = _typical_usage(context, kept, off) if typical else _mean_usage(context, days)
+    if usage is not None:
+        parts["usage"] = min(1.0, usage / rule.usage_target)
     if days:
         parts["activity"] = min(1.0, metrics.active_days(state, yesterday, 28) / len(days))
-    trend = metrics.trend(metrics.daily_series(state, "active_users", yesterday, 35), 7, 28)
+    week = _Windows(7, 28)
+    trend = (
+        _typical_trend(context, "active_users", week, off, kept)
+        if typical
+        else _trend(context, "active_users", week, off)
+    )
     if trend.change is not None:
         parts["trend"] = max(0.0, min(1.0, 1.0 + trend.change))
-    score = metrics.nps(state).score
-    if score is not None:
-        parts["nps"] = (score + 100.0) / 200.0
+    answers = metrics.nps(state)
+    if answers.responses:
+        # Promoters count 1, passives (and the neutral prior) 0.5, detractors 0.
+        points = answers.promoters + 0.5 * (answers.passives + rule.nps_prior_answers)
+        parts["nps"] = points / (answers.responses + rule.nps_prior_answers)
     return parts
+
+
+def _mean_usage(context: Context, days: list[date]) -> float | None:
+    """The mean daily usage rate of the last 7 working days."""
+    rates = [_daily_value("daily_usage_rate", context, d) for d in days[-7:]]
+    if not rates or any(r is None for r in rates):
+        return None
+    return fmean(float(r) for r in rates if r is not None)
+
+
+def _typical_usage(context: Context, kept: Mapping[date, float], off: DaysOff) -> float | None:
+    """The typical (median) full working day's usage rate of the last two weeks, which
+    a few days off, or a week's unannounced holiday, do not move much (silence rules
+    speak for those)."""
+    full = _full_weekdays(kept)
+    yesterday = context.today - timedelta(days=1)
+    recent = metrics.window(yesterday, TYPICAL_USAGE_DAYS)
+    rates = [
+        _daily_value("daily_usage_rate", context, d)
+        for d in recent
+        if d.weekday() in full and d not in off
+    ]
+    if not rates or any(r is None for r in rates):
+        return None
+    return median(float(r) for r in rates if r is not None)
 
 
 def _health(rule: Any, context: Context) -> list[Finding]:

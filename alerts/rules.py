@@ -8,16 +8,31 @@ from __future__ import annotations
 
 import re
 import string
-from datetime import date
+from collections.abc import Mapping
+from datetime import date, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from config.yaml_source import ConfigError, load_yaml_mapping, locate
 
 __all__ = [
     "AdoptionRule",
+    "Calendar",
     "DropRule",
     "HealthRule",
     "NpsRule",
@@ -26,6 +41,7 @@ __all__ = [
     "SilenceRule",
     "ThresholdRule",
     "TimeToValueRule",
+    "calendars_for",
     "json_schema",
     "load_rules",
     "parse_duration_s",
@@ -40,6 +56,12 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 PositiveDays = Annotated[int, Field(gt=0, le=400)]
 
 
+def _valid_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("use lower-case letters, digits, '-' or '_' (at most 63)")
+    return value
+
+
 def parse_duration_s(value: Any) -> float:
     """``90``, ``"90s"``, ``"15m"``, ``"24h"``, ``"3d"``, ``"2w"`` -> seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -52,9 +74,128 @@ def parse_duration_s(value: Any) -> float:
 
 Duration = Annotated[float, Field(ge=0)]
 
+# --- calendars -------------------------------------------------------------------------
+
+_DAY = r"(?:\d{4}-)?\d{2}-\d{2}"
+_ENTRY = re.compile(rf"^({_DAY})(?:\.\.({_DAY}))?$")
+_ENTRY_HELP = (
+    "expected a date (2026-12-24), a range (2026-12-24..2027-01-01), a day every year "
+    "(12-25) or a range every year (12-24..12-31)"
+)
+MAX_RANGE_DAYS = 366
+_LEAP = 2000  # yearly days are laid out on a leap year, so 02-29 is a valid one
+
+
+def _check_entry(value: Any) -> str:
+    """One calendar entry, as text (YAML reads an unquoted 2026-12-24 as a date)."""
+    if isinstance(value, date):
+        value = value.isoformat()
+    if not isinstance(value, str):
+        raise ValueError(_ENTRY_HELP)
+    text = value.strip()
+    _expand(text)
+    return text
+
+
+CalendarEntry = Annotated[
+    str, BeforeValidator(_check_entry), Field(pattern=_ENTRY.pattern, examples=["12-24..12-31"])
+]
+
+
+def _expand(entry: str) -> tuple[frozenset[date], frozenset[tuple[int, int]]]:
+    """An entry's dates: (fixed dates, yearly (month, day) pairs); raises on nonsense."""
+    match = _ENTRY.match(entry)
+    if not match:
+        raise ValueError(f"{_ENTRY_HELP}, got {entry!r}")
+    first_text, last_text = match.group(1), match.group(2) or match.group(1)
+    yearly = len(first_text) == 5
+    if yearly != (len(last_text) == 5):
+        raise ValueError(f"{entry!r}: both ends need a year, or neither (every year)")
+    first = _parse_day(first_text, yearly)
+    last = _parse_day(last_text, yearly)
+    if yearly and last < first:  # 12-24..01-02 runs over the new year
+        last = last.replace(year=_LEAP + 1)
+    if last < first:
+        raise ValueError(f"{entry!r}: the range ends before it starts")
+    if (last - first).days >= MAX_RANGE_DAYS:
+        raise ValueError(f"{entry!r}: a range spans at most {MAX_RANGE_DAYS} days")
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    if yearly:
+        return frozenset(), frozenset((d.month, d.day) for d in days)
+    return frozenset(days), frozenset()
+
+
+def _parse_day(text: str, yearly: bool) -> date:
+    try:
+        return date.fromisoformat(f"{_LEAP}-{text}" if yearly else text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a day of the calendar") from None
+
+
+def _check_zone(zone: str) -> str:
+    if any(c in zone for c in "*?["):
+        return zone  # a pattern, matched against each account's zone
+    try:
+        ZoneInfo(zone)
+    # With tzdata installed a name like 'Europe' is a directory: OSError, not NotFound.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {zone!r} (or a pattern like Europe/*)") from None
+    return zone
+
+
+ZonePattern = Annotated[str, AfterValidator(_check_zone)]
+
+
+class Calendar(BaseModel):
+    """Days a group of accounts does not work (company closures, public holidays):
+    silence and daily-rate rules treat them like a weekday the account never works."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: tuple[CalendarEntry, ...]
+    """Dates, ranges (both ends included), and days or ranges that recur every year."""
+    timezones: tuple[ZonePattern, ...] = ()
+    """Accounts in these time zones (IANA names, or patterns like ``Europe/*``) follow
+    this calendar unless their record names one."""
+    _dates: frozenset[date] = PrivateAttr(default_factory=frozenset)
+    _yearly: frozenset[tuple[int, int]] = PrivateAttr(default_factory=frozenset)
+
+    @model_validator(mode="after")
+    def _index(self) -> Calendar:
+        dates: set[date] = set()
+        yearly: set[tuple[int, int]] = set()
+        for entry in self.days:
+            fixed, recurring = _expand(entry)
+            dates |= fixed
+            yearly |= recurring
+        self._dates, self._yearly = frozenset(dates), frozenset(yearly)
+        return self
+
+    def is_off(self, day: date) -> bool:
+        """Whether ``day`` (a local day of the account) is a day off in this calendar."""
+        return day in self._dates or (day.month, day.day) in self._yearly
+
+    def covers(self, timezone: str) -> bool:
+        """Whether accounts in ``timezone`` follow this calendar by default."""
+        return any(fnmatchcase(timezone, zone) for zone in self.timezones)
+
+
+def calendars_for(
+    calendars: Mapping[str, Calendar], chosen: str | None, timezone: str
+) -> tuple[str, ...]:
+    """The calendars an account follows: the one its record names, if the rules define
+    it; otherwise every calendar that covers its time zone (often none)."""
+    if chosen is not None and chosen in calendars:
+        return (chosen,)
+    return tuple(name for name, calendar in calendars.items() if calendar.covers(timezone))
+
+
+# --- rules -----------------------------------------------------------------------------
+
 
 class _RuleBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _calendars: Mapping[str, Calendar] = PrivateAttr(default_factory=dict)
 
     name: str
     severity: Severity = "warning"
@@ -71,9 +212,7 @@ class _RuleBase(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("use lower-case letters, digits, '-' or '_' (at most 63)")
-        return value
+        return _valid_name(value)
 
     @field_validator("summary", "description")
     @classmethod
@@ -93,6 +232,11 @@ class _RuleBase(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration_s(value)
+
+    @property
+    def calendars(self) -> Mapping[str, Calendar]:
+        """The rules file's calendars (bound by :class:`RuleSet`; empty for a lone rule)."""
+        return self._calendars
 
 
 class SilenceRule(_RuleBase):
@@ -137,7 +281,22 @@ class DropRule(_RuleBase):
     baseline_days: PositiveDays = 28
     drop: Annotated[float, Field(gt=0, le=1)] = 0.4
     min_baseline: Annotated[float, Field(ge=0)] = 2.0
-    """Daily baseline mean below which the rule stays quiet (tiny numbers are noise)."""
+    """Daily baseline below which the rule stays quiet (tiny numbers are noise)."""
+    statistic: Literal["mean", "median"] = "mean"
+    """``mean``: the mean over all days of each window. ``median``: the typical full
+    working day of each window (weekdays the account usually works at full strength),
+    so a day or two off does not look like a drop while a team that uses the product
+    less every day does."""
+    baseline_gap_days: Annotated[int, Field(ge=0, le=400)] = 0
+    """Days between the baseline and the recent window: a baseline from a month back
+    shows a slow decline that the weeks just before have already half followed."""
+    exit_margin: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """An open alert resolves only once the change is back above ``-(drop - margin)``,
+    so a metric hovering at the threshold does not flap."""
+    for_days: Annotated[int, Field(gt=0, le=28)] = 1
+    """The drop must show in the windows ending on each of the last ``for_days``
+    completed days: one odd day is not a trend (and, unlike ``for``, a restart or a
+    replay from scratch judges it at once)."""
 
 
 class AdoptionRule(_RuleBase):
@@ -189,6 +348,15 @@ class HealthRule(_RuleBase):
     exit_margin: Annotated[float, Field(ge=0, le=0.5)] = 0.05
     """An open alert resolves only once the score is back above green + this margin,
     so a score hovering at the boundary does not flap."""
+    statistic: Literal["mean", "median"] = "mean"
+    """How the usage and trend parts read recent days. ``mean``: usage over the last 7
+    working days, trend of the last 7 days against the 28 before. ``median``: the
+    typical full working day (as for ``drop``) of the last two weeks for usage, of the
+    last week against the four before for trend: days off do not turn an account
+    yellow."""
+    nps_prior_answers: Annotated[int, Field(ge=0, le=100)] = 0
+    """Neutral answers the NPS part starts from, so one or two answers cannot swing
+    the score from 0 to 1 (0: the raw NPS)."""
 
     @model_validator(mode="after")
     def _check(self) -> HealthRule:
@@ -198,6 +366,8 @@ class HealthRule(_RuleBase):
             raise ValueError("weights must not all be zero")
         return self
 
+
+CalendarName = Annotated[str, AfterValidator(_valid_name)]
 
 Rule = Annotated[
     SilenceRule | ThresholdRule | DropRule | AdoptionRule | TimeToValueRule | NpsRule | HealthRule,
@@ -211,6 +381,16 @@ class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rules: tuple[Rule, ...]
+    calendars: dict[CalendarName, Calendar] = Field(default_factory=dict)
+    """Named calendars of days off; accounts choose one by name or by time zone."""
+
+    @model_validator(mode="after")
+    def _bind_calendars(self) -> RuleSet:
+        # Rules are what every evaluator receives, so each carries the calendars.
+        shared = MappingProxyType(dict(self.calendars))
+        for rule in self.rules:
+            rule._calendars = shared
+        return self
 
 
 def load_rules(path: Path) -> RuleSet:
@@ -223,7 +403,8 @@ def load_rules(path: Path) -> RuleSet:
         for error in exc.errors():
             loc = _field_path(error["loc"], error["type"])
             field = ".".join(str(part) for part in loc)
-            where = locate(path, loc, at_key=error["type"] == "extra_forbidden")
+            at_key = error["type"] == "extra_forbidden" or error["loc"][-1] == "[key]"
+            where = locate(path, loc, at_key=at_key)
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {field}: {message}")
         raise ConfigError("invalid rules:\n  " + "\n  ".join(lines)) from None
@@ -238,6 +419,8 @@ def _field_path(loc: tuple[int | str, ...], error_type: str) -> list[int | str]:
     """The error's path in the file: without pydantic's union tag (``rules.0.drop.value``
     is the ``value`` of rule 0, a drop rule), and at ``kind`` for an unknown kind."""
     path = list(loc)
+    if path and path[-1] == "[key]":  # a bad mapping key: the key itself is the field
+        del path[-1]
     if len(path) >= 3 and path[0] == "rules" and isinstance(path[1], int) and path[2] in _KINDS:
         del path[2]
     if error_type in ("union_tag_invalid", "union_tag_not_found"):

@@ -36,11 +36,16 @@ class Account:
     contract_start: date | None = None
     renewal_date: date | None = None
     status: str = "active"
+    calendar: str | None = None
+    """The rules' calendar of days off this account follows (optional: without it, the
+    calendars that cover its time zone apply)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for name in ("contract_start", "renewal_date"):
             data[name] = data[name].isoformat() if data[name] else None
+        if data["calendar"] is None:
+            del data["calendar"]  # optional: records without it stay as they were
         return data
 
     def to_json(self) -> bytes:
@@ -78,6 +83,7 @@ def _validate(obj: Mapping[str, Any]) -> Account | Rejection:
         _day(obj, "contract_start"),
         _day(obj, "renewal_date"),
         _status(obj),
+        _text(obj, "calendar"),
     )
     for check in checks:
         if isinstance(check, Rejection):
@@ -94,6 +100,7 @@ def _validate(obj: Mapping[str, Any]) -> Account | Rejection:
         "contract_start",
         "renewal_date",
         "status",
+        "calendar",
     )
     return Account(**dict(zip(fields, checks, strict=True)))
 

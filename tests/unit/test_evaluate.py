@@ -13,6 +13,7 @@ Monday 15 June. Every expected number is worked out by hand in the comments.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -25,19 +26,21 @@ from alerts.evaluate import Context, evaluate
 from alerts.lifecycle import Finding
 from alerts.rules import (
     AdoptionRule,
+    Calendar,
     DropRule,
     HealthRule,
     NpsRule,
     Rule,
+    RuleSet,
     SilenceRule,
     ThresholdRule,
     TimeToValueRule,
     load_rules,
 )
 from config.yaml_source import ConfigError
-from stream.accounts import Account
+from stream.accounts import Account, decode_account
 from stream.engagement import EngagementState, fold_events
-from stream.events import EventType, UsageEvent
+from stream.events import EventType, Rejection, UsageEvent
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
 RULES: dict[str, Rule] = {rule.name: rule for rule in load_rules(SHIPPED).rules}
@@ -319,6 +322,160 @@ def test_alternate_weeks_habit_tolerates_a_week_off() -> None:
     assert (finding.evidence["value"], finding.evidence["threshold"]) == (5, 10)
 
 
+# --- calendars: days off --------------------------------------------------------------------
+
+R = TypeVar("R", bound=Rule)
+W6_DAYS = "2026-06-08..2026-06-12"  # Monday to Friday of W6
+
+
+def with_calendar(rule: R, *days: str, timezones: Sequence[str] = ()) -> R:
+    """``rule`` as loaded from a rules file with one calendar, ``acme-closed``."""
+    calendar = Calendar(days=days, timezones=tuple(timezones))
+    ruleset = RuleSet(rules=(rule.model_copy(),), calendars={"acme-closed": calendar})
+    bound = ruleset.rules[0]
+    assert isinstance(bound, type(rule))
+    return bound
+
+
+CLOSED = dataclasses.replace(ACCOUNT, calendar="acme-closed")
+# The daily team took W6 off; back on Monday 15 June or not.
+HOLIDAY = fold(daily_team(last=date(2026, 6, 5)))
+
+
+def test_a_declared_holiday_is_not_silence() -> None:
+    rule = with_calendar(ACCOUNT_SILENT, W6_DAYS)
+    finding = one(evaluate(rule, context(HOLIDAY, MON, CLOSED)))
+    # Monday..Friday of W6 are days off: nothing missed since Friday 5 June.
+    assert not finding.active
+    assert (finding.evidence["value"], finding.evidence["threshold"]) == (0, 4)
+    assert finding.evidence["calendar"] == "acme-closed"
+    # Undeclared, the same week is five missed working days.
+    unknown = one(evaluate(ACCOUNT_SILENT, context(HOLIDAY, MON, CLOSED)))
+    assert (unknown.active, unknown.evidence["value"]) == (True, 5)
+    assert "calendar" not in unknown.evidence
+
+
+def test_working_days_after_a_holiday_count_as_usual() -> None:
+    rule = with_calendar(ACCOUNT_SILENT, W6_DAYS)
+    # Still away: Mon 15, Tue 16 and Wed 17 June missed on Thursday = 3 < 4 ...
+    thursday = one(evaluate(rule, context(HOLIDAY, MON + timedelta(days=3), CLOSED)))
+    assert (thursday.active, thursday.evidence["value"]) == (False, 3)
+    # ... and Thu 18 the fourth on Friday: silent, as after any other weekend.
+    friday = one(evaluate(rule, context(HOLIDAY, MON + timedelta(days=4), CLOSED)))
+    assert (friday.active, friday.evidence["value"]) == (True, 4)
+    # Back at work on Monday 15 June: nothing missed.
+    back = fold([*daily_team(last=date(2026, 6, 5)), *daily_team(MON, MON)])
+    tuesday = one(evaluate(rule, context(back, MON + timedelta(days=1), CLOSED)))
+    assert (tuesday.active, tuesday.evidence["value"]) == (False, 0)
+
+
+def test_a_past_holiday_is_not_a_usual_break() -> None:
+    # The team took W3 (18..22 May) off, then worked until Tuesday 9 June. Declared, that
+    # week is no break in the habit: threshold max(4, 2 x 0) = 4, and Wed 10..Mon 15 June
+    # are 4 missed working days on Tuesday 16 June.
+    days = [
+        d for d in weekdays(W1, date(2026, 6, 9)) if not date(2026, 5, 18) <= d <= date(2026, 5, 22)
+    ]
+    state = fold(logins([*team(3), "champ"], days))
+    tuesday = MON + timedelta(days=1)
+    rule = with_calendar(ACCOUNT_SILENT, "2026-05-18..2026-05-22")
+    declared = one(evaluate(rule, context(state, tuesday, CLOSED)))
+    assert declared.active
+    assert declared.evidence["baseline"] == 0
+    # Undeclared, it was a five-working-day break, and four days of silence are nothing.
+    undeclared = one(evaluate(ACCOUNT_SILENT, context(state, tuesday, CLOSED)))
+    assert not undeclared.active
+    assert (undeclared.evidence["baseline"], undeclared.evidence["threshold"]) == (5, 10)
+
+
+def test_a_calendar_covers_the_accounts_of_its_time_zones() -> None:
+    # The account's record names no calendar; Los Angeles is in America/*.
+    covering = with_calendar(ACCOUNT_SILENT, W6_DAYS, timezones=["America/*"])
+    assert not one(evaluate(covering, context(HOLIDAY, MON))).active
+    elsewhere = with_calendar(ACCOUNT_SILENT, W6_DAYS, timezones=["Europe/*"])
+    assert one(evaluate(elsewhere, context(HOLIDAY, MON))).active
+    # Named by its record, a calendar applies wherever the account is.
+    assert not one(evaluate(elsewhere, context(HOLIDAY, MON, CLOSED))).active
+
+
+def test_an_account_record_names_its_calendar() -> None:
+    record = {"account_id": "acme", "name": "Acme Corp", "licenses": 50, "calendar": "acme-closed"}
+    account = decode_account(json.dumps({**record, "timezone": ZONE}).encode())
+    assert isinstance(account, Account)
+    assert account.calendar == "acme-closed"
+    assert account.to_dict()["calendar"] == "acme-closed"
+    # Optional: a record without one decodes (and encodes) as before.
+    plain = decode_account(
+        json.dumps({k: v for k, v in record.items() if k != "calendar"}).encode()
+    )
+    assert isinstance(plain, Account)
+    assert plain.calendar is None
+    assert "calendar" not in plain.to_dict()
+    rejected = decode_account(json.dumps({**record, "calendar": 7}).encode())
+    assert isinstance(rejected, Rejection)
+    assert rejected.reason == "bad_type:calendar"
+    rule = with_calendar(ACCOUNT_SILENT, W6_DAYS)
+    assert not one(evaluate(rule, context(HOLIDAY, MON, account))).active
+
+
+def test_a_champion_on_a_declared_holiday_is_not_silent() -> None:
+    rule = with_calendar(CHAMPION_SILENT, W6_DAYS)
+    finding = one(evaluate(rule, context(HOLIDAY, MON, CLOSED)))
+    assert (finding.subject, finding.active, finding.evidence["value"]) == ("champ", False, 0)
+
+
+def test_holidays_are_no_low_usage_days() -> None:
+    # Busy W1..W5; W6 Monday..Wednesday closed (nobody), Thursday and Friday quiet (6%).
+    state = usage(weekdays(W1, date(2026, 6, 5)), [date(2026, 6, 11), FRI])
+    rule = with_calendar(LOW_USAGE, "2026-06-08..2026-06-10")
+    finding = one(evaluate(rule, context(state, MON, CLOSED)))
+    # The last five working days: Wed 3, Thu 4, Fri 5 (20%), Thu 11, Fri 12 (6%).
+    assert not finding.active
+    assert list(finding.evidence["values"]) == [
+        "2026-06-03",
+        "2026-06-04",
+        "2026-06-05",
+        "2026-06-11",
+        "2026-06-12",
+    ]
+    assert one(evaluate(LOW_USAGE, context(state, MON, CLOSED))).active
+
+
+def test_a_holiday_is_no_drop() -> None:
+    # Ten users every working day, none in W6, declared closed.
+    state = drop_state(10, 0)
+    rule = with_calendar(USAGE_DROP, W6_DAYS)
+    finding = one(evaluate(rule, context(state, MON, CLOSED)))
+    # No working day left in the recent week: no verdict on a change.
+    assert not finding.active
+    assert finding.evidence["change"] is None
+    assert one(evaluate(USAGE_DROP, context(state, MON, CLOSED))).active
+    # The health tier reads only the days that were not off either: usage 1 (W5), all
+    # 15 working days active, no trend without a recent working day: 1.0.
+    health = with_calendar(HEALTH, W6_DAYS)
+    assert one(evaluate(health, context(state, MON, TEN_CLOSED))).evidence["value"] == 1.0
+    # Undeclared, the empty week halves the typical day of two weeks (usage 0.5 / 0.7),
+    # activity is 15 of 20 and the trend 0: (0.4 * 0.714 + 0.3 * 0.75) / 0.9 = 0.567.
+    undeclared = one(evaluate(HEALTH, context(state, MON, TEN_CLOSED)))
+    assert undeclared.evidence["value"] == 0.567
+
+
+def test_a_calendar_of_only_days_off_leaves_no_working_day() -> None:
+    # Every day off, every year: nothing is missed, low or dropped; no endless search
+    # for days that are not off.
+    always = ("01-01..12-31",)
+    tuesday = MON + timedelta(days=1)
+    silent = one(
+        evaluate(with_calendar(ACCOUNT_SILENT, *always), context(HOLIDAY, tuesday, CLOSED))
+    )
+    assert not silent.active
+    mean_drop = with_calendar(MEAN_DROP, *always)
+    assert (
+        one(evaluate(mean_drop, context(drop_state(10, 0), MON, CLOSED))).evidence["change"] is None
+    )
+    assert evaluate(with_calendar(LOW_USAGE, *always), context(HOLIDAY, MON, CLOSED)) == []
+
+
 # --- silence: stakeholder scope -------------------------------------------------------------
 
 CHAMPION_SILENT = shipped("champion-silent", SilenceRule)
@@ -334,10 +491,10 @@ def test_one_finding_per_champion_and_only_the_gone_one_fires() -> None:
     stayed, gone = findings
     assert not stayed.active
     assert stayed.evidence["value"] == 0
-    # champ-b missed W5 and W6: 10 working days >= max(5, ceil(2.0 * 0)) = 5.
+    # champ-b missed W5 and W6: 10 working days >= max(4, ceil(2.0 * 0)) = 4.
     assert gone.active
     assert gone.evidence["value"] == 10
-    assert gone.evidence["threshold"] == 5
+    assert gone.evidence["threshold"] == 4
     assert gone.evidence["last_active_day"] == "2026-05-29"
     assert gone.evidence["last_seen"] == {"champ-b": "2026-05-30T00:30:00Z"}
     assert gone.annotations["summary"] == (
@@ -348,7 +505,7 @@ def test_one_finding_per_champion_and_only_the_gone_one_fires() -> None:
 
 
 def test_champion_on_a_short_break_is_not_silent() -> None:
-    # champ-b took Wednesday..Friday of W6 off: 3 missed working days < 5.
+    # champ-b took Wednesday..Friday of W6 off: 3 missed working days < 4.
     events = logins([*team(3), "champ-a"], weekdays(W1, FRI))
     events += logins(["champ-b"], weekdays(W1, date(2026, 6, 9)))
     findings = evaluate(CHAMPION_SILENT, context(fold(events), MON))
@@ -356,6 +513,22 @@ def test_champion_on_a_short_break_is_not_silent() -> None:
         ("champ-a", False, 0),
         ("champ-b", False, 3),
     ]
+
+
+def test_a_champion_is_judged_on_their_own_working_days() -> None:
+    # The team also works at weekends (every day W1..W6), the champion only Monday to
+    # Friday, and is last seen Wednesday 10 June. Evaluated Monday 15 June, Thu 11 and
+    # Fri 12 are missed: the weekend, a working day of the account, is not the
+    # champion's (their Saturdays and Sundays are 0 of 6 active).
+    events = logins(team(3), weekdays(W1, SUN, range(7)))
+    events += logins(["champ"], weekdays(W1, date(2026, 6, 10)))
+    finding = one(evaluate(CHAMPION_SILENT, context(fold(events), MON)))
+    assert not finding.active
+    assert finding.evidence["working_weekdays"] == [0, 1, 2, 3, 4]
+    assert (finding.evidence["value"], finding.evidence["threshold"]) == (2, 4)
+    # The account itself works all week.
+    account = one(evaluate(ACCOUNT_SILENT, context(fold(events), MON)))
+    assert account.evidence["working_weekdays"] == [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_no_champion_no_finding() -> None:
@@ -475,6 +648,127 @@ def drop_state(before: int, after: int) -> EngagementState:
 
 def test_half_the_daily_users_is_a_drop() -> None:
     finding = one(evaluate(USAGE_DROP, context(drop_state(10, 5), MON)))
+    # The typical (median) full working day: Monday..Friday (weekends are empty).
+    # Recent: the 7 days ending Sunday 14 June, W6, median 5. Baseline: the 14 days
+    # ending 21 days before the recent week starts, 4..17 May (W1, W2): median 10.
+    # Change 5 / 10 - 1 = -0.5 <= -0.4, and the same in the window ending Saturday
+    # 13 June (for_days 2).
+    assert finding.active
+    assert finding.evidence == {
+        "metric": "active_users_7d_median",
+        "value": 5.0,
+        "baseline": 10.0,
+        "threshold": -0.4,
+        "change": -0.5,
+    }
+    assert finding.annotations["summary"] == (
+        "Acme Corp: a typical day's active users changed -50% against a month ago (5.0 vs 10.0)"
+    )
+
+
+def test_a_smaller_drop_is_not_alarming() -> None:
+    # 7 of 10: change -0.3 > -0.4.
+    finding = one(evaluate(USAGE_DROP, context(drop_state(10, 7), MON)))
+    assert not finding.active
+    assert finding.evidence["change"] == -0.3
+
+
+def test_small_account_drop_is_noise() -> None:
+    # Three users every working day: a typical day of 3 < min_baseline 4, so even
+    # losing two of them (-67%) says nothing.
+    finding = one(evaluate(USAGE_DROP, context(drop_state(3, 1), MON)))
+    assert not finding.active
+    assert (finding.evidence["baseline"], finding.evidence["value"]) == (3.0, 1.0)
+    assert finding.evidence["change"] == -0.667
+
+
+def test_no_baseline_no_change() -> None:
+    # Only W6 has users: no day before the recent week, so no baseline and no change.
+    state = fold(logins(team(5), weekdays(W6, FRI)))
+    finding = one(evaluate(USAGE_DROP, context(state, MON)))
+    assert not finding.active
+    assert (finding.evidence["baseline"], finding.evidence["change"]) == (0.0, None)
+
+
+def test_two_days_off_are_no_drop_of_a_typical_day() -> None:
+    # Ten users every working day, but nobody on Thursday 11 and Friday 12 June.
+    days = [d for d in weekdays(W1, FRI) if d not in (date(2026, 6, 11), FRI)]
+    state = fold(logins(team(10), days))
+    # W6 is 10, 10, 10, 0, 0: its median working day is still 10 (change 0).
+    finding = one(evaluate(USAGE_DROP, context(state, MON)))
+    assert not finding.active
+    assert (finding.evidence["value"], finding.evidence["change"]) == (10.0, 0.0)
+    # Read as means, the same week is a drop: 30 / 7 = 4.286 against 200 / 28 = 7.143.
+    finding = one(evaluate(MEAN_DROP.model_copy(update={"drop": 0.4}), context(state, MON)))
+    assert finding.active
+    assert finding.evidence["change"] == -0.4
+
+
+def test_a_slow_decline_shows_against_a_month_ago() -> None:
+    # Ten users in W1 and W2, then 9, 8, 7 and 5 in W3..W6: never 40% below the four
+    # weeks just before, but half of what it was a month earlier.
+    per_week = [10, 10, 9, 8, 7, 5]
+    events = [
+        e
+        for week, users in enumerate(per_week)
+        for e in logins(
+            team(users), weekdays(W1 + timedelta(weeks=week), W1 + timedelta(weeks=week, days=4))
+        )
+    ]
+    state = fold(events)
+    finding = one(evaluate(USAGE_DROP, context(state, MON)))
+    assert finding.active
+    assert (finding.evidence["value"], finding.evidence["baseline"]) == (5.0, 10.0)
+    # Against W2..W5 (means: (10 + 9 + 8 + 7) x 5 / 28 = 6.071) W6 (25 / 7 = 3.571) is -41%,
+    # and with the old default of -50% no alert: the adjacent baseline follows the decline.
+    adjacent = one(evaluate(MEAN_DROP, context(state, MON)))
+    assert not adjacent.active
+    assert adjacent.evidence["change"] == -0.412
+
+
+def test_a_young_account_is_compared_with_its_first_days() -> None:
+    # First seen Monday 18 May (W3): a month back is before its time, so the baseline
+    # is its first 14 days, 18..31 May (median 10); W6 has 4: -60%.
+    state = fold(
+        logins(team(10), weekdays(date(2026, 5, 18), date(2026, 6, 5)))
+        + logins(team(4), weekdays(W6, FRI))
+    )
+    finding = one(evaluate(USAGE_DROP, context(state, MON)))
+    assert finding.active
+    assert (finding.evidence["baseline"], finding.evidence["change"]) == (10.0, -0.6)
+
+
+def test_a_drop_must_show_on_two_days_running() -> None:
+    # Ten users every working day; only 2 on Thursday 11, Friday 12 and Monday 15 June.
+    low = {date(2026, 6, 11), FRI, MON}
+    days = weekdays(W1, MON)
+    state = fold(logins(team(10), [d for d in days if d not in low]) + logins(team(2), low))
+    tuesday = MON + timedelta(days=1)
+    # The week ending Monday 15 (9..15 June: 10, 10, 2, 2, 2) has a typical day of 2,
+    # the week ending Sunday 14 (8..12 June: 10, 10, 10, 2, 2) one of 10.
+    finding = one(evaluate(USAGE_DROP, context(state, tuesday)))
+    assert not finding.active
+    assert finding.evidence["change"] == -0.8
+    once = USAGE_DROP.model_copy(update={"for_days": 1})
+    assert one(evaluate(once, context(state, tuesday))).active
+
+
+def test_an_open_drop_resolves_only_above_the_exit_margin() -> None:
+    # 13 of 20 (-35%) does not fire at -40%, but an open alert holds until the change
+    # is back above -(0.4 - 0.1) = -30%; 15 of 20 (-25%) releases it.
+    ctx = context(drop_state(20, 13), MON)
+    assert not one(evaluate(USAGE_DROP, ctx)).active
+    holding = dataclasses.replace(ctx, open_rules=frozenset({"usage-drop"}))
+    assert one(evaluate(USAGE_DROP, holding)).active
+    released = dataclasses.replace(holding, state=drop_state(20, 15))
+    assert not one(evaluate(USAGE_DROP, released)).active
+
+
+MEAN_DROP = DropRule(name="usage-drop", kind="drop", drop=0.5)
+
+
+def test_mean_drop_against_the_four_weeks_before() -> None:
+    finding = one(evaluate(MEAN_DROP, context(drop_state(10, 5), MON)))
     # 35 days ending Sunday 14 June. Recent 7 (W6): 5 users x 5 days / 7 = 3.5714.
     # Baseline 28 (W2..W5): 10 x 20 / 28 = 7.1429. Change 3.5714 / 7.1429 - 1 = -0.5.
     assert finding.active
@@ -485,34 +779,16 @@ def test_half_the_daily_users_is_a_drop() -> None:
         "threshold": -0.5,
         "change": -0.5,
     }
-    assert finding.annotations["summary"] == (
-        "Acme Corp: daily active users changed -50% against the 4-week baseline (3.571 vs 7.143)"
-    )
 
 
-def test_a_smaller_drop_is_not_alarming() -> None:
-    # 7 of 10: change -0.3 > -0.5.
-    finding = one(evaluate(USAGE_DROP, context(drop_state(10, 7), MON)))
-    assert not finding.active
-    assert finding.evidence["change"] == -0.3
-
-
-def test_tiny_account_drop_is_noise() -> None:
+def test_mean_drop_of_a_tiny_account_is_noise() -> None:
     # One user every working day: baseline 20 / 28 = 0.714 < min_baseline 2, so even
     # losing that user entirely (-100%) says nothing.
-    finding = one(evaluate(USAGE_DROP, context(drop_state(1, 0), MON)))
+    finding = one(evaluate(MEAN_DROP, context(drop_state(1, 0), MON)))
     assert not finding.active
     assert finding.evidence["baseline"] == 0.714
     assert finding.evidence["value"] == 0.0
     assert finding.evidence["change"] == -1.0
-
-
-def test_no_baseline_no_change() -> None:
-    # Only W6 has users: the baseline is 0 and the change undefined.
-    state = fold(logins(team(5), weekdays(W6, FRI)))
-    finding = one(evaluate(USAGE_DROP, context(state, MON)))
-    assert not finding.active
-    assert (finding.evidence["baseline"], finding.evidence["change"]) == (0.0, None)
 
 
 def test_drop_has_no_verdict_while_our_input_is_stalled() -> None:
@@ -656,68 +932,114 @@ def test_a_user_detractor_is_not_a_stakeholder_detractor() -> None:
 
 HEALTH = shipped("health-tier", HealthRule)
 TEN = dataclasses.replace(ACCOUNT, licenses=10)
+TEN_CLOSED = dataclasses.replace(CLOSED, licenses=10)
 
 
 def test_healthy_account_is_green() -> None:
     # 8 of 10 licenses every working day for six weeks and one promoter answer.
     events = [*logins(team(8), weekdays(W1, FRI)), event(NPS, "u1", W5, score=10)]
     finding = one(evaluate(HEALTH, context(fold(events), MON, TEN)))
-    # usage min(1, 0.8 / 0.7) = 1; activity 20 login days / 20 working days = 1;
-    # trend 1 + 0 = 1; nps (100 + 100) / 200 = 1.
+    # usage: the typical full working day of the last two weeks, 0.8: min(1, 0.8 / 0.7) = 1;
+    # activity 20 login days / 20 working days = 1; trend: W6's typical day (8) against
+    # the 28 days before (8): 1 + 0 = 1; nps: one promoter and three neutral answers
+    # to start from, (1 + 0.5 x 3) / 4 = 0.625.
+    # score 0.4 + 0.3 + 0.2 + 0.1 x 0.625 = 0.9625
     assert not finding.active
     assert finding.severity == "warning"
     assert finding.evidence == {
         "metric": "health_score",
-        "value": 1.0,
-        "threshold": 0.55,
+        "value": 0.963,
+        "threshold": 0.5,
         "tier": "green",
-        "components": {"usage": 1.0, "activity": 1.0, "trend": 1.0, "nps": 1.0},
+        "components": {"usage": 1.0, "activity": 1.0, "trend": 1.0, "nps": 0.625},
     }
-    assert finding.annotations["summary"] == "Acme Corp health is green (1.0)"
+    assert finding.annotations["summary"] == "Acme Corp health is green (0.963)"
+
+
+def fading() -> EngagementState:
+    """8 users every working day W1..W4, then only u1 every working day W5..W6, no NPS."""
+    return fold(
+        logins(team(8), weekdays(W1, date(2026, 5, 29))) + logins(["u1"], weekdays(W5, FRI))
+    )
 
 
 def test_fading_account_is_yellow() -> None:
-    # 8 users every working day W1..W4, then only u1 every working day W5..W6, no NPS.
-    events = logins(team(8), weekdays(W1, date(2026, 5, 29))) + logins(["u1"], weekdays(W5, FRI))
-    finding = one(evaluate(HEALTH, context(fold(events), MON, TEN)))
+    finding = one(evaluate(HEALTH, context(fading(), MON, TEN)))
+    # Full working days: Monday..Friday (weekends are empty).
+    # usage: the typical day of 1..14 June is 1 of 10: 0.1 / 0.7 = 0.142857
+    # activity: 20 login days / 20 working days = 1
+    # trend: W6's typical day 1; 11 May..7 June: fifteen days of 8, five of 1: median 8;
+    #        change 1 / 8 - 1 = -0.875 -> 0.125
+    # no NPS: weights 0.4 + 0.3 + 0.2 = 0.9;
+    # score (0.4 * 0.142857 + 0.3 * 1 + 0.2 * 0.125) / 0.9 = 0.382143 / 0.9 = 0.425
+    assert finding.active
+    assert finding.severity == "warning"
+    assert finding.evidence["tier"] == "yellow"
+    assert finding.evidence["value"] == 0.425
+    assert finding.evidence["components"] == {"usage": 0.143, "activity": 1.0, "trend": 0.125}
+
+
+def test_fading_account_read_by_means() -> None:
+    rule = HEALTH.model_copy(update={"statistic": "mean", "nps_prior_answers": 0})
+    finding = one(evaluate(rule, context(fading(), MON, TEN)))
     # usage: last 7 working days at 1/10 -> 0.1 / 0.7 = 0.142857
     # activity: 20 login days / 20 working days = 1
     # trend: recent W6 5/7 = 0.714; baseline W2..W5 (3 x 40 + 5) / 28 = 4.464;
     #        change 0.714 / 4.464 - 1 = -0.84 -> 0.16
-    # no NPS: weights 0.4 + 0.3 + 0.2 = 0.9;
     # score (0.4 * 0.142857 + 0.3 * 1 + 0.2 * 0.16) / 0.9 = 0.389143 / 0.9 = 0.432
-    assert finding.active
-    assert finding.severity == "warning"
-    assert finding.evidence["tier"] == "yellow"
     assert finding.evidence["value"] == 0.432
     assert finding.evidence["components"] == {"usage": 0.143, "activity": 1.0, "trend": 0.16}
 
 
+def test_two_days_off_do_not_turn_an_account_yellow() -> None:
+    # 4 of 10 licenses every working day, none on Thursday 11 and Friday 12 June.
+    off = (date(2026, 6, 11), FRI)
+    state = fold(logins(team(4), [d for d in weekdays(W1, FRI) if d not in off]))
+    typical = one(evaluate(HEALTH, context(state, MON, TEN)))
+    # Typical days: usage 0.4 / 0.7 = 0.571, trend 1 (4 against 4), activity 18 / 20:
+    # (0.4 * 0.571 + 0.3 * 0.9 + 0.2 * 1) / 0.9 = 0.776.
+    assert (typical.active, typical.evidence["value"]) == (False, 0.776)
+    # Means over the same days: usage of the last 7 working days (Thu 4..Fri 12 June)
+    # 0.4 x 5 / 7 / 0.7 = 0.408, trend 12/7 against 80/28: 0.6;
+    # (0.4 * 0.408 + 0.3 * 0.9 + 0.2 * 0.6) / 0.9 = 0.615: two days off cost 0.16.
+    rule = HEALTH.model_copy(update={"statistic": "mean"})
+    means = one(evaluate(rule, context(state, MON, TEN)))
+    assert means.evidence["value"] == 0.615
+
+
 def test_collapsing_account_is_red_and_critical() -> None:
-    # 8 users every working day W1..W4; in W5 and W6 only the champion, on Monday,
-    # Wednesday and Friday, who answers NPS 0 on Wednesday 10 June.
+    # 8 users every working day W1..W4; in W5 and W6 only the champion, on Mondays and
+    # Fridays, who answers NPS 0 on Wednesday 10 June (an answer, not a login).
     events = logins([*team(7), "champ"], weekdays(W1, date(2026, 5, 29)))
-    events += logins(["champ"], weekdays(W5, FRI, which={0, 2, 4}))
+    events += logins(["champ"], weekdays(W5, FRI, which={0, 4}))
     events.append(event(NPS, "champ", date(2026, 6, 10), hour=18, score=0))
     finding = one(evaluate(HEALTH, context(fold(events), MON, TEN)))
-    # usage: the last 7 working days are Thu 4, Fri 5 and W6 Mon..Fri at
-    #        0, .1, .1, 0, .1, 0, .1 -> mean 0.4 / 7 = 0.05714; / 0.7 = 0.08163
-    # activity: login days in 18 May..14 Jun: 10 + 3 + 3 = 16 of 20 working days = 0.8
-    # trend: recent W6 3/7; baseline W2..W5 (3 x 40 + 3) / 28 = 123/28;
-    #        change (3/7) / (123/28) - 1 = 12/123 - 1 = -0.90244 -> 0.09756
-    # nps: one detractor, -100 -> 0
-    # score 0.4 * 0.08163 + 0.3 * 0.8 + 0.2 * 0.09756 + 0.1 * 0 = 0.29217 < 0.35: red
+    # usage: 1..14 June's working days have a login on 4 of 10: typical rate 0 -> 0
+    # activity: login days in 18 May..14 Jun: 5 + 5 + 2 + 2 = 14 of 20 = 0.7
+    # trend: W6's active users 1, 0, 1 (the answer), 0, 1: median 1; 11 May..7 June
+    #        has fifteen days of 8: median 8; change -0.875 -> 0.125
+    # nps: one detractor and three neutral answers: (0 + 1.5) / 4 = 0.375
+    # score 0.4 * 0 + 0.3 * 0.7 + 0.2 * 0.125 + 0.1 * 0.375 = 0.2725 < 0.35: red
     assert finding.active
     assert finding.severity == "critical"
     assert finding.evidence["tier"] == "red"
-    assert finding.evidence["value"] == 0.292
+    assert finding.evidence["value"] == 0.273
     assert finding.evidence["components"] == {
-        "usage": 0.082,
-        "activity": 0.8,
-        "trend": 0.098,
-        "nps": 0.0,
+        "usage": 0.0,
+        "activity": 0.7,
+        "trend": 0.125,
+        "nps": 0.375,
     }
-    assert finding.annotations["summary"] == "Acme Corp health is red (0.292)"
+    assert finding.annotations["summary"] == "Acme Corp health is red (0.273)"
+
+
+def test_one_answer_does_not_swing_the_nps_part() -> None:
+    events = [*logins(team(8), weekdays(W1, FRI)), event(NPS, "boss", W5, score=0)]
+    state = fold(events)
+    parts = one(evaluate(HEALTH, context(state, MON, TEN))).evidence["components"]
+    assert parts["nps"] == 0.375  # (0 + 3 x 0.5) / 4
+    raw = HEALTH.model_copy(update={"nps_prior_answers": 0})
+    assert one(evaluate(raw, context(state, MON, TEN))).evidence["components"]["nps"] == 0.0
 
 
 def test_health_waits_for_two_weeks_of_history() -> None:
@@ -795,11 +1117,10 @@ def test_a_malformed_template_is_rejected_at_load(tmp_path: Path, summary: str) 
 
 
 def test_an_open_health_alert_resolves_only_above_the_exit_margin() -> None:
-    # The fading account scores 0.432 (see test_fading_account_is_yellow). With green at
+    # The fading account scores 0.425 (see test_fading_account_is_yellow). With green at
     # 0.42 it is green on entry, but an open alert stays until 0.42 + 0.05 = 0.47.
-    events = logins(team(8), weekdays(W1, date(2026, 5, 29))) + logins(["u1"], weekdays(W5, FRI))
     rule = HEALTH.model_copy(update={"green": 0.42, "yellow": 0.3, "exit_margin": 0.05})
-    ctx = context(fold(events), MON, TEN)
+    ctx = context(fading(), MON, TEN)
     entering = one(evaluate(rule, ctx))
     assert (entering.active, entering.evidence["tier"]) == (False, "green")
     holding = one(evaluate(rule, dataclasses.replace(ctx, open_rules=frozenset({rule.name}))))

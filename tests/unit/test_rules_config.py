@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from alerts.rules import (
     AdoptionRule,
+    Calendar,
     DropRule,
     HealthRule,
     NpsRule,
@@ -24,6 +25,7 @@ from alerts.rules import (
     SilenceRule,
     ThresholdRule,
     TimeToValueRule,
+    calendars_for,
     load_rules,
     parse_duration_s,
 )
@@ -75,7 +77,7 @@ def test_shipped_rules_values() -> None:
     champion = rules["champion-silent"]
     assert isinstance(champion, SilenceRule)
     assert (champion.scope, champion.roles) == ("stakeholder", ("champion",))
-    assert (champion.min_active_days, champion.min_missed_working_days) == (6, 5)
+    assert (champion.min_active_days, champion.min_missed_working_days) == (6, 4)
     low = rules["low-daily-usage"]
     assert isinstance(low, ThresholdRule)
     assert (low.metric, low.op, low.value, low.for_working_days) == (
@@ -87,8 +89,9 @@ def test_shipped_rules_values() -> None:
     assert low.min_history_days == 21
     drop = rules["usage-drop"]
     assert isinstance(drop, DropRule)
-    assert (drop.metric, drop.recent_days, drop.baseline_days) == ("active_users", 7, 28)
-    assert (drop.drop, drop.min_baseline) == (0.5, 2.0)
+    assert (drop.metric, drop.statistic, drop.recent_days) == ("active_users", "median", 7)
+    assert (drop.baseline_gap_days, drop.baseline_days) == (21, 14)
+    assert (drop.drop, drop.min_baseline, drop.exit_margin, drop.for_days) == (0.4, 4.0, 0.1, 2)
     adoption = rules["reports-not-adopted"]
     assert isinstance(adoption, AdoptionRule)
     assert (adoption.feature, adoption.within_days, adoption.severity) == ("reports", 30, "info")
@@ -106,7 +109,8 @@ def test_shipped_rules_values() -> None:
     health = rules["health-tier"]
     assert isinstance(health, HealthRule)
     assert health.weights == {"usage": 0.4, "activity": 0.3, "trend": 0.2, "nps": 0.1}
-    assert (health.green, health.yellow, health.usage_target) == (0.55, 0.35, 0.7)
+    assert (health.green, health.yellow, health.usage_target) == (0.5, 0.35, 0.7)
+    assert (health.statistic, health.nps_prior_answers, health.exit_margin) == ("median", 3, 0.05)
     # No shipped rule sets a repeat interval: all re-notify weekly.
     assert {rule.repeat_interval for rule in rules.values()} == {WEEK_S}
 
@@ -172,6 +176,12 @@ def test_good_example_sets_every_option() -> None:
     assert isinstance(drop, DropRule)
     assert (drop.metric, drop.recent_days, drop.baseline_days) == ("sessions", 14, 56)
     assert (drop.drop, drop.min_baseline, drop.repeat_interval) == (0.25, 0.5, 900.0)
+    assert (drop.statistic, drop.baseline_gap_days, drop.exit_margin, drop.for_days) == (
+        "median",
+        14,
+        0.05,
+        3,
+    )
     assert isinstance(adoption, AdoptionRule)
     assert adoption.launched_on == date(2026, 3, 1)
     assert (adoption.within_days, adoption.min_users, adoption.min_days) == (45, 3, 5)
@@ -185,6 +195,7 @@ def test_good_example_sets_every_option() -> None:
     assert health.weights == {"usage": 1.0, "activity": 1.0, "trend": 0.0, "nps": 2.0}
     # yellow == green is allowed: the account is then either green or red.
     assert (health.green, health.yellow, health.usage_target) == (0.8, 0.8, 0.5)
+    assert (health.statistic, health.nps_prior_answers) == ("median", 2)
 
 
 def test_minimal_example_takes_the_defaults() -> None:
@@ -222,6 +233,13 @@ def test_minimal_example_takes_the_defaults() -> None:
     assert isinstance(drop, DropRule)
     assert (drop.metric, drop.recent_days, drop.baseline_days) == ("active_users", 7, 28)
     assert (drop.drop, drop.min_baseline) == (0.4, 2.0)
+    # Means over adjacent windows, at once, as before typical days and gaps existed.
+    assert (drop.statistic, drop.baseline_gap_days, drop.exit_margin, drop.for_days) == (
+        "mean",
+        0,
+        0.1,
+        1,
+    )
     assert isinstance(adoption, AdoptionRule)
     assert (adoption.feature, adoption.within_days, adoption.launched_on) == ("export", 30, None)
     assert (adoption.min_users, adoption.min_days, adoption.window_days) == (1, 1, 28)
@@ -236,6 +254,9 @@ def test_minimal_example_takes_the_defaults() -> None:
     assert isinstance(health, HealthRule)
     assert health.weights == {"usage": 0.4, "activity": 0.3, "trend": 0.2, "nps": 0.1}
     assert (health.green, health.yellow, health.usage_target) == (0.7, 0.4, 0.7)
+    assert (health.statistic, health.nps_prior_answers) == ("mean", 0)
+    # No calendars: every rule sees none.
+    assert all(rule.calendars == {} for rule in rules)
 
 
 def test_an_empty_rule_list_is_allowed() -> None:
@@ -246,6 +267,81 @@ def test_rules_are_frozen() -> None:
     rule = load_rules(example("minimal.yaml")).rules[0]
     with pytest.raises(ValidationError):
         rule.name = "other"
+
+
+# --- calendars --------------------------------------------------------------------------
+
+
+def test_calendars_load_with_every_form_of_entry() -> None:
+    ruleset = load_rules(example("calendars.yaml"))
+    assert list(ruleset.calendars) == ["year-end", "de", "americas"]
+    de = ruleset.calendars["de"]
+    # YAML reads an unquoted 2026-10-03 as a date: it is kept as the text it was.
+    assert de.days == ("2026-10-03", "2026-05-14", "2026-12-24..2026-12-31", "05-01")
+    assert de.timezones == ("Europe/Berlin",)
+    assert de.is_off(date(2026, 10, 3)) and not de.is_off(date(2027, 10, 3))
+    assert de.is_off(date(2026, 12, 24)) and de.is_off(date(2026, 12, 31))
+    assert not de.is_off(date(2026, 12, 23)) and not de.is_off(date(2027, 1, 1))
+    assert de.is_off(date(2026, 5, 1)) and de.is_off(date(2031, 5, 1))  # every year
+    year_end = ruleset.calendars["year-end"]
+    # 12-24..01-01 runs over the new year, every year.
+    assert [year_end.is_off(date(2030, 12, d)) for d in (23, 24, 31)] == [False, True, True]
+    assert year_end.is_off(date(2031, 1, 1)) and not year_end.is_off(date(2031, 1, 2))
+    # Every rule carries the file's calendars (evaluation gets only the rule).
+    assert all(rule.calendars == ruleset.calendars for rule in ruleset.rules)
+
+
+def test_a_yearly_29_february_is_off_only_in_leap_years() -> None:
+    calendar = Calendar(days=("02-29",))
+    assert calendar.is_off(date(2028, 2, 29))
+    assert not calendar.is_off(date(2027, 2, 28)) and not calendar.is_off(date(2027, 3, 1))
+
+
+def test_an_account_follows_its_named_calendar_else_those_of_its_time_zone() -> None:
+    calendars = load_rules(example("calendars.yaml")).calendars
+    assert calendars_for(calendars, "year-end", "Europe/Berlin") == ("year-end",)
+    assert calendars_for(calendars, None, "Europe/Berlin") == ("de",)
+    assert calendars_for(calendars, None, "America/Chicago") == ("americas",)
+    assert calendars_for(calendars, None, "Asia/Tokyo") == ()
+    # A name the rules do not define: as if the record named none.
+    assert calendars_for(calendars, "fr", "Europe/Berlin") == ("de",)
+    assert Calendar(days=(), timezones=("*",)).covers("Asia/Tokyo")
+
+
+def test_calendar_errors_name_file_line_and_field() -> None:
+    path = example("bad_calendars.yaml")
+    lines = rules_error(path).splitlines()
+    assert lines[0] == "invalid rules:"
+    assert [line.strip() for line in lines[1:]] == [
+        f"{path}:2: calendars.Year End: use lower-case letters, digits, '-' or '_' (at most 63)",
+        f"{path}:8: calendars.de.days.1: '2026-12-31..2026-12-24': the range ends before it starts",
+        f"{path}:9: calendars.de.days.2: '13-01' is not a day of the calendar",
+        f"{path}:10: calendars.de.days.3: '2026-12-24..12-31': both ends need a year, or "
+        "neither (every year)",
+        f"{path}:11: calendars.de.days.4: expected a date (2026-12-24), a range "
+        "(2026-12-24..2027-01-01), a day every year (12-25) or a range every year "
+        "(12-24..12-31)",
+        f"{path}:12: calendars.de.days.5: '2026-01-01..2027-06-01': a range spans at most 366 days",
+        f"{path}:5: calendars.de.timezones.0: unknown time zone 'Europe/Berln' (or a pattern "
+        "like Europe/*)",
+        f"{path}:13: calendars.de.holidays: Extra inputs are not permitted",
+        f"{path}:14: calendars.empty.days: Field required",
+    ]
+
+
+@pytest.mark.parametrize(
+    "entry", ["2026-12-24", "12-24", "2026-12-24..2027-01-02", "12-24..01-02", " 12-25 "]
+)
+def test_good_calendar_entries(entry: str) -> None:
+    assert Calendar(days=(entry,)).days == (entry.strip(),)
+
+
+@pytest.mark.parametrize(
+    "entry", ["", "24.12.2026", "2026-12-24..", "..12-24", "2026-02-30", "12-24...12-31", "xmas"]
+)
+def test_bad_calendar_entries(entry: str) -> None:
+    with pytest.raises(ValidationError):
+        Calendar(days=(entry,))
 
 
 # --- durations --------------------------------------------------------------------------

@@ -6,9 +6,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JSONDecodeError", "dumps", "loads"]
+__all__ = ["Fragment", "JSONDecodeError", "dumps", "fragment", "loads"]
 
 JSONDecodeError = orjson.JSONDecodeError
+Fragment = orjson.Fragment
 
 
 def loads(data: bytes | str) -> Any:
@@ -19,3 +20,8 @@ def loads(data: bytes | str) -> Any:
 def dumps(value: Any) -> bytes:
     """Serialise to compact JSON bytes; datetimes become RFC 3339 strings."""
     return orjson.dumps(value, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+
+
+def fragment(value: Any) -> Fragment:
+    """``value`` serialised once, to be embedded as is in later :func:`dumps` calls."""
+    return orjson.Fragment(dumps(value))

@@ -20,6 +20,7 @@ dead-letters it), which is also what bounds the duplicate-id memory.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from stream import codec
-from stream.events import EventType, UsageEvent
+from stream.events import KINDS, Record, UsageEvent, record_of
 
 __all__ = [
     "DayBucket",
@@ -38,6 +39,7 @@ __all__ = [
     "StatePolicy",
     "UserRecord",
     "fold_events",
+    "fold_records",
 ]
 
 STATE_VERSION = 1
@@ -127,6 +129,14 @@ class EngagementState:
     """Lifetime [promoters, passives, detractors]."""
     recent_nps: list[dict[str, Any]] = field(default_factory=list)
     license_changes: list[tuple[float, int]] = field(default_factory=list)
+    ids_in_order: bool = field(default=False, compare=False, repr=False)
+    encoded_days: dict[str, tuple[DayBucket, int, codec.Fragment]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """Not stored: each day bucket's JSON from the last :meth:`to_json`, with the bucket
+    and its event count then (see :meth:`_encoded_days`)."""
+    """Not stored: ``recent_ids`` is known to be in time order, so pruning can stop at
+    the first id still inside the lateness window instead of sorting them all."""
 
     # --- reading ----------------------------------------------------------------------
 
@@ -151,11 +161,14 @@ class EngagementState:
     # --- serialisation ----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        return self._as_dict({day: bucket.to_list() for day, bucket in self.days.items()})
+
+    def _as_dict(self, days: dict[str, Any]) -> dict[str, Any]:
         return {
             "v": STATE_VERSION,
             "account_id": self.account_id,
             "timezone": self.timezone,
-            "days": {day: bucket.to_list() for day, bucket in self.days.items()},
+            "days": days,
             "users": {
                 uid: [u.slot, u.role, u.first_seen, u.last_seen] for uid, u in self.users.items()
             },
@@ -199,7 +212,22 @@ class EngagementState:
         )
 
     def to_json(self) -> bytes:
-        return codec.dumps(self.to_dict())
+        return codec.dumps(self._as_dict(self._encoded_days()))
+
+    def _encoded_days(self) -> dict[str, codec.Fragment]:
+        """Each day bucket as JSON, encoded again only if it changed: a batch touches a
+        few of the ~42 days. A bucket is unchanged while it is the same object with the
+        same event count, since the fold counts an event in a bucket for every change it
+        makes to it (nothing else changes buckets)."""
+        before = self.encoded_days
+        after = {}
+        for day, bucket in self.days.items():
+            known = before.get(day)
+            if known is None or known[0] is not bucket or known[1] != bucket.events:
+                known = (bucket, bucket.events, codec.fragment(bucket.to_list()))
+            after[day] = known
+        self.encoded_days = after
+        return {day: known[2] for day, known in after.items()}
 
     @classmethod
     def from_json(cls, data: bytes) -> EngagementState:
@@ -220,157 +248,266 @@ def fold_events(
     policy: StatePolicy | None = None,
 ) -> FoldOutcome:
     """Fold one account's events into ``state`` in place, in arrival order."""
+    return fold_records(state, [record_of(event) for event in events], policy)
+
+
+def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs more
+    state: EngagementState,
+    records: Sequence[Record],
+    policy: StatePolicy | None = None,
+) -> FoldOutcome:
+    """:func:`fold_events` for records (``stream.events.decode_batch``): the hot path.
+
+    One tight loop: per event a late check, a duplicate check, a cached local day and a
+    few bitmap ORs. The account's clock, firsts and counts live in locals (infinite
+    while unknown) and are written back once.
+    """
     policy = policy or StatePolicy()
     outcome = FoldOutcome()
-    folder = _Folder(state, policy)
-    for index, event in enumerate(events):
-        at = event.occurred_at.timestamp()
-        if state.newest_at is not None and at < state.newest_at - policy.lateness_s:
-            outcome.late.append(index)
-        elif event.event_id in state.recent_ids:
-            outcome.duplicates += 1
+    late = outcome.late
+    duplicates = 0
+    counts = [0] * len(KINDS)
+    ids = state.recent_ids
+    users = state.users
+    days = state.days
+    spans = _zone_spans(state.timezone)
+    zone = state.zone()
+    in_order = state.ids_in_order
+    tail = next(reversed(ids.values()), -math.inf)  # the newest id's time, if in order
+    lateness = policy.lateness_s
+    inf = math.inf
+    newest = -inf if state.newest_at is None else state.newest_at
+    bound = newest - lateness
+    first_seen = inf if state.first_seen_at is None else state.first_seen_at
+    first_login = inf if state.first_login_at is None else state.first_login_at
+    first_action = inf if state.first_action_at is None else state.first_action_at
+    day_start = day_end = 0.0
+    bucket = _NO_BUCKET
+    last_user_id = None
+    user = _NO_USER
+    bit = 0
+    active = False  # this user's bit is set in this day's active users
+    for index, record in enumerate(records):
+        event_id, code, at, user_id, role, value, _ = record
+        if at < bound:
+            late.append(index)
+            continue
+        if event_id in ids:
+            duplicates += 1
+            continue
+        ids[event_id] = at
+        counts[code] += 1
+        if at >= tail:
+            tail = at
         else:
-            folder.apply(event, at)
-            outcome.counted += 1
-    _prune(state, policy)
+            in_order = False
+        if at > newest:
+            newest = at
+            bound = at - lateness
+        if at < first_seen:  # noqa: PLR1730 - min() costs a call per event
+            first_seen = at
+        if not day_start <= at < day_end:
+            day_start, day_end, day = _day_span(spans, zone, at)
+            bucket = days.get(day) or days.setdefault(day, DayBucket())
+            active = False
+        bucket.events += 1
+        if user_id is None:
+            bit = 0
+            last_user_id = None
+        else:
+            if user_id != last_user_id:  # a user's events tend to come together
+                found = users.get(user_id)
+                if found is None:
+                    slot = _slot_for(users, user_id, policy)
+                    found = users[user_id] = UserRecord(slot, role, at, at)
+                user = found
+                bit = 1 << user.slot
+                last_user_id = user_id
+                active = False
+            # The newest event says what role they hold now; a tie at the same instant
+            # is broken by name so that arrival order cannot change the result.
+            seen = user.last_seen
+            if at > seen or (at == seen and role > user.role):
+                user.last_seen = at
+                user.role = role
+            if at < user.first_seen:  # noqa: PLR1730 - min() costs a call per event
+                user.first_seen = at
+            if not active:  # once per run of one user's events on one day
+                bucket.active_users |= bit
+                active = True
+        if code == 2:  # feature_used
+            features = bucket.features
+            features[value] = features.get(value, 0) | bit
+            if at < first_action:  # noqa: PLR1730
+                first_action = at
+        elif code == 0:  # login
+            bucket.logins += 1
+            bucket.login_users |= bit
+            if at < first_login:  # noqa: PLR1730
+                first_login = at
+        elif code == 1:  # session_end
+            bucket.sessions += 1
+            bucket.session_s += value
+        else:
+            _RARE[code](state, bucket, record, bit)
+    state.newest_at = None if newest == -inf else newest
+    state.first_seen_at = None if first_seen == inf else first_seen
+    state.first_login_at = None if first_login == inf else first_login
+    state.first_action_at = None if first_action == inf else first_action
+    event_counts = state.event_counts
+    for name, count in zip(_KIND_NAMES, counts, strict=True):
+        if count:
+            event_counts[name] = event_counts.get(name, 0) + count
+    outcome.counted = sum(counts)
+    outcome.duplicates = duplicates
+    state.ids_in_order = in_order
+    _prune(state, policy, spans, zone)
     return outcome
 
 
-class _Folder:
-    """Applies events to a state; caches the last bucket since batches cluster by day."""
-
-    def __init__(self, state: EngagementState, policy: StatePolicy) -> None:
-        self.state = state
-        self.policy = policy
-        self.zone = state.zone()
-
-    def apply(self, event: UsageEvent, at: float) -> None:
-        state = self.state
-        state.recent_ids[event.event_id] = at
-        kind = event.type.value
-        state.event_counts[kind] = state.event_counts.get(kind, 0) + 1
-        if state.newest_at is None or at > state.newest_at:
-            state.newest_at = at
-        state.first_seen_at = _earliest(state.first_seen_at, at)
-        day = event.occurred_at.astimezone(self.zone).date().isoformat()
-        bucket = state.days.get(day)
-        if bucket is None:
-            bucket = state.days[day] = DayBucket()
-        bucket.events += 1
-        bit = self._user_bit(event, at) if event.user_id is not None else 0
-        bucket.active_users |= bit
-        _APPLY[event.type](state, bucket, event, at, bit)
-
-    def _user_bit(self, event: UsageEvent, at: float) -> int:
-        assert event.user_id is not None
-        user = self.state.users.get(event.user_id)
-        if user is None:
-            user = UserRecord(self._slot_for(event.user_id), event.role, at, at)
-            self.state.users[event.user_id] = user
-        else:
-            # The newest event says what role they hold now; a tie at the same instant
-            # is broken by name so that arrival order cannot change the result.
-            if at > user.last_seen or (at == user.last_seen and event.role > user.role):
-                user.last_seen = at
-                user.role = event.role
-            user.first_seen = min(user.first_seen, at)
-        return 1 << user.slot
-
-    def _slot_for(self, user_id: str) -> int:
-        count = len(self.state.users)
-        limit = self.policy.exact_user_limit
-        # Past the limit users share slots by hash: distinct counts become a lower
-        # bound (documented in docs/state.md) instead of state growing without end.
-        return count if count < limit else zlib.crc32(user_id.encode()) % limit
+_KIND_NAMES = tuple(kind.value for kind in KINDS)
 
 
-def _login(
-    state: EngagementState, bucket: DayBucket, event: UsageEvent, at: float, bit: int
-) -> None:
-    bucket.logins += 1
-    bucket.login_users |= bit
-    state.first_login_at = _earliest(state.first_login_at, at)
+def _slot_for(users: Mapping[str, UserRecord], user_id: str, policy: StatePolicy) -> int:
+    count = len(users)
+    limit = policy.exact_user_limit
+    # Past the limit users share slots by hash: distinct counts become a lower
+    # bound (documented in docs/state.md) instead of state growing without end.
+    return count if count < limit else zlib.crc32(user_id.encode()) % limit
 
 
-def _session_end(
-    state: EngagementState, bucket: DayBucket, event: UsageEvent, at: float, bit: int
-) -> None:
-    bucket.sessions += 1
-    bucket.session_s += float(event.properties["duration_s"])
-
-
-def _feature_used(
-    state: EngagementState, bucket: DayBucket, event: UsageEvent, at: float, bit: int
-) -> None:
-    name = str(event.properties["feature"])
-    bucket.features[name] = bucket.features.get(name, 0) | bit
-    state.first_action_at = _earliest(state.first_action_at, at)
-
-
-def _nps_response(
-    state: EngagementState, bucket: DayBucket, event: UsageEvent, at: float, bit: int
-) -> None:
-    score = int(event.properties["score"])
+def _nps_response(state: EngagementState, bucket: DayBucket, record: Record, bit: int) -> None:
+    _, _, at, user_id, role, score, comment = record
     bucket.nps.append((bit.bit_length() - 1, score))
     state.nps_totals[0 if score >= 9 else 1 if score >= 7 else 2] += 1
     state.recent_nps.append(
-        {
-            "user_id": event.user_id,
-            "role": event.role,
-            "score": score,
-            "comment": event.properties.get("comment"),
-            "at": at,
-        }
+        {"user_id": user_id, "role": role, "score": score, "comment": comment, "at": at}
     )
 
 
-def _value_milestone(
-    state: EngagementState, bucket: DayBucket, event: UsageEvent, at: float, bit: int
+def _value_milestone(state: EngagementState, bucket: DayBucket, record: Record, bit: int) -> None:
+    state.first_value_at = _earliest(state.first_value_at, record[2])
+
+
+def _license_change(state: EngagementState, bucket: DayBucket, record: Record, bit: int) -> None:
+    state.license_changes.append((record[2], record[5]))
+
+
+_RARE = {3: _nps_response, 4: _value_milestone, 5: _license_change}
+_NO_BUCKET = DayBucket()
+_NO_USER = UserRecord(0, "", 0.0, 0.0)
+
+
+def _prune(
+    state: EngagementState, policy: StatePolicy, spans: dict[float, Span], zone: ZoneInfo
 ) -> None:
-    state.first_value_at = _earliest(state.first_value_at, at)
-
-
-def _license_change(
-    state: EngagementState, bucket: DayBucket, event: UsageEvent, at: float, bit: int
-) -> None:
-    state.license_changes.append((at, int(event.properties["licenses"])))
-
-
-_APPLY = {
-    EventType.LOGIN: _login,
-    EventType.SESSION_END: _session_end,
-    EventType.FEATURE_USED: _feature_used,
-    EventType.NPS_RESPONSE: _nps_response,
-    EventType.VALUE_MILESTONE: _value_milestone,
-    EventType.LICENSE_CHANGE: _license_change,
-}
-
-
-def _prune(state: EngagementState, policy: StatePolicy) -> None:
     """Drop what the horizon and lateness no longer need; keep lists canonical."""
     if state.newest_at is None:
         return
-    newest_day = state.local_day(state.newest_at)
-    oldest_kept = (newest_day - timedelta(days=policy.horizon_days - 1)).isoformat()
-    for day in [d for d in state.days if d < oldest_kept]:
-        del state.days[day]
+    newest = _day_span(spans, zone, state.newest_at)[2]
+    oldest_kept = _days_before(newest, policy.horizon_days - 1)
+    days = state.days
+    if days and min(days) < oldest_kept:
+        for day in [d for d in days if d < oldest_kept]:
+            del days[day]
     # An id older than the lateness bound can never be accepted again (it would be
     # late), so remembering it is useless; past the capacity keep the newest ids.
     bound = state.newest_at - policy.lateness_s
     ids = state.recent_ids
-    if len(ids) > policy.dedup_capacity or any(at < bound for at in ids.values()):
+    if state.ids_in_order and len(ids) <= policy.dedup_capacity:
+        # In time order, the expired ids are the first ones: stop at the first kept.
+        expired = []
+        for event_id, at in ids.items():
+            if at >= bound:
+                break
+            expired.append(event_id)
+        for event_id in expired:
+            del ids[event_id]
+    else:
         kept = sorted(
             (item for item in ids.items() if item[1] >= bound), key=lambda item: (item[1], item[0])
-        )[-policy.dedup_capacity :]
-        state.recent_ids = dict(kept)
+        )
+        state.recent_ids = dict(kept[-policy.dedup_capacity :])
+        state.ids_in_order = True
     # Sorted by time, so the same events in any arrival order give the same state.
-    state.license_changes.sort()
-    horizon_start = state.newest_at - policy.horizon_days * 86_400.0
-    older = [change for change in state.license_changes if change[0] < horizon_start]
-    if len(older) > 1:  # the newest change before the horizon still says what held then
-        state.license_changes = older[-1:] + state.license_changes[len(older) :]
-    state.recent_nps.sort(key=lambda answer: (answer["at"], str(answer["user_id"])))
-    del state.recent_nps[: -policy.recent_nps]
+    changes = state.license_changes
+    if len(changes) > 1:
+        changes.sort()
+        horizon_start = state.newest_at - policy.horizon_days * 86_400.0
+        older = [change for change in changes if change[0] < horizon_start]
+        if len(older) > 1:  # the newest change before the horizon still says what held then
+            state.license_changes = older[-1:] + changes[len(older) :]
+    if len(state.recent_nps) > 1:
+        state.recent_nps.sort(key=lambda answer: (answer["at"], str(answer["user_id"])))
+        del state.recent_nps[: -policy.recent_nps]
+
+
+@lru_cache(maxsize=1024)
+def _days_before(day: str, days: int) -> str:
+    return (date.fromisoformat(day) - timedelta(days=days)).isoformat()
+
+
+# --- local days ---------------------------------------------------------------------------
+
+Span = tuple[float, float, str]
+"""``(start, end, day)``: every instant in ``[start, end)`` (epoch seconds) falls on the
+local day ``day`` (ISO)."""
+
+_SPANS: dict[str, dict[float, Span]] = {}
+"""Per time zone: UTC hour number (epoch seconds // 3600) -> a local day's span that an
+instant of that hour fell in."""
+_SPANS_PER_ZONE = 100_000
+
+
+def _zone_spans(zone_name: str) -> dict[float, Span]:
+    """The span cache of one time zone (for :func:`_day_span`)."""
+    spans = _SPANS.get(zone_name)
+    if spans is None or len(spans) > _SPANS_PER_ZONE:
+        spans = _SPANS[zone_name] = {}
+    return spans
+
+
+def _day_span(spans: dict[float, Span], zone: ZoneInfo, at: float) -> Span:
+    """The local day of ``at`` exactly as ``datetime.astimezone`` gives it, with the span
+    of instants sharing it: the whole day when its UTC offset is constant, else ``at``
+    alone (a day with a change of offset).
+
+    Why this is exact: local time is UTC plus the offset, so with one offset over the
+    day the day is the interval from its local midnight to the next. Offsets change at
+    whole seconds, and never twice in a day (tzdata's closest changes are four days
+    apart, which tests/unit/test_engagement_properties.py checks), so the same offset at
+    both ends of the day means the same offset all through it.
+    """
+    hour = at // 3600.0
+    span = spans.get(hour)
+    if span is not None and span[0] <= at < span[1]:
+        return span
+    local = datetime.fromtimestamp(at, UTC).astimezone(zone)
+    day = _day_name(local.date())
+    offset = local.utcoffset()
+    if offset is None:  # pragma: no cover - a ZoneInfo always has an offset
+        return (at, at, day)
+    shift = offset.total_seconds()
+    start = (at + shift) // 86_400.0 * 86_400.0 - shift
+    end = start + 86_400.0
+    try:
+        same = _offset(zone, start) == offset == _offset(zone, end - 1.0)
+    except (OverflowError, ValueError, OSError):  # at the ends of the calendar
+        same = False
+    if not same or not start <= at < end:
+        return (at, at, day)
+    span = spans[hour] = (start, end, day)
+    return span
+
+
+def _offset(zone: ZoneInfo, at: float) -> timedelta | None:
+    return datetime.fromtimestamp(at, zone).utcoffset()
+
+
+@lru_cache(maxsize=4096)
+def _day_name(day: date) -> str:
+    """One shared string per day, so consecutive events compare days by identity."""
+    return day.isoformat()
 
 
 def _earliest(current: float | None, at: float) -> float:

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import codec
@@ -863,3 +863,162 @@ async def test_pipeline_writes_nothing_for_a_batch_of_redeliveries_only(
     assert await pipeline.process([message(event_json("a1"), offset=0)]) == []
     assert table.writes == Counter()
     assert pipeline.totals.duplicates == 1
+
+
+# --- the hot path against the careful one -----------------------------------------------
+
+
+class Reference:
+    """The pipeline as it was before the hot path: ``triage_batch`` (careful decode),
+    state decoded from the table for every batch, ``fold_events``, one write."""
+
+    def __init__(self, table: dict[str, bytes], accounts: dict[str, bytes]) -> None:
+        self.table = table
+        self.accounts = accounts
+        self.dead: list[DeadLetter] = []
+
+    def process(self, messages: list[RawMessage], policy: StatePolicy) -> list[str]:
+        outcome = triage_batch(messages, NOW)
+        dead = list(outcome.dead)
+        touched = []
+        for account_id, events in outcome.accepted.items():
+            stored = self.table.get(account_id)
+            record = self.accounts.get(account_id)
+            zone = Account.from_json(record).timezone if record else "UTC"
+            state = (
+                EngagementState.from_json(stored) if stored else EngagementState(account_id, zone)
+            )
+            folded = fold_events(state, events, policy)
+            newest = datetime.fromtimestamp(state.newest_at or 0.0, UTC).isoformat()
+            for i in folded.late:
+                detail = (
+                    f"occurred_at {events[i].occurred_at.isoformat()} is more than "
+                    f"{policy.lateness_s:.0f} s before the account's newest event ({newest})"
+                )
+                source = outcome.sources[account_id][i]
+                dead.append(DeadLetter("late", detail, source.value or b"", source.position, NOW))
+            if folded.counted:
+                self.table[account_id] = state.to_json()
+                touched.append(account_id)
+        self.dead.extend(dead)
+        return touched
+
+
+HOT_ACCOUNTS = ("acme", "globex", "café")
+
+
+@st.composite
+def hot_messages(draw: st.DrawFn, offset: int) -> RawMessage:
+    """A message the hot path takes, one only the careful path takes, or a reject."""
+    account = draw(st.sampled_from(HOT_ACCOUNTS))
+    kind = draw(st.sampled_from(sorted(PROPERTIES)))
+    at = NOW - timedelta(seconds=draw(st.integers(-400, 5 * 86_400)))
+    event: dict[str, Any] = {
+        "schema": 1,
+        "event_id": f"{account}-{draw(st.integers(0, 30))}",
+        "type": kind,
+        "account_id": account,
+        "user_id": draw(st.sampled_from(["u-1", "u-2", "ü-3"])),
+        "role": draw(st.sampled_from(["user", "champion"])),
+        "occurred_at": at.isoformat().replace("+00:00", "Z"),
+        "properties": dict(PROPERTIES[kind]),
+    }
+    change = draw(
+        st.sampled_from(["none", "none", "none", "field", "offset", "fraction", "bad", "key"])
+    )
+    if change == "field":  # valid, but only for the careful path
+        event["source"] = "web"
+    elif change == "offset":
+        event["occurred_at"] = (at + timedelta(hours=5, minutes=30)).isoformat()
+    elif change == "fraction":
+        event["occurred_at"] = (at + timedelta(microseconds=250_000)).isoformat()
+    elif change == "bad":
+        event[draw(st.sampled_from(["schema", "user_id", "properties"]))] = "?"
+    key = account.encode() if change != "key" else draw(st.sampled_from([None, b"acme"]))
+    value = json.dumps(event).encode() if draw(st.integers(0, 20)) else b"{not json"
+    return RawMessage(value, SourcePosition(TOPIC, 0, offset, key, 1_795_000_000_000))
+
+
+@st.composite
+def hot_batches(draw: st.DrawFn) -> list[list[RawMessage]]:
+    sizes = draw(st.lists(st.integers(0, 25), min_size=1, max_size=4))
+    offsets = iter(range(sum(sizes)))
+    return [[draw(hot_messages(next(offsets))) for _ in range(size)] for size in sizes]
+
+
+def decoded(table: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    return {account: EngagementState.from_json(value).to_dict() for account, value in table.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(hot_batches(), st.sampled_from([None, "globex", "acme"]))
+async def test_the_pipeline_equals_the_careful_reference(
+    batches: list[list[RawMessage]], rewritten: str | None
+) -> None:
+    policy = StatePolicy(lateness_s=2 * 86_400.0, recent_nps=3)
+    accounts = {"acme": Account("acme", "Acme", 10, timezone="Asia/Kolkata").to_json()}
+    table: dict[str, bytes] = {}
+    expected: dict[str, bytes] = {}
+    reference = Reference(expected, accounts)
+    sink = DeadLetterSink()
+    pipeline = IngestPipeline(table, sink, ManualClock(NOW), policy=policy, accounts=accounts)
+    for n, batch in enumerate(batches):
+        assert await pipeline.process(batch) == reference.process(batch, policy)
+        assert decoded(table) == decoded(expected)
+        assert sink.sent == reference.dead
+        if rewritten in table and n == 0:
+            # Someone else writes the table (a recovery, a rebalance): the pipeline's
+            # decoded state must not hide it.
+            state = EngagementState.from_json(table[rewritten])
+            state.event_counts["login"] = state.event_counts.get("login", 0) + 1000
+            table[rewritten] = expected[rewritten] = state.to_json()
+    totals = pipeline.totals
+    triaged = [triage_batch(batch, NOW) for batch in batches]
+    assert totals.valid_by_type == sum((t.counts_by_type() for t in triaged), Counter())
+    assert totals.dead_by_reason == Counter(d.reason for d in reference.dead)
+
+
+async def test_the_pipeline_takes_the_bulk_readers_records(
+    pipeline: IngestPipeline, sink: DeadLetterSink, table: CountingTable
+) -> None:
+    records = [
+        FakeConsumerRecord(TOPIC, 2, 7, b"acme", event_json("a1"), 1_795_000_000_000),
+        FakeConsumerRecord(TOPIC, 2, 8, b"acme", b"[]", 1_795_000_000_001),
+    ]
+    assert await pipeline.process(records) == ["acme"]
+    assert stored(table, "acme").event_counts == {"login": 1}
+    [letter] = sink.sent
+    assert letter.source == SourcePosition(TOPIC, 2, 8, b"acme", 1_795_000_000_001)
+    assert letter.original == b"[]"
+
+
+@dataclass
+class FakeConsumerRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None
+
+
+async def test_the_pipeline_reuses_decoded_state_only_while_the_table_holds_it(
+    table: CountingTable, sink: DeadLetterSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = IngestPipeline(table, sink, ManualClock(NOW))
+    decodes = Counter[str]()
+    original = EngagementState.from_json
+
+    def counting(data: bytes) -> EngagementState:
+        decodes["n"] += 1
+        return original(data)
+
+    monkeypatch.setattr(EngagementState, "from_json", staticmethod(counting))
+    await pipeline.process([message(event_json("a1"), offset=0)])
+    await pipeline.process([message(event_json("a2"), offset=1)])
+    assert decodes["n"] == 0  # written by this pipeline: the decoded state is reused
+
+    table["acme"] = EngagementState("acme", event_counts={"login": 41}).to_json()
+    await pipeline.process([message(event_json("a3"), offset=2)])
+    assert decodes["n"] == 1
+    assert original(table["acme"]).event_counts == {"login": 42}

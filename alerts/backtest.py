@@ -1,39 +1,32 @@
-"""Backtesting one account in event time: fold its history, sweep the rules on a clock.
+"""Backtesting one account in event time: its history through its timeline.
 
-Pure and per account: the account's events are folded in order, and at every tick of
-``step`` (aligned to the epoch, so runs agree) the rules are swept with "now" = the
-tick, over exactly the events that occurred before it. The rule judge
-(``bench/judge_rules.py``) uses it to measure the default rules; replay will build on
-it.
+Pure and per account: the events are folded in the order given (the order they would
+have arrived in), and the rules are evaluated at every tick of the grid, over exactly
+the events that arrived before the first one at or past the tick, then on to ``end``
+as if the clock had run (alerts/timeline.py). The live worker runs the same
+:class:`~alerts.evaluation.AccountRun`, so replay and live agree. The rule judge
+(``bench/judge_rules.py``) and ``engagewatch replay`` use it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from alerts.evaluate import Context
-from alerts.lifecycle import Change
+from alerts.evaluation import AccountRun, Notice, RuleSet
 from alerts.rules import Rule
-from alerts.sweep import AccountAlerts, inhibitor, sweep_account
+from alerts.sweep import AccountAlerts
 from stream.accounts import Account
 from stream.engagement import EngagementState, StatePolicy, fold_events
 from stream.events import UsageEvent
 
-__all__ = ["Notice", "backtest_account", "ticks"]
+__all__ = ["DEFAULT_STEP", "Notice", "backtest_account", "ticks"]
 
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """One change the engine would have published, and whether it was inhibited."""
-
-    change: Change
-    inhibited_by: str | None
+DEFAULT_STEP = timedelta(hours=6)
 
 
 def ticks(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
-    """Sweep times in ``(start, end]``, on multiples of ``step`` since the epoch."""
+    """Grid instants in ``(start, end]``, on multiples of ``step`` since the epoch."""
     step_s = step.total_seconds()
     first = (int(start.timestamp() // step_s) + 1) * step_s
     times = []
@@ -51,23 +44,22 @@ def backtest_account(
     start: datetime,
     end: datetime,
     *,
-    step: timedelta = timedelta(hours=6),
+    step: timedelta = DEFAULT_STEP,
     policy: StatePolicy | None = None,
 ) -> list[Notice]:
-    """Every alert change the rules would have made for ``account`` from start to end."""
+    """Every alert change the rules would have made for ``account`` up to ``end``.
+
+    ``events`` in arrival order; those before ``start`` only build up state (and
+    cannot fire: a backtest judges from ``start`` on).
+    """
     state = EngagementState(account.account_id, timezone=account.timezone)
-    alerts = AccountAlerts()
-    ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
-    notices: list[Notice] = []
-    cursor = 0
-    for tick in ticks(start, end, step):
-        upto = cursor
-        while upto < len(ordered) and ordered[upto].occurred_at < tick:
-            upto += 1
-        if upto > cursor:
-            fold_events(state, ordered[cursor:upto], policy)
-            cursor = upto
-        if state.newest_at is not None:
-            for change in sweep_account(rules, Context(state, account, tick), alerts):
-                notices.append(Notice(change, inhibitor(change, alerts)))
-    return notices
+    run = AccountRun(RuleSet(tuple(rules), step.total_seconds()), state, account, AccountAlerts())
+    times = [event.occurred_at.timestamp() for event in events]
+    types = [event.type.value for event in events]
+    run.on_events(times, types, lambda i, j: _fold(state, events[i:j], policy))
+    run.on_clock(end.timestamp())
+    return [notice for notice in run.notices if notice.change.at >= start]
+
+
+def _fold(state: EngagementState, events: Sequence[UsageEvent], policy: StatePolicy | None) -> None:
+    fold_events(state, events, policy)

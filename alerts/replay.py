@@ -1,10 +1,12 @@
 """Replay a history file through the rules, without Kafka: a backtest.
 
 ``engagewatch replay EVENTS.jsonl --accounts ACCOUNTS.jsonl --out ALERTS.jsonl``
-decodes every event with the same contract as the worker, backtests each account in
-event time (``alerts/backtest.py``: a sweep on a fixed grid over exactly the events
-before it) and writes every alert event the rules would have published, in time
-order, with ``generated_at`` set to the sweep time so the output is deterministic.
+decodes every event with the same contract as the worker, runs each account's events
+in file order (the order a producer would publish them in, which its partition keeps)
+along the same evaluation grid as a live worker (``alerts/backtest.py``), up to the
+history's last event, and writes every alert event the rules would have published, in
+time order, with ``generated_at`` set to the evaluation instant so the output is
+deterministic. A live worker fed the same file publishes the same alert events.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from alerts.backtest import Notice, backtest_account
+from alerts.backtest import DEFAULT_STEP, Notice, backtest_account
 from alerts.events import alert_event
 from alerts.rules import Rule
 from stream import codec
@@ -55,11 +57,15 @@ def replay(
     accounts_path: Path | None,
     out: TextIO,
     *,
-    step: timedelta = timedelta(hours=6),
+    step: timedelta = DEFAULT_STEP,
     policy: StatePolicy | None = None,
     progress: TextIO | None = sys.stderr,
+    until: datetime | None = None,
 ) -> ReplayReport:
-    """Backtest every account of ``events_path``; write alert events to ``out``."""
+    """Backtest every account of ``events_path``; write alert events to ``out``.
+
+    Idle accounts are judged up to the history's last event, or up to ``until`` (the
+    clock a live worker would have reached)."""
     report = ReplayReport()
     started = time.perf_counter()
     accounts = _load_accounts(accounts_path) if accounts_path else {}
@@ -69,7 +75,7 @@ def replay(
         report.seconds = time.perf_counter() - started
         return report
     times = [e.occurred_at for events in by_account.values() for e in events]
-    start, end = min(times), max(times)
+    start, end = min(times), until or max(times)
     written: list[tuple[datetime, str, dict[str, Any]]] = []
     for index, (account_id, events) in enumerate(sorted(by_account.items()), 1):
         account = accounts.get(account_id) or Account(account_id, account_id, 0)

@@ -11,7 +11,7 @@ before the rules run: :func:`resolve_by_hand`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -36,16 +36,33 @@ __all__ = ["AccountAlerts", "inhibitor", "resolve_by_hand", "sweep_account"]
 class AccountAlerts:
     """The alert states of one account, loaded from and saved to plain data."""
 
-    def __init__(self, states: Mapping[str, AlertState] | None = None) -> None:
+    def __init__(
+        self,
+        states: Mapping[str, AlertState] | None = None,
+        evaluated_through: float | None = None,
+        health: Mapping[str, Any] | None = None,
+    ) -> None:
         self.states: dict[str, AlertState] = dict(states or {})
+        self.evaluated_through = evaluated_through
+        """The last instant the rules were evaluated at (alerts/timeline.py)."""
+        self.health = dict(health) if health else None
+        """The last health score's evidence (tier, value): for triage and metrics."""
         self.changed = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> AccountAlerts:
-        return cls({fp: state_from_dict(s) for fp, s in (data or {}).items()})
+        data = data or {}
+        if "states" not in data:  # version 1: the states alone, keyed by fingerprint
+            return cls({fp: state_from_dict(s) for fp, s in data.items()})
+        states = {fp: state_from_dict(s) for fp, s in data["states"].items()}
+        return cls(states, data.get("evaluated_through"), data.get("health"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {fp: state_to_dict(state) for fp, state in sorted(self.states.items())}
+        return {
+            "states": {fp: state_to_dict(state) for fp, state in sorted(self.states.items())},
+            "evaluated_through": self.evaluated_through,
+            "health": self.health,
+        }
 
     def open(self) -> list[AlertState]:
         return [state for state in self.states.values() if state.is_open]
@@ -56,17 +73,18 @@ def sweep_account(
     context: Context,
     alerts: AccountAlerts,
     findings: list[Finding] | None = None,
+    judge: Callable[[Rule, Context], list[Finding]] = evaluate,
 ) -> list[Change]:
     """Evaluate ``rules`` for the account in ``context``; update ``alerts`` in place.
 
-    ``findings``, when given, collects every finding (triage reads the health tier from
-    them instead of evaluating the rules a second time).
+    ``findings``, when given, collects every finding (the health tier is read from
+    them). ``judge`` evaluates one rule (a caching one may stand in for ``evaluate``).
     """
     changes: list[Change] = []
     context = replace(context, open_rules=frozenset(state.rule for state in alerts.open()))
     for rule in rules:
         policy = LifecyclePolicy(for_s=rule.for_, repeat_interval_s=rule.repeat_interval)
-        for finding in evaluate(rule, context):
+        for finding in judge(rule, context):
             if findings is not None:
                 findings.append(finding)
             previous = alerts.states.get(finding.fingerprint)

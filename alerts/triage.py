@@ -21,7 +21,7 @@ from itertools import pairwise
 from typing import Any
 
 from alerts.evaluate import HISTORY_DAYS, working_weekdays
-from alerts.lifecycle import AlertState, Finding
+from alerts.lifecycle import AlertState
 from alerts.rules import parse_duration_s
 from stream import metrics
 from stream.accounts import Account
@@ -156,14 +156,14 @@ def account_entry(
     state: EngagementState,
     account: Account | None,
     open_states: Sequence[AlertState],
-    findings: Sequence[Finding],
+    health: Mapping[str, Any] | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """One account's triage summary, JSON-ready, with its priority."""
+    """One account's triage summary, JSON-ready, with its priority; ``health`` is the
+    evidence of the account's last health score (tier and value), if it has one."""
     today = state.local_day(now)
     quiet = quiet_for(state, now)
-    health = next((f for f in findings if f.evidence.get("metric") == "health_score"), None)
-    tier = str(health.evidence["tier"]) if health is not None else None
+    tier = str(health["tier"]) if health and health.get("tier") is not None else None
     renewal = account.renewal_date if account else None
     days_to_renewal = (renewal - today).days if renewal else None
     alerts = [alert_entry(s, account) for s in sorted(open_states, key=lambda s: s.fingerprint)]
@@ -186,7 +186,7 @@ def account_entry(
         "status": status,
         "licenses": metrics.licenses_on(state, account, today),
         "tier": tier,
-        "health_score": health.evidence.get("value") if health is not None else None,
+        "health_score": health.get("value") if health else None,
         "last_active_day": quiet.last_active_day.isoformat() if quiet.last_active_day else None,
         "days_silent": quiet.days_silent,
         "usual_gap_days": quiet.usual_gap_days,

@@ -1,4 +1,4 @@
-"""Cost of one rule sweep per account (the worker sweeps its accounts every minute).
+"""Cost of evaluating the rules for one account (done once per tick of the grid).
 
 .venv/bin/python bench/sweep_cost.py [--accounts 36]
 """
@@ -50,7 +50,7 @@ def main() -> None:
     per_account_ms = (time.perf_counter() - started) * 1000 / len(contexts)
     print(
         f"{len(contexts)} accounts x {len(rules)} rules (42 days of state each): "
-        f"{per_account_ms:.2f} ms per account per sweep"
+        f"{per_account_ms:.2f} ms per account per evaluation"
     )
 
 

@@ -70,8 +70,16 @@ class Settings(BaseModel):
 
     rules_file: str | None = None
     """The rules YAML; ``None`` means the defaults shipped in config/rules.yaml."""
+    evaluation_step_s: Annotated[float, Field(ge=60, le=86_400)] = 21_600.0
+    """The grid, in event time, on which every account's rules are evaluated (ticks on
+    multiples of it since the epoch). Live and replay use the same grid, so they agree.
+    Daily rules judge completed local days, so 6 h tells of a day at most 6 h after it
+    ends; NPS answers are judged as they arrive, whatever the grid."""
+    evaluation_delay_s: Annotated[float, Field(ge=0)] = 120.0
+    """How long after a tick an idle account is judged at it by the clock, so events
+    from just before the tick that are still on their way are counted."""
     sweep_interval_s: PositiveSeconds = 60.0
-    """How often each worker evaluates the rules over the accounts it owns."""
+    """How often each worker checks its idle accounts for ticks the clock has passed."""
     catch_up_lag_s: PositiveSeconds = 3_600.0
     """Evaluation waits while the newest event is older than this (a backlog, or a
     stalled input): otherwise every account would look silent."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from alerts.evaluation import RuleSet
 from alerts.rules import load_rules
 from config.settings import Settings
 from stream.accounts import Account
@@ -25,14 +25,15 @@ from stream.bulk import ReaderProgress, bulk_reader_service
 from stream.clock import Clock, SystemClock
 from stream.deadletter import DeadLetter
 from stream.engagement import EngagementState, StatePolicy
+from stream.evaluator import LiveEvaluator
 from stream.events import EventLimits
-from stream.ingest import RawMessage
+from stream.ingest import Batch
 from stream.notify import register_notifier
 from stream.pipeline import AccountsPipeline, IngestPipeline, raw_message
 from stream.portfolio import register_portfolio_view
 from stream.snapshot import account_snapshot
 from stream.sweeper import Sweeper, SweepReport
-from stream.tables import AccountKeyed, ensure_metadata, owned_items
+from stream.tables import AccountKeyed, ensure_metadata, key_partition, owned_items
 from stream.telemetry import EngineMetrics
 from stream.topics import TopicNames
 from stream.triage_api import register_triage
@@ -127,6 +128,19 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             ),
         )
 
+    async def publish_alert(key: bytes, value: bytes) -> None:
+        await telemetry.counting_kafka_errors("send_alert", alerts_topic.send(key=key, value=value))
+
+    rules = load_rules(Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES).rules
+    # Rules run at the ticks of event time an account's events cross, as they are folded
+    # (the same as replay); the sweep below judges the ticks of idle accounts.
+    evaluator = LiveEvaluator(
+        RuleSet(tuple(rules), settings.evaluation_step_s),
+        accounts,
+        AccountKeyed(alerts_table),
+        publish_alert,
+        on_changes=telemetry.count_alert_changes,
+    )
     pipeline = IngestPipeline(
         engagement,
         send_dead_letter,
@@ -134,11 +148,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         limits=EventLimits(settings.max_event_bytes, timedelta(seconds=settings.future_skew_s)),
         policy=state_policy(settings),
         accounts=accounts,
+        evaluator=evaluator,
     )
     accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)
 
-    async def ingest_batch(messages: Sequence[RawMessage]) -> None:
-        await ensure_metadata(app, engagement_table)
+    async def ingest_batch(messages: Batch) -> None:
+        await ensure_metadata(app, engagement_table, alerts_table)
         started = time.perf_counter()
         await pipeline.process(messages)
         telemetry.observe_batch(pipeline.totals, len(messages), time.perf_counter() - started)
@@ -204,24 +219,20 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             # As a header: aiohttp refuses a charset inside its content_type argument.
             return self.bytes(telemetry.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def publish_alert(key: bytes, value: bytes) -> None:
-        await telemetry.counting_kafka_errors("send_alert", alerts_topic.send(key=key, value=value))
-
     # The triage index: written by the sweep, read by the triage API on every worker.
     triage = register_triage(app, settings, now, on_redis_error=telemetry.count_redis_error)
     sweeper = Sweeper(
-        load_rules(Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES).rules,
+        rules,
         lambda: owned_items(app, engagement_table),
         accounts,
         AccountKeyed(alerts_table),
         publish=publish_alert,
         catch_up_lag_s=settings.catch_up_lag_s,
-        # A few batches behind is "caught up"; more means accounts are still arriving.
-        reading_backlog=lambda: (
-            progress.backlog is None or progress.backlog > settings.batch_max_events
-        ),
+        behind=lambda account_id: progress.behind(key_partition(account_id.encode(), n)),
         triage=triage,
         on_redis_error=telemetry.count_redis_error,
+        step_s=settings.evaluation_step_s,
+        delay_s=settings.evaluation_delay_s,
     )
 
     if settings.notifier_enabled:
@@ -265,3 +276,5 @@ def _report_sweep(telemetry: EngineMetrics, report: SweepReport, backlog: int | 
     telemetry.set_silent_accounts(report.silent_accounts)
     if report.changes:
         log.info("sweep: %d accounts, %d alert changes", report.accounts, report.changes)
+    if report.behind:
+        log.info("sweep: %d accounts wait for their events to be read", report.behind)

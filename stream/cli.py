@@ -78,7 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--accounts", type=Path, help="account records, JSONL")
     replay.add_argument("--out", type=Path, required=True, help="where to write alert events")
     replay.add_argument("--rules", type=Path, help="rules YAML (default: the configured rules)")
-    replay.add_argument("--step-hours", type=float, default=6.0, help="sweep every N hours")
+    replay.add_argument(
+        "--until",
+        type=_moment,
+        default=None,
+        help="judge idle accounts up to this RFC 3339 time (default: the last event)",
+    )
+    replay.add_argument(
+        "--step-hours",
+        type=float,
+        default=None,
+        help="evaluation grid in hours (default: the evaluation_step_s setting, as live)",
+    )
     from stream import triage_cli
 
     triage_cli.add_parser(sub)
@@ -235,7 +246,10 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
             args.events,
             args.accounts,
             out,
-            step=timedelta(hours=args.step_hours),
+            until=args.until,
+            step=timedelta(hours=args.step_hours)
+            if args.step_hours
+            else timedelta(seconds=settings.evaluation_step_s),
             policy=state_policy(settings),
         )
     print(report.summary())
@@ -256,6 +270,15 @@ _COMMANDS = {
     "replay": _replay,
     "triage": _triage,
 }
+
+
+def _moment(text: str) -> datetime:
+    """An RFC 3339 time with an offset, for --until."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. Z")
+    return moment
+
 
 if __name__ == "__main__":
     sys.exit(main())

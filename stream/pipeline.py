@@ -2,6 +2,11 @@
 
 Kept apart from Faust so the agent, the benchmark, replay and tests all drive the same
 code; tables are any ``MutableMapping`` (a Faust table in the worker, a dict in tests).
+
+Each account's decoded state is kept between batches next to the bytes it was written
+as, and used again only while the table still holds exactly those bytes: decoding an
+account's state for every batch cost more than folding its events, and the check keeps
+the cache right whoever else writes the table (recovery, a rebalance, a test).
 """
 
 from __future__ import annotations
@@ -12,16 +17,21 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from stream.accounts import Account, decode_account
 from stream.clock import Clock
 from stream.deadletter import DeadLetter, SourcePosition
-from stream.engagement import EngagementState, StatePolicy, fold_events
-from stream.events import EventLimits, Rejection, UsageEvent
-from stream.ingest import RawMessage, triage_batch
+from stream.engagement import EngagementState, FoldOutcome, StatePolicy, fold_records
+from stream.events import EventLimits, Record, Rejection
+from stream.ingest import Batch, ConsumerRecord, RawMessage, triage_records
 
-__all__ = ["AccountsPipeline", "IngestPipeline", "IngestTotals", "raw_message"]
+__all__ = [
+    "AccountsPipeline",
+    "IngestPipeline",
+    "IngestTotals",
+    "raw_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,21 @@ def raw_message(message: KafkaMessage) -> RawMessage:
     return RawMessage(value, position)
 
 
+class Evaluator(Protocol):
+    """Judges the rules at the ticks an account's events cross (stream/evaluator.py)."""
+
+    def fold(
+        self,
+        account_id: str,
+        state: EngagementState,
+        times: Sequence[float],
+        codes: Sequence[int],
+        fold: Callable[[int, int], None],
+    ) -> None: ...
+
+    async def flush(self) -> int: ...
+
+
 class IngestPipeline:
     """Folds batches into the engagement table; sends the rejects to the dead letters."""
 
@@ -80,6 +105,8 @@ class IngestPipeline:
         limits: EventLimits | None = None,
         policy: StatePolicy | None = None,
         accounts: Mapping[str, Any] | None = None,
+        cached_states: int = 10_000,
+        evaluator: Evaluator | None = None,
     ) -> None:
         self._table = table
         self._send_dead_letter = send_dead_letter
@@ -87,45 +114,88 @@ class IngestPipeline:
         self._limits = limits or EventLimits()
         self._policy = policy or StatePolicy()
         self._accounts = accounts if accounts is not None else {}
+        self._states: dict[str, tuple[bytes, EngagementState]] = {}
+        """account_id -> (the bytes in the table, that state decoded), least recent first."""
+        self._cached_states = cached_states
+        self._evaluator = evaluator
         self.totals = IngestTotals()
 
-    async def process(self, messages: Sequence[RawMessage]) -> list[str]:
+    async def process(self, messages: Batch) -> list[str]:
         """Fold one batch; returns the ids of the accounts whose state changed."""
         started = time.perf_counter()
         now = self._clock.now()
-        outcome = triage_batch(messages, now, self._limits)
-        dead = list(outcome.dead)
+        values, keys, position = _columns(messages)
+        outcome = triage_records(values, keys, position, now, self._limits)
+        dead = outcome.dead
+        rejected = len(dead)
         counted = 0
         touched: list[str] = []
-        for account_id, events in outcome.accepted.items():
-            state = self._load(account_id)
-            folded = fold_events(state, events, self._policy)
+        for account_id, group in outcome.accepted.items():
+            state, stored = self._load(account_id)
+            folded = self._fold(account_id, state, group.records)
             counted += folded.counted
             newest = self.totals.newest_event_at
             if state.newest_at is not None and (newest is None or state.newest_at > newest):
                 self.totals.newest_event_at = state.newest_at
-            sources = outcome.sources[account_id]
-            dead.extend(
-                _late_letter(events[i], sources[i], state, self._policy, now) for i in folded.late
-            )
+            for i in folded.late:
+                index = group.indexes[i]
+                at = group.records[i][2]
+                source = position(index)
+                dead.append(_late_letter(at, values[index], source, state, self._policy, now=now))
             if folded.counted:
                 # One assignment per account per batch: each one is a changelog record.
-                self._table[account_id] = state.to_json()
+                stored = state.to_json()
+                self._table[account_id] = stored
                 touched.append(account_id)
+            self._remember(account_id, stored, state)
         for letter in dead:
             await self._send_dead_letter(letter)
-        self._count(outcome.counts_by_type(), counted, len(dead) - len(outcome.dead), dead)
+        if self._evaluator is not None:
+            await self._evaluator.flush()
+        self._count(outcome.counts_by_type(), counted, len(dead) - rejected, dead)
         self.totals.messages += len(messages)
         self.totals.busy_s += time.perf_counter() - started
         return touched
 
-    def _load(self, account_id: str) -> EngagementState:
+    def _fold(self, account_id: str, state: EngagementState, records: list[Record]) -> FoldOutcome:
+        """Fold the account's records; with an evaluator, judge the ticks they cross on
+        the way (stream/evaluator.py)."""
+        if self._evaluator is None:
+            return fold_records(state, records, self._policy)
+        total = FoldOutcome()
+
+        def fold(start: int, end: int) -> None:
+            part = fold_records(state, records[start:end], self._policy)
+            total.counted += part.counted
+            total.duplicates += part.duplicates
+            total.late.extend(start + i for i in part.late)
+
+        times = [record[2] for record in records]
+        codes = [record[1] for record in records]
+        self._evaluator.fold(account_id, state, times, codes, fold)
+        return total
+
+    def _load(self, account_id: str) -> tuple[EngagementState, bytes | None]:
+        """The account's state and the bytes it came from (``None`` for a new one)."""
         stored = self._table.get(account_id)
+        cached = self._states.pop(account_id, None)  # back only once written or unchanged
         if stored:
-            return EngagementState.from_json(stored)
+            if cached is not None and (cached[0] is stored or cached[0] == stored):
+                return cached[1], stored
+            return EngagementState.from_json(stored), stored
         account = self._accounts.get(account_id)
         zone = Account.from_json(account).timezone if account else "UTC"
-        return EngagementState(account_id, timezone=zone)
+        return EngagementState(account_id, timezone=zone), None
+
+    def _remember(self, account_id: str, stored: bytes | None, state: EngagementState) -> None:
+        # A new state never written is not kept: the next batch must see the account's
+        # time zone as it is then, as before the cache.
+        if not stored or self._cached_states <= 0:
+            return
+        states = self._states
+        if len(states) >= self._cached_states:
+            del states[next(iter(states))]
+        states[account_id] = (stored, state)
 
     def _count(self, valid: Counter[str], counted: int, late: int, dead: list[DeadLetter]) -> None:
         totals = self.totals
@@ -135,19 +205,38 @@ class IngestPipeline:
         totals.dead_by_reason.update(letter.reason for letter in dead)
 
 
+def _columns(
+    messages: Batch,
+) -> tuple[list[bytes | None], list[bytes | None], Callable[[int], SourcePosition]]:
+    """Values and keys as lists, and where message ``i`` came from (built only if asked)."""
+    if messages and isinstance(messages[0], RawMessage):
+        raw = cast(Sequence[RawMessage], messages)
+        return [m.value for m in raw], [m.position.key for m in raw], lambda i: raw[i].position
+    records = cast(Sequence[ConsumerRecord], messages)
+
+    def position(i: int) -> SourcePosition:
+        r = records[i]
+        return SourcePosition(r.topic, r.partition, r.offset, r.key, r.timestamp)
+
+    return [r.value for r in records], [r.key for r in records], position
+
+
 def _late_letter(
-    event: UsageEvent,
-    source: RawMessage,
+    at: float,
+    value: bytes | None,
+    source: SourcePosition,
     state: EngagementState,
     policy: StatePolicy,
+    *,
     now: datetime,
 ) -> DeadLetter:
+    occurred = datetime.fromtimestamp(at, UTC).isoformat()
     newest = datetime.fromtimestamp(state.newest_at or 0.0, UTC).isoformat()
     detail = (
-        f"occurred_at {event.occurred_at.isoformat()} is more than "
+        f"occurred_at {occurred} is more than "
         f"{policy.lateness_s:.0f} s before the account's newest event ({newest})"
     )
-    return DeadLetter("late", detail, source.value or b"", source.position, now)
+    return DeadLetter("late", detail, value or b"", source, now)
 
 
 class AccountsPipeline:

@@ -1,20 +1,23 @@
-"""The periodic rule sweep of one worker: its own accounts, its own alerts.
+"""The periodic sweep of one worker: the ticks the clock passed for idle accounts.
 
-Every worker runs it (a Faust timer) over the accounts on its *active* partitions, so
-each account is evaluated by exactly one worker. Alert states live in the `alerts`
-table, keyed by account like everything else, so a restart or a take-over neither
-re-fires nor forgets an alert. Changes are published to the alerts topic, keyed by
-fingerprint (CONTRACTS.md).
+Rules run on a grid in event time (alerts/timeline.py). The ticks an account's events
+cross are judged as the events are folded (stream/evaluator.py); the sweep, a Faust
+timer on every worker, judges the ticks no event crossed, over the accounts on its
+*active* partitions, each account by exactly one worker, up to the clock less
+``evaluation_delay_s``. Alert states and the cursor live in the `alerts` table, keyed
+by account like everything else, so a restart or a take-over neither re-fires nor
+forgets an alert. Changes are published to the alerts topic, keyed by fingerprint
+(CONTRACTS.md).
 
 With a triage store, the sweep also applies the resolve requests people made for its
-accounts (before evaluating, so a resolved alert is not re-fired at once) and writes its
-accounts' triage index in one Redis round trip after publishing. Redis trouble is
-logged and counted, never raised: alerting does not depend on Redis.
+accounts and writes its accounts' triage index in one Redis round trip after
+publishing. Redis trouble is logged and counted, never raised: alerting does not
+depend on Redis.
 
-While the input is behind, nothing is evaluated: while the reader still has a backlog
-on this worker's partitions (accounts whose events are in it would look silent), or
-while the newest event the worker holds is older than ``catch_up_lag_s`` (producers
-stopped: "our pipeline went quiet" must not page anyone as "the account went quiet").
+An account whose partition still has events not folded is left for the next sweep
+(judged now, it would look quieter than it is). While the newest event the worker
+holds is older than ``catch_up_lag_s`` (producers stopped: "our pipeline went quiet"
+must not page anyone as "the account went quiet"), nothing is judged by the clock.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from alerts.evaluate import Context
+from alerts.evaluation import AccountRun, Notice, RuleSet
 from alerts.events import alert_event
-from alerts.lifecycle import AlertState, Change, Finding
+from alerts.lifecycle import AlertState, Change
 from alerts.rules import Rule
-from alerts.sweep import AccountAlerts, inhibitor, resolve_by_hand, sweep_account
+from alerts.sweep import AccountAlerts, resolve_by_hand
 from alerts.triage import ResolveRequest
 from stream import codec
 from stream.accounts import Account
@@ -58,6 +61,8 @@ class SweepReport:
     def __init__(self) -> None:
         self.accounts = 0
         self.held = False
+        self.behind = 0
+        """Accounts left for the next sweep: their partition had events not folded yet."""
         self.changed: list[Change] = []
         self.open: list[AlertState] = []
         self.seconds = 0.0
@@ -83,12 +88,14 @@ class Sweeper:
         *,
         publish: Publish,
         catch_up_lag_s: float,
-        reading_backlog: Callable[[], bool] = lambda: False,
+        behind: Callable[[str], bool] = lambda account_id: False,
         triage: TriageStore | None = None,
         on_redis_error: Callable[[str], None] = lambda operation: None,
+        step_s: float = 21_600.0,
+        delay_s: float = 0.0,
     ) -> None:
-        self._rules = rules
-        self._health_rules = frozenset(rule.name for rule in rules if rule.kind == "health")
+        self._ruleset = RuleSet(tuple(rules), step_s)
+        self._delay_s = delay_s
         self._silence_rules = frozenset(
             rule.name for rule in rules if rule.kind == "silence" and rule.scope == "account"
         )
@@ -97,7 +104,7 @@ class Sweeper:
         self._alerts = alerts
         self._publish = publish
         self._catch_up_lag_s = catch_up_lag_s
-        self._reading_backlog = reading_backlog
+        self._behind = behind
         self._triage = triage
         self._on_redis_error = on_redis_error
         self._redis_failing = False
@@ -108,7 +115,7 @@ class Sweeper:
         states = [EngagementState.from_json(value) for _, value in self._owned_states()]
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
         stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
-        if stalled or self._reading_backlog():
+        if stalled:
             report.held = bool(states)
             if self._triage is not None and states:
                 ids = [s.account_id for s in states]
@@ -116,14 +123,23 @@ class Sweeper:
             return report
         resolves = await self._resolve_requests(now)
         batch = IndexBatch() if self._triage is not None else None
+        waiting: list[str] = []
         for index, state in enumerate(states, 1):
+            if self._behind(state.account_id):
+                # Its events are still being read: judged by the clock now, it would
+                # look quieter than it is (and than replay would judge it).
+                waiting.append(state.account_id)
+                continue
             report.accounts += 1
             await self._sweep_one(state, now, report, resolves.get(state.account_id, []), batch)
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let ingest and the web server run between accounts
         report.seconds = time.perf_counter() - started
+        report.behind = len(waiting)
         if batch is not None:
             await self._redis("index_write", lambda t: t.write_index(batch))
+            if waiting:
+                await self._redis("index_refresh", lambda t: t.refresh_index(waiting))
         return report
 
     async def _resolve_requests(self, now: datetime) -> dict[str, list[ResolveRequest]]:
@@ -165,30 +181,33 @@ class Sweeper:
         account = Account.from_json(record) if record else None
         stored = self._alerts.get(state.account_id)
         book = AccountAlerts.from_dict(codec.loads(stored) if stored else None)
-        # People's resolves first: the rules then see a resolved alert and hold it.
-        changes = [
-            change
+        run = AccountRun(self._ruleset, state, account, book)
+        changes = list(run.on_clock(now.timestamp() - self._delay_s))
+        # People's resolves after the ticks (which are in the past): the resolved alert
+        # is then held until its condition clears.
+        changes += [
+            Notice(change, None)
             for r in resolves
             if (change := resolve_by_hand(book, r.fingerprint, now, r.author, r.reason))
         ]
-        findings: list[Finding] = []
-        changes += sweep_account(self._rules, Context(state, account, now), book, findings)
-        health = [f for f in findings if f.rule in self._health_rules]
-        tier = health[0].evidence.get("tier") if health else None
-        if tier is not None:
-            report.tiers[str(tier)] += 1
+        if book.health is not None:
+            report.tiers[str(book.health["tier"])] += 1
         if any(alert.rule in self._silence_rules for alert in book.open()):
             report.silent_accounts += 1
         if book.changed:
             self._alerts[state.account_id] = codec.dumps(book.to_dict())
-        for change in changes:
-            event = alert_event(change, account, now, inhibited_by=inhibitor(change, book))
+        for notice in changes:
+            change = notice.change
+            # Generated at the instant judged (a tick; now for a person's resolve).
+            event = alert_event(change, account, change.at, inhibited_by=notice.inhibited_by)
             await self._publish(change.alert.fingerprint.encode(), codec.dumps(event))
-        report.changed.extend(changes)
+        report.changed.extend(notice.change for notice in changes)
         report.open.extend(book.open())
         if batch is not None:
             try:
-                batch.add(state, account, book.states, findings, changes, now=now)
+                batch.add(
+                    state, account, book.states, book.health, [n.change for n in changes], now=now
+                )
             except Exception:  # the index serves people; a bug in it must not stop alerting
                 log.exception("triage index: no entry for %s", state.account_id)
             batch.done_resolves.extend(r.fingerprint for r in resolves)

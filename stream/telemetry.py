@@ -245,12 +245,16 @@ class EngineMetrics:
             self.sweeps_held.inc()
             return
         self.sweep_seconds.observe(seconds)
-        for change in changes:
-            status = "resolved" if change.kind is ChangeKind.RESOLVED else change.kind.value
-            self.alert_changes.labels(change.alert.rule, change.alert.severity, status).inc()
+        self.count_alert_changes(changes)
         self.open_alerts.clear()
         for alert in open_alerts:
             self.open_alerts.labels(alert.rule, alert.severity).inc()
+
+    def count_alert_changes(self, changes: Iterable[Change]) -> None:
+        """Alert changes published, whether judged by the sweep or as events arrived."""
+        for change in changes:
+            status = "resolved" if change.kind is ChangeKind.RESOLVED else change.kind.value
+            self.alert_changes.labels(change.alert.rule, change.alert.severity, status).inc()
 
     def set_health_tiers(self, counts: Mapping[str, int]) -> None:
         """Replace every tier: a tier missing from ``counts`` has no accounts now."""

@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from alerts import triage
-from alerts.lifecycle import AlertState, Change, ChangeKind, Finding
+from alerts.lifecycle import AlertState, Change, ChangeKind
 from alerts.triage import Ack, ResolveRequest, Silence, iso
 from stream import codec
 from stream.accounts import Account
@@ -75,13 +75,13 @@ class IndexBatch:
         state: EngagementState,
         account: Account | None,
         alert_states: Mapping[str, AlertState],
-        findings: Sequence[Finding],
+        health: Mapping[str, Any] | None,
         changes: Sequence[Change],
         *,
         now: datetime,
     ) -> None:
         open_states = [s for s in alert_states.values() if s.is_open]
-        entry = triage.account_entry(state, account, open_states, findings, now)
+        entry = triage.account_entry(state, account, open_states, health, now)
         self.entries.append(entry)
         self.open_alerts.extend(entry["open_alerts"])
         self.closed.extend(fp for fp, s in alert_states.items() if not s.is_open)

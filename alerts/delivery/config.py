@@ -150,6 +150,13 @@ class _ReceiverBase(_Strict):
     quiet_hours: QuietHours | None = None
     digest: Digest | None = None
     send_resolved: bool = True
+    max_age: PositiveSeconds = 86_400.0
+    """Alerts judged longer ago than this are old news: a worker catching up on history
+    or back from an outage publishes them in a burst. Their reminders (repeats) are not
+    sent, and their firing messages wait ``catch_up_wait`` first, so that an episode
+    that ended meanwhile (its resolved event follows in the burst) pages nobody, while
+    one still open is told."""
+    catch_up_wait: Seconds = 120.0
 
     @field_validator("name")
     @classmethod

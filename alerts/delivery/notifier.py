@@ -115,6 +115,16 @@ class Notifier:
             reason = f"inhibited by {event['inhibited_by']}"
             await self._suppress(receiver.name, message_id, reason)
             return
+        now = self.now()
+        due = now
+        age = _latency_s(event, now)
+        if firing and age is not None and age > receiver.max_age:
+            if event.get("repeat"):
+                reason = f"a reminder judged {age / 3600:.0f} h ago, older than max_age"
+                await self._suppress(receiver.name, message_id, reason)
+                return
+            # Old news: wait for its resolved event, which may follow in the same burst.
+            due = now + timedelta(seconds=receiver.catch_up_wait)
         if not firing:
             if not receiver.send_resolved:
                 await self._suppress(receiver.name, message_id, "send_resolved is off")
@@ -125,12 +135,10 @@ class Notifier:
                 reason = f"its firing message was not sent ({firing_state})"
                 await self._suppress(receiver.name, message_id, reason)
                 return
-        now = self.now()
-        due = now
         severity = str(event.get("severity"))
         group = ""
         if receiver.digest is not None and severity not in receiver.digest.deliver_severities:
-            due = digest_due(receiver.digest, now)
+            due = max(due, digest_due(receiver.digest, now))
             group = group_key(receiver.digest, event, receiver.name)
         if receiver.quiet_hours is not None:
             quiet_end = quiet_until(receiver.quiet_hours, severity, due)

@@ -82,8 +82,13 @@ def test_fleet_alerts_name_the_quiet_accounts_and_restarts_do_not_refire(
     fired = sum(v for (name, _), v in metrics.items() if name == "engagewatch_alert_changes_total")
     assert fired == len(alerts)
 
-    assert all(a["status"] == "firing" for a in alerts)
-    silent = {a["account_id"] for a in alerts if a["rule"] == "account-silent"}
+    # The worker judged the 28 days as they were read (the grid, docs/evaluation.md):
+    # the topic holds every episode, closed ones too. What is open now:
+    last: dict[str, dict[str, Any]] = {}
+    for alert in alerts:  # per fingerprint in topic order (one key, one partition)
+        last[alert["fingerprint"]] = alert
+    open_now = [a for a in last.values() if a["status"] == "firing"]
+    silent = {a["account_id"] for a in open_now if a["rule"] == "account-silent"}
     assert silent == {i for i, b in behaviour.items() if b == "going_quiet"}
     # The same accounts, counted for ops without naming them.
     assert metrics[("engagewatch_silent_accounts", ())] == len(silent)
@@ -92,21 +97,20 @@ def test_fleet_alerts_name_the_quiet_accounts_and_restarts_do_not_refire(
         for (name, labels), v in metrics.items()
         if name == "engagewatch_accounts"
     }
-    red = {
-        a["account_id"]
-        for a in alerts
-        if a["rule"] == "health-tier" and a["severity"] == "critical"
-    }
-    assert tiers["red"] == len(red)
     # Every account is scored but those still onboarding (the health rule skips them).
     assert sum(tiers.values()) == sum(1 for a in fleet if a.behaviour != "onboarding")
-    gone = {a["stakeholder"] for a in alerts if a["rule"] == "champion-silent"}
+    # An open health alert means a tier below green.
+    unhealthy = {a["account_id"] for a in open_now if a["rule"] == "health-tier"}
+    assert tiers["yellow"] + tiers["red"] >= len(unhealthy)
+    gone = {a["stakeholder"] for a in open_now if a["rule"] == "champion-silent"}
     leaving = {i for i, b in behaviour.items() if b == "champion_leaving"}
     assert {champions[user] for user in gone} >= leaving
     calm = {i for i, b in behaviour.items() if b in ("healthy", "weekday_only")}
     assert not [a for a in alerts if a["rule"] in SILENCE_RULES and a["account_id"] in calm]
-    # One event per alert: nothing fired twice.
-    assert len({a["fingerprint"] for a in alerts}) == len(alerts)
+    # Never a second firing while one is open: firing and resolved alternate.
+    for fingerprint in last:
+        kinds = [a["status"] for a in alerts if a["fingerprint"] == fingerprint and not a["repeat"]]
+        assert kinds == ["firing", "resolved"] * (len(kinds) // 2) + ["firing"] * (len(kinds) % 2)
     sample = next(a for a in alerts if a["rule"] == "account-silent")
     assert sample["evidence"]["value"] >= sample["evidence"]["threshold"] >= 3
     assert sample["account"]["name"] and sample["annotations"]["summary"]

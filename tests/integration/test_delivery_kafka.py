@@ -20,8 +20,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from kafka.producer import KafkaProducer
 
+from alerts.delivery.schedule import transition_id
 from config.settings import Settings
 from stream.simulate import FleetSpec, build_fleet, generate_events
 from stream.topics import TopicNames, ensure_topics
@@ -62,35 +64,7 @@ async def test_fleet_alerts_reach_slack_email_and_alertmanager(
         NotificationReceiver() as routed,
         Alertmanager(tmp_path, routed.url) as alertmanager,
     ):
-        receivers = tmp_path / "receivers.yaml"
-        receivers.write_text(
-            f"""
-receivers:
-  - name: csm-slack
-    type: slack_bot
-    token: {{env: EW_TEST_SLACK_TOKEN}}
-    api_base: {slack.api_base}
-    rate_per_s: 20
-  - name: csm-email
-    type: email
-    smtp:
-      host: 127.0.0.1
-      port: {smtp.port}
-      username: {USERNAME}
-      password: {{env: EW_TEST_SMTP_PASSWORD}}
-      ca_file: {tmp_path / "smtp-cert.pem"}
-    from: engagewatch@example.com
-  - name: alertmanager
-    type: alertmanager
-    url: {alertmanager.url}
-route:
-  receiver: csm-slack
-  routes:
-    - {{receiver: alertmanager, continue: true}}
-    - {{receiver: csm-email, continue: true}}
-    - {{receiver: csm-slack}}
-"""
-        )
+        receivers = write_receivers(tmp_path, slack, smtp, alertmanager)
         settings = engine_settings.model_copy(
             update={"sweep_interval_s": 1.0, "receivers_file": str(receivers)}
         )
@@ -100,49 +74,145 @@ route:
             await asyncio.to_thread(publish, settings, fleet, events)
             await until(lambda: alert_events(settings), 120, "the first alert events")
             await asyncio.sleep(6)  # the sweeps settle
-            # Alerts quieted by a critical one on the same account are not sent.
-            alerts = [a for a in alert_events(settings) if not a["inhibited_by"]]
-            quieted = [a for a in alert_events(settings) if a["inhibited_by"]]
-            await until(lambda: len(slack.posted) >= len(alerts), 60, "a Slack post per alert")
-            await until(lambda: len(smtp.received) >= len(alerts), 60, "a mail per alert")
+            alerts = alert_events(settings)
+            # Alerts still open and not quieted by a critical one: each must reach every
+            # receiver. (Episodes of the 28-day history that opened and closed are on the
+            # topic, as replay writes them, but page nobody.)
+            wanted = current_alerts(alerts)
+            await until(lambda: len(slack.posted) >= len(wanted), 60, "a Slack post per alert")
+            await until(lambda: len(smtp.received) >= len(wanted), 60, "a mail per alert")
+            await asyncio.sleep(3)  # anything sent twice would arrive now
             metrics = await asyncio.to_thread(scrape, settings.web_port)
+            sent = await ledger(settings)
         finally:
             await asyncio.to_thread(worker.stop)
 
-        assert quieted, "the fleet should raise a critical that quiets warnings"
-        # Slack: one post per alert, in the account's own channel, Block Kit valid
-        # (the local Slack rejects invalid blocks as the real one does).
-        assert len(slack.posted) == len(alerts)
-        for alert in alerts:
+        assert wanted, "the fleet should have open alerts"
+        assert any(a["inhibited_by"] for a in alerts), "a critical should quiet warnings"
+        check_ledger(sent, alerts, wanted, metrics)
+        by_fingerprint = {a["fingerprint"]: a for a in alerts}
+        # Slack: what the ledger says was sent is exactly what Slack got, each post in the
+        # account's own channel (the local Slack rejects invalid Block Kit as Slack does).
+        assert len(slack.posted) == len(sent["csm-slack"])
+        for alert in wanted:
             posts = [p for p in slack.posted if alert["account"]["name"] in str(p["blocks"])]
-            assert posts, f"no Slack post for {alert['fingerprint']}"
             assert {p["channel"] for p in posts} == {channel_of[alert["account_id"]]}
-        # E-mail: to the owner, over STARTTLS, one per alert.
-        assert len(smtp.received) == len(alerts)
+        # E-mail: to the owner, over STARTTLS, one per message the ledger recorded.
         assert all(mail.tls for mail in smtp.received)
-        for alert in alerts:
-            mails = [m for m in smtp.received if alert["fingerprint"] in str(m.message)]
-            assert [m.rcpt_tos for m in mails] == [(owner_of[alert["account_id"]],)]
-        # Alertmanager holds every alert, labelled by our fingerprint, and routed it on.
+        mailed = Counter(m.message["X-Engagewatch-Fingerprint"] for m in smtp.received)
+        assert mailed == Counter(fp for fp, _ in sent["csm-email"])
+        for mail in smtp.received:
+            alert = by_fingerprint[mail.message["X-Engagewatch-Fingerprint"]]
+            assert mail.rcpt_tos == (owner_of[alert["account_id"]],)
+        # Alertmanager holds the open alerts, labelled by our fingerprint, and routed them.
         async with aiohttp.ClientSession() as session:
             response = await session.get(f"{alertmanager.url}/api/v2/alerts")
             held = await response.json()
-        fingerprints = {a["labels"]["engagewatch_fingerprint"] for a in held}
-        assert fingerprints == {a["fingerprint"] for a in alerts}
-        assert all(a["status"]["state"] == "active" for a in held)
+        active = {
+            a["labels"]["engagewatch_fingerprint"] for a in held if a["status"]["state"] == "active"
+        }
+        assert active >= {a["fingerprint"] for a in wanted}
         await routed.wait_for(lambda n: n.get("status") == "firing", 30, "a routed notification")
-        # Ops see it on /metrics.
-        for receiver in ("csm-slack", "csm-email", "alertmanager"):
-            key = (
-                "engagewatch_notifications_total",
-                (("outcome", "delivered"), ("receiver", receiver)),
-            )
-            assert metrics[key] == len(alerts)
-            key = (
-                "engagewatch_notifications_total",
-                (("outcome", "suppressed"), ("receiver", receiver)),
-            )
-            assert metrics[key] == len(quieted)
+
+
+def check_ledger(
+    sent: dict[str, list[tuple[str, str]]],
+    alerts: list[dict[str, Any]],
+    wanted: list[dict[str, Any]],
+    metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> None:
+    """Per receiver: every open alert sent, nothing twice, nothing quieted or stale, and
+    every message one of the alert events; /metrics agrees."""
+    events = {(a["fingerprint"], transition_id(a)): a for a in alerts}
+    stale = datetime.now(UTC) - timedelta(days=1, minutes=10)
+    for receiver in ("csm-slack", "csm-email", "alertmanager"):
+        assert {(a["fingerprint"], transition_id(a)) for a in wanted} <= set(sent[receiver])
+        assert len(set(sent[receiver])) == len(sent[receiver]), f"{receiver}: sent twice"
+        for message in sent[receiver]:
+            event = events[message]
+            if event["status"] == "firing":
+                assert not event["inhibited_by"], f"{receiver}: sent a quieted alert"
+            if event["repeat"]:
+                assert _generated(event) > stale, f"{receiver}: sent an old reminder"
+        key = (
+            "engagewatch_notifications_total",
+            (("outcome", "delivered"), ("receiver", receiver)),
+        )
+        assert metrics[key] == len(sent[receiver])
+
+
+def _generated(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(event["generated_at"]).replace("Z", "+00:00"))
+
+
+def write_receivers(
+    tmp_path: Path, slack: SlackServer, smtp: SmtpServer, alertmanager: Alertmanager
+) -> Path:
+    """Every alert to Alertmanager, the owner's inbox and the account's Slack channel."""
+    receivers = tmp_path / "receivers.yaml"
+    receivers.write_text(
+        f"""
+receivers:
+  - name: csm-slack
+    type: slack_bot
+    token: {{env: EW_TEST_SLACK_TOKEN}}
+    api_base: {slack.api_base}
+    rate_per_s: 20
+    catch_up_wait: 2s             # old news waits this long for its resolved event
+  - name: csm-email
+    type: email
+    smtp:
+      host: 127.0.0.1
+      port: {smtp.port}
+      username: {USERNAME}
+      password: {{env: EW_TEST_SMTP_PASSWORD}}
+      ca_file: {tmp_path / "smtp-cert.pem"}
+    from: engagewatch@example.com
+    catch_up_wait: 2s
+  - name: alertmanager
+    type: alertmanager
+    url: {alertmanager.url}
+    catch_up_wait: 2s
+route:
+  receiver: csm-slack
+  routes:
+    - {{receiver: alertmanager, continue: true}}
+    - {{receiver: csm-email, continue: true}}
+    - {{receiver: csm-slack}}
+"""
+    )
+    return receivers
+
+
+def current_alerts(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The open alerts not quieted, as their firing events: what receivers must be told
+    (episodes that opened and closed in the history page nobody)."""
+    last: dict[str, dict[str, Any]] = {}
+    for alert in alerts:  # per fingerprint in topic order (one key, one partition)
+        last[alert["fingerprint"]] = alert
+    return [
+        {**a, "repeat": False}
+        for a in last.values()
+        if a["status"] == "firing" and not a["inhibited_by"]
+    ]
+
+
+async def ledger(settings: Settings) -> dict[str, list[tuple[str, str]]]:
+    """(fingerprint, transition) of every message the ledger says was sent, by receiver."""
+    redis = aioredis.from_url(settings.redis_url)
+    sent: dict[str, list[tuple[str, str]]] = {}
+    try:
+        async for key in redis.scan_iter(f"ew:{settings.topic_prefix}:dlv:ledger:*"):
+            raw = await redis.get(key)
+            if raw is None:
+                continue
+            entry = json.loads(raw)
+            if entry["state"] == "sent":
+                fingerprint, transition, receiver = key.decode().split(":dlv:ledger:")[1].split("|")
+                sent.setdefault(receiver, []).append((fingerprint, transition))
+    finally:
+        await redis.aclose()
+    return sent
 
 
 def alert_event(n: int) -> dict[str, Any]:

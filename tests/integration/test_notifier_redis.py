@@ -404,3 +404,26 @@ async def test_while_redis_is_unreachable_nothing_is_lost_or_sent_unrecorded(
     )
     assert errors is not None
     assert errors >= 1
+
+
+async def test_old_news_is_told_only_if_it_is_still_news(make_rig: RigFactory) -> None:
+    """A worker catching up on history publishes long-past episodes in a burst: an
+    episode that ended meanwhile pages nobody, one still open is told, once."""
+    rig = await make_rig(catch_up_wait="0.5s")
+    judged = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    over, still_open = alert(1, generated_at=judged), alert(2, generated_at=judged)
+    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    reminder = {**still_open, "repeat": True, "generated_at": two_days_ago}
+    await rig.notifier.accept(over)
+    await rig.notifier.accept(still_open)
+    await rig.notifier.accept({**over, "status": "resolved", "ends_at": judged})
+    await rig.notifier.accept(reminder)
+    await rig.deliver_for(0.3)
+    assert rig.slack.posted == []  # old firings wait for their resolved events first
+    await rig.deliver_for(1.0)
+    assert [m["text"] for m in rig.slack.posted if "Account 1" in m["text"]] == []
+    assert len(rig.slack.posted) == 1
+    assert "Account 2" in rig.slack.posted[0]["text"]
+    state = await rig.outbox.state(delivery_id(over, "slack"))
+    assert state is not None
+    assert state["state"] == "superseded"

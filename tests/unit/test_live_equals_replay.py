@@ -1,0 +1,123 @@
+"""The worker's code path (ingest pipeline + evaluator + sweep) and replay, in one
+process over plain dicts: the same alert events for the same history, however the
+stream is cut into batches and however often the sweep runs in between."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alerts.evaluation import RuleSet
+from alerts.replay import replay
+from alerts.rules import load_rules
+from stream import codec
+from stream.clock import ManualClock
+from stream.deadletter import DeadLetter, SourcePosition
+from stream.evaluator import LiveEvaluator
+from stream.ingest import RawMessage
+from stream.pipeline import AccountsPipeline, IngestPipeline
+from stream.simulate import FleetSpec, build_fleet, generate_events
+from stream.sweeper import Sweeper
+
+END = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)  # a Wednesday afternoon
+STEP = 6 * 3600.0
+RULES = load_rules(Path(__file__).resolve().parents[2] / "config" / "rules.yaml").rules
+# A fleet whose alerts fire and resolve while accounts are still active (a champion
+# leaving, NPS detractors, health and usage dips), not only after they went quiet.
+FLEET = build_fleet(FleetSpec(accounts=12, seed=9, as_of=END.date()))
+EVENTS = list(generate_events(FLEET, END - timedelta(days=28), END, seed=9))
+
+
+def comparable(events: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(
+        json.dumps({k: v for k, v in e.items() if k != "generated_at"}, sort_keys=True)
+        for e in events
+    )
+
+
+def replayed(tmp: Path) -> list[dict[str, Any]]:
+    events, accounts = tmp / "events.jsonl", tmp / "accounts.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in EVENTS))
+    accounts.write_text("".join(json.dumps(a.record()) + "\n" for a in FLEET))
+    out = io.StringIO()
+    replay(RULES, events, accounts, out, step=timedelta(seconds=STEP), progress=None, until=END)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+async def live(cuts: list[int], sweep_after: set[int]) -> list[dict[str, Any]]:
+    """The events in batches cut at ``cuts``; a sweep after the batches in ``sweep_after``
+    (at the clock of the newest event so far, as a worker keeping up would), then a
+    last sweep at the end."""
+    clock = ManualClock(END)
+    published: list[dict[str, Any]] = []
+    engagement: dict[str, Any] = {}
+    accounts: dict[str, Any] = {}
+    alerts: dict[str, Any] = {}
+
+    async def publish(key: bytes, value: bytes) -> None:
+        published.append(codec.loads(value))
+
+    async def dead_letter(letter: DeadLetter) -> None:
+        pass
+
+    def raw(obj: dict[str, Any], offset: int) -> RawMessage:
+        key = str(obj["account_id"]).encode()
+        return RawMessage(codec.dumps(obj), SourcePosition("t", 0, offset, key))
+
+    await AccountsPipeline(accounts, dead_letter, clock).process(
+        [raw(a.record(), i) for i, a in enumerate(FLEET)]
+    )
+    evaluator = LiveEvaluator(RuleSet(tuple(RULES), STEP), accounts, alerts, publish)
+    pipeline = IngestPipeline(
+        engagement, dead_letter, clock, accounts=accounts, evaluator=evaluator
+    )
+    sweeper = Sweeper(
+        RULES,
+        lambda: list(engagement.items()),
+        accounts,
+        alerts,
+        publish=publish,
+        catch_up_lag_s=40 * 86_400,
+        step_s=STEP,
+    )
+    bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(EVENTS)), len(EVENTS)]
+    for n, (start, end) in enumerate(itertools.pairwise(bounds)):
+        await pipeline.process([raw(e, start + i) for i, e in enumerate(EVENTS[start:end])])
+        if n in sweep_after:
+            newest = max(datetime.fromisoformat(str(e["occurred_at"])) for e in EVENTS[:end])
+            await sweeper.sweep(newest)
+    await sweeper.sweep(END)
+    return published
+
+
+def test_the_worker_publishes_what_replay_writes(tmp_path: Path) -> None:
+
+    expected = replayed(tmp_path)
+    last_event = {e["account_id"]: e["occurred_at"] for e in EVENTS}
+    during = [e for e in expected if (e["ends_at"] or e["starts_at"]) < last_event[e["account_id"]]]
+    assert {e["rule"] for e in during} >= {"detractor", "champion-silent", "health-tier"}
+    got = asyncio.run(live(cuts=[len(EVENTS) // 3, len(EVENTS) // 2], sweep_after={0, 1}))
+    assert comparable(got) == comparable(expected)
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=len(EVENTS) - 1), max_size=6),
+    sweeps=st.sets(st.integers(min_value=0, max_value=6), max_size=4),
+)
+def test_batching_and_sweeps_never_change_the_alerts(
+    tmp_path: Path, cuts: list[int], sweeps: set[int]
+) -> None:
+    expected = comparable(replayed(tmp_path))
+    assert comparable(asyncio.run(live(cuts, sweeps))) == expected

@@ -59,19 +59,23 @@ def walk(
     An account seen for the first time starts at the tick before its first event.
     """
     start = 0
+    boundary = math.inf if cursor is None else next_tick(cursor, step_s)
     for index, at in enumerate(times):
         if cursor is None:
             cursor = grid_floor(at, step_s)
-        while (tick := next_tick(cursor, step_s)) <= at:
+            boundary = next_tick(cursor, step_s)
+        while boundary <= at:  # one comparison per event while no tick is crossed
             if index > start:
                 fold(start, index)
                 start = index
-            evaluate(tick)
-            cursor = tick
+            evaluate(boundary)
+            cursor = boundary
+            boundary = next_tick(cursor, step_s)
         if evaluate_instant is not None and index in instant:
             fold(start, index + 1)
             start = index + 1
             cursor = max(at, cursor)
+            boundary = next_tick(cursor, step_s)
             evaluate_instant(cursor)
     if start < len(times):
         fold(start, len(times))

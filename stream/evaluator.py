@@ -64,6 +64,9 @@ class LiveEvaluator:
         fold: Callable[[int, int], None],
     ) -> None:
         """Fold ``[start, end)`` slices of the account's new events, judging on the way."""
+        if not self._ruleset.rules:  # nothing to judge: fold as if there were no grid
+            fold(0, len(times))
+            return
         cursor = self._cursors.get(account_id)
         triggered = bool(self._trigger_codes) and any(c in self._trigger_codes for c in codes)
         if cursor is not None and not triggered and max(times) < next_tick(cursor, self._step):

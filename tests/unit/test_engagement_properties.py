@@ -9,7 +9,9 @@ turned into user ids with ``users_in``) must equal the reference.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import itertools
+import zoneinfo
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +23,18 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.engagement import EngagementState, FoldOutcome, StatePolicy, fold_events
+from stream.engagement import (
+    EngagementState,
+    FoldOutcome,
+    Span,
+    StatePolicy,
+    _day_span,
+    fold_events,
+)
 from stream.events import EventType, UsageEvent
 
+# The pure-Python ZoneInfo keeps its changes of offset where a test can read them.
+PyZoneInfo: Any = importlib.import_module("zoneinfo._zoneinfo").ZoneInfo
 POLICY = StatePolicy(recent_nps=4)  # small, so the examples reach the cap
 LATENESS_S = int(POLICY.lateness_s)
 # New York leaves daylight time at 06:00 UTC on 2026-11-01, inside the span; Kolkata
@@ -359,3 +370,41 @@ def test_late_events_are_reported_and_change_nothing(
     fresh = [e for e in others if e.event_id.startswith("new")]
     assert outcome.counted == len(fresh)
     assert read(state) == reference([*scenario.events, *fresh], scenario.timezone)
+
+
+# --- local days without a datetime per event --------------------------------------------
+
+
+def test_offsets_never_change_twice_in_a_day() -> None:
+    # _day_span trusts one offset at both ends of a day to mean one offset all day.
+    closest = min(
+        (b - a, name)
+        for name in zoneinfo.available_timezones()
+        if len(transitions := PyZoneInfo.no_cache(name)._trans_utc) > 1
+        for a, b in itertools.pairwise(transitions)
+    )
+    assert closest[0] > 86_400, closest
+
+
+@EXAMPLES
+@given(
+    st.sampled_from(sorted(zoneinfo.available_timezones())),
+    st.lists(st.integers(-2 * 86_400, 2 * 86_400), min_size=1, max_size=30),
+    st.sampled_from([0.0, 0.25, 0.999999]),
+)
+def test_day_spans_give_the_local_day_of_every_instant(
+    zone_name: str, offsets: list[int], fraction: float
+) -> None:
+    zone = ZoneInfo(zone_name)
+    # Around the zone's changes of offset in 2026 (or any day, for zones without any).
+    changes = [t for t in PyZoneInfo.no_cache(zone_name)._trans_utc if 1.77e9 < t < 1.81e9]
+    base = changes[len(offsets) % len(changes)] if changes else 1_795_000_000
+    spans: dict[float, Span] = {}
+    for offset in offsets:
+        at = base + offset + fraction
+        start, end, day = _day_span(spans, zone, at)
+        expected = datetime.fromtimestamp(at, UTC).astimezone(zone).date().isoformat()
+        assert day == expected and start <= at <= end
+        for inside in (start, end - 1.0) if start < end else ():
+            local = datetime.fromtimestamp(inside, UTC).astimezone(zone).date().isoformat()
+            assert local == day

@@ -25,7 +25,7 @@ from alerts.timeline import next_tick
 from stream import codec
 from stream.accounts import Account
 from stream.engagement import EngagementState
-from stream.events import KINDS
+from stream.events import KINDS, Record
 
 __all__ = ["LiveEvaluator"]
 
@@ -59,19 +59,25 @@ class LiveEvaluator:
         self,
         account_id: str,
         state: EngagementState,
-        times: Sequence[float],
-        codes: Sequence[int],
+        records: Sequence[Record],
         fold: Callable[[int, int], None],
     ) -> None:
-        """Fold ``[start, end)`` slices of the account's new events, judging on the way."""
+        """Fold ``[start, end)`` slices of the account's new records, judging on the way.
+
+        The common case, no tick crossed and no trigger, builds nothing per event."""
         if not self._ruleset.rules:  # nothing to judge: fold as if there were no grid
-            fold(0, len(times))
+            fold(0, len(records))
             return
         cursor = self._cursors.get(account_id)
-        triggered = bool(self._trigger_codes) and any(c in self._trigger_codes for c in codes)
-        if cursor is not None and not triggered and max(times) < next_tick(cursor, self._step):
-            fold(0, len(times))
-            return
+        if cursor is not None:
+            boundary = next_tick(cursor, self._step)
+            triggers = self._trigger_codes
+            quiet = all(r[2] < boundary and r[1] not in triggers for r in records)
+            if quiet:
+                fold(0, len(records))
+                return
+        times = [record[2] for record in records]
+        codes = [record[1] for record in records]
         stored = self._alerts.get(account_id)
         book = AccountAlerts.from_dict(codec.loads(stored) if stored else None)
         record = self._accounts.get(account_id)

@@ -85,8 +85,7 @@ class Evaluator(Protocol):
         self,
         account_id: str,
         state: EngagementState,
-        times: Sequence[float],
-        codes: Sequence[int],
+        records: Sequence[Record],
         fold: Callable[[int, int], None],
     ) -> None: ...
 
@@ -170,9 +169,7 @@ class IngestPipeline:
             total.duplicates += part.duplicates
             total.late.extend(start + i for i in part.late)
 
-        times = [record[2] for record in records]
-        codes = [record[1] for record in records]
-        self._evaluator.fold(account_id, state, times, codes, fold)
+        self._evaluator.fold(account_id, state, records, fold)
         return total
 
     def _load(self, account_id: str) -> tuple[EngagementState, bytes | None]:

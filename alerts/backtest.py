@@ -17,10 +17,10 @@ from alerts.evaluation import AccountRun, Notice, RuleSet
 from alerts.rules import Rule
 from alerts.sweep import AccountAlerts
 from stream.accounts import Account
-from stream.engagement import EngagementState, StatePolicy, fold_events
-from stream.events import UsageEvent
+from stream.engagement import EngagementState, StatePolicy, fold_records
+from stream.events import KINDS, Record, UsageEvent, record_of
 
-__all__ = ["DEFAULT_STEP", "Notice", "backtest_account", "ticks"]
+__all__ = ["DEFAULT_STEP", "Notice", "backtest_account", "backtest_records", "ticks"]
 
 DEFAULT_STEP = timedelta(hours=6)
 
@@ -52,14 +52,29 @@ def backtest_account(
     ``events`` in arrival order; those before ``start`` only build up state (and
     cannot fire: a backtest judges from ``start`` on).
     """
+    records = [record_of(event) for event in events]
+    return backtest_records(rules, account, records, start, end, step=step, policy=policy)
+
+
+def backtest_records(
+    rules: Sequence[Rule],
+    account: Account,
+    records: Sequence[Record],
+    start: datetime,
+    end: datetime,
+    *,
+    step: timedelta = DEFAULT_STEP,
+    policy: StatePolicy | None = None,
+) -> list[Notice]:
+    """:func:`backtest_account` on decoded records (``stream.events.decode_batch``)."""
     state = EngagementState(account.account_id, timezone=account.timezone)
     run = AccountRun(RuleSet(tuple(rules), step.total_seconds()), state, account, AccountAlerts())
-    times = [event.occurred_at.timestamp() for event in events]
-    types = [event.type.value for event in events]
-    run.on_events(times, types, lambda i, j: _fold(state, events[i:j], policy))
+    times = [record[2] for record in records]
+    types = [KINDS[record[1]].value for record in records]
+    run.on_events(times, types, lambda i, j: _fold(state, records[i:j], policy))
     run.on_clock(end.timestamp())
     return [notice for notice in run.notices if notice.change.at >= start]
 
 
-def _fold(state: EngagementState, events: Sequence[UsageEvent], policy: StatePolicy | None) -> None:
-    fold_events(state, events, policy)
+def _fold(state: EngagementState, records: Sequence[Record], policy: StatePolicy | None) -> None:
+    fold_records(state, records, policy)

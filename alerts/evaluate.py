@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import string
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from itertools import pairwise
 from statistics import fmean, median
@@ -41,9 +41,19 @@ from stream import metrics
 from stream.accounts import Account
 from stream.engagement import EngagementState
 
-__all__ = ["Context", "DaysOff", "WorkingDays", "days_off", "evaluate", "working_weekdays"]
+__all__ = [
+    "LAST_SEEN_ROLES",
+    "Context",
+    "DaysOff",
+    "WorkingDays",
+    "days_off",
+    "evaluate",
+    "working_weekdays",
+]
 
 HISTORY_DAYS = 42
+LAST_SEEN_ROLES = ("champion", "admin", "executive")
+"""Whose last-seen times an account-wide silence shows as evidence."""
 TYPICAL_USAGE_DAYS = 14  # the health tier's usage part: the typical day of two weeks
 
 
@@ -58,6 +68,10 @@ class Context:
     """False while the engine's own input is stalled: silence means nothing then."""
     open_rules: frozenset[str] = frozenset()
     """Rules with an alert open on this account (for exit levels that differ from entry)."""
+    memo: dict[Any, Any] | None = field(default=None, compare=False)
+    """Results that depend on the account's history before today alone, shared by the
+    evaluations of one day while that history stands still (alerts/evaluation.py keeps
+    it); ``None``: compute everything afresh."""
 
     @property
     def today(self) -> date:
@@ -66,6 +80,16 @@ class Context:
     @property
     def account_name(self) -> str:
         return self.account.name if self.account else self.state.account_id
+
+
+def _memo(context: Context, key: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()``, or its value from an earlier evaluation over the same history."""
+    memo = context.memo
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
 
 
 def evaluate(rule: Rule, context: Context) -> list[Finding]:
@@ -138,12 +162,13 @@ def working_weekdays(
     start = since if since is not None else state.first_seen_at
     first = state.local_day(start) if start is not None else end
     observed, active = [0] * 7, [0] * 7
-    for day in metrics.window(end, HISTORY_DAYS):
+    buckets = metrics.window_buckets(state, end, HISTORY_DAYS)
+    for day, bucket in zip(metrics.window(end, HISTORY_DAYS), buckets, strict=True):
         if day < first or day in off:
             continue
-        observed[day.weekday()] += 1
-        bucket = state.bucket(day)
-        active[day.weekday()] += bucket is not None and active_in(bucket.active_users)
+        weekday = day.weekday()
+        observed[weekday] += 1
+        active[weekday] += bucket is not None and active_in(bucket.active_users)
     return frozenset(w for w in range(7) if observed[w] and active[w] / observed[w] >= rate)
 
 
@@ -159,6 +184,23 @@ def _working_days(
 
 def _silence(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, SilenceRule)
+    verdicts = _memo(context, ("silence", rule.name), lambda: _silence_verdicts(rule, context))
+    roles = rule.roles if rule.scope == "stakeholder" else None
+    findings = []
+    for subject, active, judged in verdicts:
+        evidence = judged
+        if "last_seen" in judged:  # fresh: people seen today show up at once
+            evidence = {**judged, "last_seen": _last_seen(context.state, roles, subject)}
+        findings.append(_finding(rule, context, active, subject, evidence))
+    return findings
+
+
+_SilenceVerdict = tuple[str | None, bool, dict[str, Any]]
+
+
+def _silence_verdicts(rule: SilenceRule, context: Context) -> list[_SilenceVerdict]:
+    """Each subject's verdict and evidence, bar the last-seen times: a function of the
+    history before today, so evaluations of one day share it (:func:`_memo`)."""
     state = context.state
     # The habit is read from the history *before* the silence: measured up to today, a
     # long silence would erode its own working days until the alert resolved itself.
@@ -169,8 +211,8 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
         days = _active_days(state, end, _any_user)
         working = WorkingDays(working_weekdays(state, days[-1] if days else end, rate, off), off)
         first = state.first_seen_at
-        return [_silence_finding(rule, context, None, days, first_seen=first, working=working)]
-    findings = []
+        return [_silence_verdict(rule, context, None, days, first_seen=first, working=working)]
+    verdicts = []
     for user_id, user in sorted(state.users.items()):
         if user.role not in rule.roles:
             continue
@@ -181,8 +223,8 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
         weekdays = working_weekdays(
             state, days[-1] if days else end, rate, off, is_active=active, since=user.first_seen
         )
-        findings.append(
-            _silence_finding(
+        verdicts.append(
+            _silence_verdict(
                 rule,
                 context,
                 user_id,
@@ -191,7 +233,7 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
                 working=WorkingDays(weekdays, off),
             )
         )
-    return findings
+    return verdicts
 
 
 def _history_end(context: Context) -> date:
@@ -212,14 +254,15 @@ def _has_bit(slot: int) -> Callable[[int], bool]:
 
 
 def _active_days(state: EngagementState, end: date, is_active: Callable[[int], bool]) -> list[date]:
+    buckets = metrics.window_buckets(state, end, HISTORY_DAYS)
     return [
         day
-        for day in metrics.window(end, HISTORY_DAYS)
-        if (bucket := state.bucket(day)) is not None and is_active(bucket.active_users)
+        for day, bucket in zip(metrics.window(end, HISTORY_DAYS), buckets, strict=True)
+        if bucket is not None and is_active(bucket.active_users)
     ]
 
 
-def _silence_finding(
+def _silence_verdict(
     rule: SilenceRule,
     context: Context,
     subject: str | None,
@@ -227,42 +270,35 @@ def _silence_finding(
     *,
     first_seen: float | None,
     working: WorkingDays,
-) -> Finding:
+) -> _SilenceVerdict:
     state, today = context.state, context.today
     history = (today - state.local_day(first_seen)).days if first_seen is not None else 0
     enough = history >= rule.min_history_days and len(days) >= rule.min_active_days
     habit = enough and bool(working.weekdays)
     if not habit or not days:
-        return _finding(
-            rule,
-            context,
-            False,
-            subject,
-            {"metric": "missed_working_days", "value": 0, "reason": "no established habit yet"},
-        )
+        reason = "no established habit yet"
+        return subject, False, {"metric": "missed_working_days", "value": 0, "reason": reason}
     missed = working.between(days[-1], today)
     usual = max((working.between(a, b) for a, b in pairwise(days)), default=0)
     threshold = max(rule.min_missed_working_days, math.ceil(rule.gap_multiple * usual))
-    evidence = {
+    evidence: dict[str, Any] = {
         "metric": "missed_working_days",
         "value": missed,
         "threshold": threshold,
         "baseline": usual,
         "last_active_day": days[-1].isoformat(),
         "working_weekdays": sorted(working.weekdays),
-        "last_seen": _last_seen(
-            state, rule.roles if rule.scope == "stakeholder" else None, subject
-        ),
+        "last_seen": {},  # filled in by _silence, at each evaluation
     }
     if working.off.names:  # says why a holiday did not count as missed
         evidence["calendar"] = ", ".join(working.off.names)
-    return _finding(rule, context, missed >= threshold, subject, evidence)
+    return subject, missed >= threshold, evidence
 
 
 def _last_seen(
     state: EngagementState, roles: Iterable[str] | None, subject: str | None
 ) -> dict[str, str]:
-    wanted = tuple(roles) if roles is not None else ("champion", "admin", "executive")
+    wanted = tuple(roles) if roles is not None else LAST_SEEN_ROLES
     seen = metrics.stakeholder_last_seen(state, wanted)
     if subject is not None:
         seen = {subject: seen[subject]} if subject in seen else {}
@@ -437,7 +473,9 @@ def _full_weekdays(values: Mapping[date, float]) -> frozenset[int]:
     return frozenset(w for w, mean in means.items() if busiest and mean >= busiest / 2)
 
 
-def _typical(values: Mapping[date, float], days: list[date], full: frozenset[int]) -> float | None:
+def _typical(
+    values: Mapping[date, float], days: Sequence[date], full: frozenset[int]
+) -> float | None:
     """The median over the full working days among ``days`` (``None``: there are none)."""
     kept = [values[d] for d in days if d in values and d.weekday() in full]
     return median(kept) if kept else None
@@ -651,16 +689,18 @@ def _finding(
     labels = {"rule": rule.name, "account_id": context.state.account_id, **rule.labels}
     if account is not None and account.segment:
         labels.setdefault("segment", account.segment)
-    fields = _Blank(
-        evidence,
-        rule=rule.name,
-        account_id=context.state.account_id,
-        account_name=context.account_name,
-        subject=subject or "",
-    )
-    annotations = {"summary": render(rule.summary, fields)}
-    if rule.description:
-        annotations["description"] = render(rule.description, fields)
+    annotations = {}
+    if active:  # an inactive finding's text is never shown: a resolution keeps the firing's
+        fields = _Blank(
+            evidence,
+            rule=rule.name,
+            account_id=context.state.account_id,
+            account_name=context.account_name,
+            subject=subject or "",
+        )
+        annotations["summary"] = render(rule.summary, fields)
+        if rule.description:
+            annotations["description"] = render(rule.description, fields)
     return Finding(
         rule.name,
         context.state.account_id,

@@ -10,8 +10,8 @@ return what changed, with the critical alert that quiets each change, if any.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -23,15 +23,18 @@ from alerts.timeline import advance, walk
 from stream.accounts import Account
 from stream.engagement import EngagementState
 
-__all__ = ["EVENT_DRIVEN", "AccountRun", "Notice", "RuleSet"]
+__all__ = ["EVENT_DRIVEN", "AccountRun", "Notice", "Reuse", "RuleSet", "history_key"]
 
 EVENT_DRIVEN: dict[str, frozenset[str]] = {"nps": frozenset({"nps_response"})}
 """Rule kinds judged right after an event of these types, not only on the grid."""
 
-EXACT_TIME_KINDS = frozenset({"nps"})
-"""Rule kinds whose verdict depends on the exact instant; the others judge local days
-(alerts/evaluate.py), so their verdict holds until the state, the day or the set of
-open alerts changes, and is reused until then."""
+FRESH_KINDS = frozenset({"nps", "adoption", "silence"})
+"""Rule kinds judged afresh at every evaluation: NPS reads the exact instant, adoption
+today's events, and a silence shows when people were last seen (its verdict, a
+function of the history, is shared through ``Context.memo``). The other kinds judge
+completed local days (alerts/evaluate.py), so their findings hold until the account's
+history before today, its facts, the day or its open alerts change
+(:func:`history_key`), and are reused until then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +75,10 @@ class AccountRun:
     account: Account | None
     book: AccountAlerts
     notices: list[Notice] = field(default_factory=list)
-    _state_version: int = 0
-    _verdicts: dict[str, tuple[Any, list[Finding]]] = field(default_factory=dict)
+    reuse: Reuse | None = field(default_factory=lambda: Reuse())  # noqa: PLW0108 - Reuse is defined below
+    """What this account's evaluations share while its history stands still; a worker
+    keeps it between batches. ``None``: judge everything afresh (to test that reuse
+    is exact)."""
 
     def on_events(
         self, times: Sequence[float], types: Sequence[str], fold: Callable[[int, int], None]
@@ -81,16 +86,11 @@ class AccountRun:
         """Fold the account's new events (``fold(start, end)``) along its timeline."""
         triggers = self.ruleset.triggers
         instant = {i for i, kind in enumerate(types) if kind in triggers} if triggers else set()
-
-        def fold_and_count(start: int, end: int) -> None:
-            fold(start, end)
-            self._state_version += 1
-
         cursor = walk(
             times,
             self.book.evaluated_through,
             self.ruleset.step_s,
-            fold=fold_and_count,
+            fold=fold,
             evaluate=self._tick,
             instant=instant,
             evaluate_instant=self._instant,
@@ -117,6 +117,8 @@ class AccountRun:
         now = datetime.fromtimestamp(at, UTC)
         findings: list[Finding] = []
         context = Context(self.state, self.account, now)
+        if self.reuse is not None:
+            context = self.reuse.moved_to(context)
         for change in sweep_account(rules, context, self.book, findings, self._judge):
             self.notices.append(Notice(change, inhibitor(change, self.book)))
         health = [f.evidence for f in findings if f.rule in self.ruleset.health_rules]
@@ -127,18 +129,77 @@ class AccountRun:
                 self.book.changed = True
 
     def _judge(self, rule: Rule, context: Context) -> list[Finding]:
-        """``evaluate``, reusing a day-based rule's verdict while nothing it reads moved."""
-        if rule.kind in EXACT_TIME_KINDS:
+        """``evaluate``, reusing a day-based rule's findings while nothing it reads moved."""
+        if self.reuse is None or rule.kind in FRESH_KINDS:
             return evaluate(rule, context)
-        key = (self._state_version, context.today, context.open_rules)
-        cached = self._verdicts.get(rule.name)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        findings = evaluate(rule, context)
-        self._verdicts[rule.name] = (key, findings)
-        return findings
+        return self.reuse.findings(rule, context)
 
     def _move(self, cursor: float | None) -> None:
         if cursor != self.book.evaluated_through:
             self.book.evaluated_through = cursor
             self.book.changed = True
+
+
+@dataclass
+class Reuse:
+    """Findings and partial results one account's evaluations share while nothing they
+    read has moved: day-based rules judge completed days, so most evaluations of a
+    day (every tick of it, and every NPS answer) give the same findings."""
+
+    history: Any = None
+    """The :func:`history_key` the entries below were computed under."""
+    verdicts: dict[str, tuple[frozenset[str], list[Finding]]] = field(default_factory=dict)
+    """rule -> (the open alerts then, its findings)."""
+    memo: dict[Any, Any] = field(default_factory=dict)
+    """Partial results the rules keep themselves (``Context.memo``)."""
+
+    def moved_to(self, context: Context) -> Context:
+        """``context`` with this history's memo; forgets everything if the history moved."""
+        history = history_key(context)
+        if history != self.history:
+            self.history, self.verdicts, self.memo = history, {}, {}
+        return replace(context, memo=self.memo)
+
+    def findings(self, rule: Rule, context: Context) -> list[Finding]:
+        """The rule's findings, reused while the history and the open alerts stand still
+        (an exit level may depend on whether its alert is open)."""
+        cached = self.verdicts.get(rule.name)
+        if cached is not None and cached[0] == context.open_rules:
+            return cached[1]
+        found = evaluate(rule, context)
+        self.verdicts[rule.name] = (context.open_rules, found)
+        return found
+
+
+def history_key(context: Context) -> tuple[Any, ...]:
+    """Everything a day-based rule reads, as a value that changes whenever any of it does.
+
+    Those rules read completed local days (buckets before today), the account's facts
+    and metadata, and today's date.
+    Every event counted into a day adds one to that day's ``events``, so the days'
+    counts change with anything folded into them (or pruned away); events of today
+    leave the key alone until the day is over. Cheap next to an evaluation: one pass
+    over the kept days and the users.
+    """
+    state = context.state
+    today = context.today
+    before = today.isoformat()
+    days = tuple((day, bucket.events) for day, bucket in state.days.items() if day < before)
+    users = tuple((uid, user.slot, user.role, user.first_seen) for uid, user in state.users.items())
+    newest = state.newest_at
+    # A silence's history ends at the newest active day, or yesterday if that is later.
+    history_end = (
+        min(state.local_day(newest), today - timedelta(days=1)) if newest is not None else None
+    )
+    return (
+        today,
+        context.input_healthy,
+        context.account,
+        history_end,
+        state.first_seen_at,
+        state.first_value_at,
+        tuple(state.nps_totals),
+        tuple(state.license_changes),
+        days,
+        users,
+    )

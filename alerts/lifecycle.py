@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from stream import codec
@@ -60,6 +61,7 @@ class ChangeKind(StrEnum):
     RESOLVED = "resolved"
 
 
+@lru_cache(maxsize=65_536)  # asked at every evaluation of every finding
 def fingerprint(rule: str, account_id: str, subject: str | None = None) -> str:
     """Stable id of one rule on one account (and one stakeholder): receivers dedup on it."""
     key = codec.dumps([rule, account_id, subject])

@@ -20,13 +20,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from alerts.backtest import DEFAULT_STEP, Notice, backtest_account
+from alerts.backtest import DEFAULT_STEP, Notice, backtest_records
 from alerts.events import alert_event
 from alerts.rules import Rule
 from stream import codec
 from stream.accounts import Account, decode_account
 from stream.engagement import StatePolicy
-from stream.events import Rejection, UsageEvent, decode_event
+from stream.events import EventLimits, Record, Rejection, decode_batch, decode_event, record_of
 
 __all__ = ["ReplayReport", "replay"]
 
@@ -74,12 +74,14 @@ def replay(
     if not by_account:
         report.seconds = time.perf_counter() - started
         return report
-    times = [e.occurred_at for events in by_account.values() for e in events]
-    start, end = min(times), until or max(times)
+    first = min(records[0][2] for records in by_account.values())
+    last = max(record[2] for records in by_account.values() for record in records)
+    start = datetime.fromtimestamp(first, UTC)
+    end = until or datetime.fromtimestamp(last, UTC)
     written: list[tuple[datetime, str, dict[str, Any]]] = []
-    for index, (account_id, events) in enumerate(sorted(by_account.items()), 1):
+    for index, (account_id, records) in enumerate(sorted(by_account.items()), 1):
         account = accounts.get(account_id) or Account(account_id, account_id, 0)
-        notices = backtest_account(rules, account, events, start, end, step=step, policy=policy)
+        notices = backtest_records(rules, account, records, start, end, step=step, policy=policy)
         written.extend(_events(notices, account))
         if progress is not None:
             _show_progress(progress, index, len(by_account))
@@ -108,17 +110,43 @@ def _load_accounts(path: Path) -> dict[str, Account]:
     return accounts
 
 
-def _load_events(path: Path, report: ReplayReport) -> dict[str, list[UsageEvent]]:
+def _load_events(path: Path, report: ReplayReport) -> dict[str, list[Record]]:
+    """Each account's events as records, in file order, decoded as the worker does: the
+    common event in one typed pass, anything else by the careful path, which alone
+    decides a rejection (stream/events.py)."""
     now = datetime.now(UTC)
-    by_account: dict[str, list[UsageEvent]] = defaultdict(list)
-    for line in _lines(path):
-        report.events += 1
-        result = decode_event(line, now)
-        if isinstance(result, Rejection):
-            report.rejected[result.reason] += 1
-        else:
-            by_account[result.account_id].append(result)
+    limits = EventLimits()
+    limit_s = (now + limits.future_skew).timestamp()
+    by_account: dict[str, list[Record]] = {}
+    lines = list(_lines(path))
+    report.events = len(lines)
+    for offset in range(0, len(lines), _CHUNK):
+        chunk = lines[offset : offset + _CHUNK]
+        batch = decode_batch(chunk, None, limits.max_bytes, limit_s)
+        careful: dict[str, list[tuple[int, Record]]] = defaultdict(list)
+        for index in batch.careful:
+            result = decode_event(chunk[index], now, limits)
+            if isinstance(result, Rejection):
+                report.rejected[result.reason] += 1
+            else:
+                careful[result.account_id].append((index, record_of(result)))
+        for account_id, group in batch.accounts.items():
+            records = group.records
+            if account_id in careful:  # back to file order
+                merged = [*zip(group.indexes, records, strict=True), *careful.pop(account_id)]
+                records = [record for _, record in sorted(merged, key=_first)]
+            by_account.setdefault(account_id, []).extend(records)
+        for account_id, found in careful.items():
+            by_account.setdefault(account_id, []).extend(record for _, record in found)
     return by_account
+
+
+_CHUNK = 50_000
+"""Lines decoded per pass: big enough to amortise the pass, small enough for memory."""
+
+
+def _first(item: tuple[int, Record]) -> int:
+    return item[0]
 
 
 def _lines(path: Path) -> Iterator[bytes]:

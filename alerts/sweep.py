@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from alerts.evaluate import Context, evaluate
@@ -83,7 +84,7 @@ def sweep_account(
     changes: list[Change] = []
     context = replace(context, open_rules=frozenset(state.rule for state in alerts.open()))
     for rule in rules:
-        policy = LifecyclePolicy(for_s=rule.for_, repeat_interval_s=rule.repeat_interval)
+        policy = _policy(rule.for_, rule.repeat_interval)
         for finding in judge(rule, context):
             if findings is not None:
                 findings.append(finding)
@@ -98,6 +99,11 @@ def sweep_account(
             if change is not None:
                 changes.append(change)
     return changes
+
+
+@lru_cache(maxsize=256)
+def _policy(for_s: float, repeat_interval_s: float) -> LifecyclePolicy:
+    return LifecyclePolicy(for_s=for_s, repeat_interval_s=repeat_interval_s)
 
 
 def resolve_by_hand(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
-from alerts.evaluation import AccountRun, RuleSet
+from alerts.evaluation import AccountRun, Reuse, RuleSet
 from alerts.events import alert_event
 from alerts.lifecycle import Change
 from alerts.sweep import AccountAlerts
@@ -42,6 +42,8 @@ class LiveEvaluator:
         alerts: MutableMapping[str, Any],
         publish: Publish,
         on_changes: Callable[[list[Change]], None] = lambda changes: None,
+        *,
+        reuse_limit: int = 10_000,
     ) -> None:
         self._ruleset = ruleset
         self._accounts = accounts
@@ -50,6 +52,10 @@ class LiveEvaluator:
         self._on_changes = on_changes
         self._cursors: dict[str, float] = {}
         """account_id -> the last evaluated instant seen (it can only be behind)."""
+        self._reuse: dict[str, tuple[EngagementState, Reuse]] = {}
+        """account_id -> what its evaluations share, for the state object it was
+        computed on (the pipeline keeps states decoded between batches)."""
+        self._reuse_limit = reuse_limit
         self._trigger_codes = frozenset(
             code for code, kind in enumerate(KINDS) if kind.value in ruleset.triggers
         )
@@ -82,7 +88,9 @@ class LiveEvaluator:
         book = AccountAlerts.from_dict(codec.loads(stored) if stored else None)
         record = self._accounts.get(account_id)
         account = Account.from_json(record) if record else None
-        run = AccountRun(self._ruleset, state, account, book)
+        run = AccountRun(
+            self._ruleset, state, account, book, reuse=self._reuse_for(account_id, state)
+        )
         types = [KINDS[code].value for code in codes]
         notices = run.on_events(times, types, fold)
         if book.changed:
@@ -107,6 +115,17 @@ class LiveEvaluator:
     def forget(self) -> None:
         """Drop the cursors (partitions moved): the books are the truth."""
         self._cursors.clear()
+        self._reuse.clear()
+
+    def _reuse_for(self, account_id: str, state: EngagementState) -> Reuse:
+        """The account's shared results, kept only for the very state object they came
+        from (a state decoded again starts afresh); the least recent go first."""
+        kept = self._reuse.pop(account_id, None)
+        reuse = kept[1] if kept is not None and kept[0] is state else Reuse()
+        if len(self._reuse) >= self._reuse_limit:
+            del self._reuse[next(iter(self._reuse))]
+        self._reuse[account_id] = (state, reuse)
+        return reuse
 
     @property
     def _step(self) -> float:

@@ -446,11 +446,14 @@ _CACHE_LIMIT = 100_000
 
 def decode_batch(  # noqa: PLR0915 - one loop on purpose: a call per event costs more
     values: Sequence[bytes | None],
-    keys: Sequence[bytes | None],
+    keys: Sequence[bytes | None] | None,
     max_bytes: int,
     limit_s: float,
 ) -> DecodedBatch:
     """The common valid events of a batch as records, grouped by account.
+
+    ``keys``: each message's key, which must be its account id (``None``: messages
+    without keys, such as a history file's lines, are not checked).
 
     ``limit_s`` is the newest acceptable ``occurred_at`` (now + future skew) in epoch
     seconds. A message this does not take (``careful``) may still be valid:
@@ -506,7 +509,12 @@ def decode_batch(  # noqa: PLR0915 - one loop on purpose: a call per event costs
             value = props.licenses
         group = accounts.get(wire.account_id)
         key = group.key if group is not None else wire.account_id.encode()
-        if value is None or (user_id is None and code != 5) or at > limit_s or key != keys[index]:
+        if (
+            value is None
+            or (user_id is None and code != 5)
+            or at > limit_s
+            or (keys is not None and key != keys[index])
+        ):
             careful.append(index)
             continue
         if group is None:

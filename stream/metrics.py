@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from statistics import fmean
 
 from stream.accounts import Account
@@ -36,18 +37,36 @@ __all__ = [
     "trend",
     "weekday_profile",
     "window",
+    "window_buckets",
 ]
 
 _EMPTY = DayBucket()
 
 
-def window(end: date, days: int) -> list[date]:
-    """The ``days`` local days ending with ``end``, oldest first."""
-    return [end - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+@lru_cache(maxsize=4096)
+def window(end: date, days: int) -> tuple[date, ...]:
+    """The ``days`` local days ending with ``end``, oldest first (shared: rules ask for
+    the same few windows at every evaluation)."""
+    return tuple(end - timedelta(days=offset) for offset in range(days - 1, -1, -1))
+
+
+@lru_cache(maxsize=4096)
+def _window_keys(end: date, days: int) -> tuple[str, ...]:
+    return tuple(day.isoformat() for day in window(end, days))
+
+
+def window_buckets(state: EngagementState, end: date, days: int) -> list[DayBucket | None]:
+    """The state's bucket (``None``: no activity) of each day of :func:`window`."""
+    get = state.days.get
+    return [get(key) for key in _window_keys(end, days)]
 
 
 def _buckets(state: EngagementState, days: Iterable[date]) -> list[DayBucket]:
     return [state.bucket(day) or _EMPTY for day in days]
+
+
+def _window_buckets(state: EngagementState, end: date, days: int) -> list[DayBucket]:
+    return [bucket or _EMPTY for bucket in window_buckets(state, end, days)]
 
 
 def licenses_on(state: EngagementState, account: Account | None, day: date) -> int | None:
@@ -87,7 +106,7 @@ def feature_adoption_rate(
 
 def active_days(state: EngagementState, end: date, days: int = 28) -> int:
     """Days in the trailing window with at least one login."""
-    return sum(1 for bucket in _buckets(state, window(end, days)) if bucket.logins)
+    return sum(1 for bucket in window_buckets(state, end, days) if bucket and bucket.logins)
 
 
 def daily_series(
@@ -98,7 +117,7 @@ def daily_series(
     if metric == "usage_rate" and not licenses:
         raise ValueError("the usage_rate series needs a licence count")
     values = []
-    for bucket in _buckets(state, window(end, days)):
+    for bucket in _window_buckets(state, end, days):
         if metric == "usage_rate":
             values.append(bucket.login_users.bit_count() / licenses if licenses else 0.0)
         elif metric in ("active_users", "login_users"):
@@ -223,7 +242,7 @@ def account_adopted(
     """The per-feature definition of "adopted": used by >= ``min_users`` distinct users
     in the window and on >= ``min_days`` days of it."""
     users = used_days = 0
-    for bucket in _buckets(state, window(end, days)):
+    for bucket in _window_buckets(state, end, days):
         bits = bucket.features.get(feature, 0)
         users |= bits
         used_days += 1 if bits else 0

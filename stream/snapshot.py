@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 from stream import metrics
@@ -78,7 +78,7 @@ def _headline(
 
 
 def _daily(
-    state: EngagementState, account: Account | None, days: list[Any]
+    state: EngagementState, account: Account | None, days: Sequence[date]
 ) -> list[dict[str, Any]]:
     rows = []
     for day in days:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from itertools import pairwise
 from statistics import fmean, median
-from typing import Any
+from typing import Any, TypeVar
 
 from alerts.lifecycle import Finding
 from alerts.rules import (
@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 HISTORY_DAYS = 42
+_T = TypeVar("_T")
 LAST_SEEN_ROLES = ("champion", "admin", "executive")
 """Whose last-seen times an account-wide silence shows as evidence."""
 TYPICAL_USAGE_DAYS = 14  # the health tier's usage part: the typical day of two weeks
@@ -73,23 +74,25 @@ class Context:
     evaluations of one day while that history stands still (alerts/evaluation.py keeps
     it); ``None``: compute everything afresh."""
 
-    @property
-    def today(self) -> date:
-        return self.state.local_day(self.now)
+    today: date = field(init=False, repr=False, compare=False)
+    """The account's local day at ``now`` (read by every rule, so worked out once)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "today", self.state.local_day(self.now))
 
     @property
     def account_name(self) -> str:
         return self.account.name if self.account else self.state.account_id
 
 
-def _memo(context: Context, key: Any, compute: Callable[[], Any]) -> Any:
+def _memo(context: Context, key: Any, compute: Callable[[], _T]) -> _T:
     """``compute()``, or its value from an earlier evaluation over the same history."""
     memo = context.memo
     if memo is None:
         return compute()
     if key not in memo:
         memo[key] = compute()
-    return memo[key]
+    return memo[key]  # type: ignore[no-any-return]
 
 
 def evaluate(rule: Rule, context: Context) -> list[Finding]:
@@ -176,7 +179,16 @@ def _working_days(
     rule: Rule, context: Context, end: date, rate: float, off: DaysOff | None = None
 ) -> WorkingDays:
     off = off if off is not None else days_off(rule, context.account, context.state.timezone)
-    return WorkingDays(working_weekdays(context.state, end, rate, off), off)
+    return WorkingDays(_account_weekdays(context, end, rate, off), off)
+
+
+def _account_weekdays(context: Context, end: date, rate: float, off: DaysOff) -> frozenset[int]:
+    """:func:`working_weekdays` of the whole account, shared by the rules that ask."""
+    return _memo(
+        context,
+        ("weekdays", end, rate, off.names),
+        lambda: working_weekdays(context.state, end, rate, off),
+    )
 
 
 # --- silence -------------------------------------------------------------------------
@@ -209,7 +221,7 @@ def _silence_verdicts(rule: SilenceRule, context: Context) -> list[_SilenceVerdi
     rate = rule.working_day_rate
     if rule.scope == "account":
         days = _active_days(state, end, _any_user)
-        working = WorkingDays(working_weekdays(state, days[-1] if days else end, rate, off), off)
+        working = WorkingDays(_account_weekdays(context, days[-1] if days else end, rate, off), off)
         first = state.first_seen_at
         return [_silence_verdict(rule, context, None, days, first_seen=first, working=working)]
     verdicts = []
@@ -448,6 +460,17 @@ def _typical_trend(
 
 
 def _kept_days(
+    context: Context, metric: str, off: DaysOff, extra_days: int = 0
+) -> dict[date, float]:
+    """:func:`_read_kept_days`, shared by the rules that ask (read-only)."""
+    return _memo(
+        context,
+        ("kept", metric, off.names, extra_days),
+        lambda: _read_kept_days(context, metric, off, extra_days),
+    )
+
+
+def _read_kept_days(
     context: Context, metric: str, off: DaysOff, extra_days: int = 0
 ) -> dict[date, float]:
     """The metric on each day of the kept history (and ``extra_days`` before it) since

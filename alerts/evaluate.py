@@ -197,14 +197,20 @@ def _account_weekdays(context: Context, end: date, rate: float, off: DaysOff) ->
 def _silence(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, SilenceRule)
     verdicts = _memo(context, ("silence", rule.name), lambda: _silence_verdicts(rule, context))
-    roles = rule.roles if rule.scope == "stakeholder" else None
-    findings = []
-    for subject, active, judged in verdicts:
-        evidence = judged
-        if "last_seen" in judged:  # fresh: people seen today show up at once
-            evidence = {**judged, "last_seen": _last_seen(context.state, roles, subject)}
-        findings.append(_finding(rule, context, active, subject, evidence))
-    return findings
+    roles = rule.roles if rule.scope == "stakeholder" else LAST_SEEN_ROLES
+    # Fresh evidence: people seen today show up at once (and nothing else moves today).
+    seen = tuple(user.last_seen for user in context.state.users.values() if user.role in roles)
+
+    def findings() -> list[Finding]:
+        found = []
+        for subject, active, judged in verdicts:
+            evidence = judged
+            if "last_seen" in judged:
+                evidence = {**judged, "last_seen": _last_seen(context.state, roles, subject)}
+            found.append(_finding(rule, context, active, subject, evidence))
+        return found
+
+    return _memo(context, ("silence-seen", rule.name, seen), findings)
 
 
 _SilenceVerdict = tuple[str | None, bool, dict[str, Any]]
@@ -307,11 +313,8 @@ def _silence_verdict(
     return subject, missed >= threshold, evidence
 
 
-def _last_seen(
-    state: EngagementState, roles: Iterable[str] | None, subject: str | None
-) -> dict[str, str]:
-    wanted = tuple(roles) if roles is not None else LAST_SEEN_ROLES
-    seen = metrics.stakeholder_last_seen(state, wanted)
+def _last_seen(state: EngagementState, roles: Iterable[str], subject: str | None) -> dict[str, str]:
+    seen = metrics.stakeholder_last_seen(state, roles)
     if subject is not None:
         seen = {subject: seen[subject]} if subject in seen else {}
     return {user: when.isoformat().replace("+00:00", "Z") for user, when in seen.items()}
@@ -509,6 +512,15 @@ def _typical(
 
 def _adoption(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, AdoptionRule)
+    # It reads today's events too: every event of the day adds one to its count.
+    today = context.state.days.get(context.today.isoformat())
+    seen_today = today.events if today is not None else 0
+    return _memo(
+        context, ("adoption", rule.name, seen_today), lambda: _judge_adoption(rule, context)
+    )
+
+
+def _judge_adoption(rule: AdoptionRule, context: Context) -> list[Finding]:
     account = context.account
     if account is None or account.contract_start is None:
         return []

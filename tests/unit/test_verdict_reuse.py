@@ -130,3 +130,23 @@ def test_the_history_key_ignores_today_and_sees_the_past() -> None:
     moved = history_key(context)
     fold_records(state, [event(noon - timedelta(minutes=20), "u2")])  # a new person
     assert history_key(context) != moved
+
+
+def test_a_feature_adopted_this_morning_counts_at_noon() -> None:
+    """Adoption reads today's events: reuse must not hold the morning's verdict."""
+    account = Account("acme", "Acme", 10, contract_start=(END - timedelta(days=60)).date())
+    start = END.replace(hour=9, minute=0) - timedelta(days=40)
+    records: list[Record] = [("u2-first", 0, start.timestamp() - 60, "u2", "user", 0, None)]
+    for day in range(41):
+        at = (start + timedelta(days=day)).timestamp()
+        records.append((f"l{day}", 0, at, "u1", "champion", 0, None))
+        if day in (30, 33, 36):  # one user on three days: not adopted (min_users 2)
+            records.append((f"r{day}", 2, at + 60, "u1", "champion", "reports", None))
+    records.append(("r-u2", 2, records[-1][2] + 3600, "u2", "user", "reports", None))
+    fresh = run(account, records, reuse=False)
+    adoption = [n.change for n in fresh.notices if n.change.alert.rule == "reports-not-adopted"]
+    assert adoption[0].kind.value == "firing"
+    assert [c.kind.value for c in adoption].count("resolved") == 1
+    assert adoption[-1].kind.value == "resolved"
+    assert adoption[-1].at.date() == END.date()  # resolved at a tick of the same day
+    assert_same(run(account, records, reuse=True), fresh)

@@ -11,6 +11,7 @@ deterministic. A live worker fed the same file publishes the same alert events.
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import time
 from collections import Counter, defaultdict
@@ -61,11 +62,13 @@ def replay(
     policy: StatePolicy | None = None,
     progress: TextIO | None = sys.stderr,
     until: datetime | None = None,
+    jobs: int = 1,
 ) -> ReplayReport:
     """Backtest every account of ``events_path``; write alert events to ``out``.
 
     Idle accounts are judged up to the history's last event, or up to ``until`` (the
-    clock a live worker would have reached)."""
+    clock a live worker would have reached). Accounts are independent, so ``jobs``
+    processes can share them (where processes fork); the output is the same."""
     report = ReplayReport()
     started = time.perf_counter()
     accounts = _load_accounts(accounts_path) if accounts_path else {}
@@ -78,13 +81,27 @@ def replay(
     last = max(record[2] for records in by_account.values() for record in records)
     start = datetime.fromtimestamp(first, UTC)
     end = until or datetime.fromtimestamp(last, UTC)
-    written: list[tuple[datetime, str, dict[str, Any]]] = []
-    for index, (account_id, records) in enumerate(sorted(by_account.items()), 1):
-        account = accounts.get(account_id) or Account(account_id, account_id, 0)
-        notices = backtest_records(rules, account, records, start, end, step=step, policy=policy)
-        written.extend(_events(notices, account))
-        if progress is not None:
-            _show_progress(progress, index, len(by_account))
+    work = _Work(rules, accounts, by_account, start, end, step, policy)
+    written: list[_Written] = []
+    # The busiest accounts first, so that no process is left with one at the end.
+    account_ids = sorted(by_account, key=lambda a: (-len(by_account[a]), a))
+    if jobs > 1 and len(account_ids) > 1 and _FORK is not None:
+        global _WORK  # noqa: PLW0603 - how forked processes inherit the decoded history
+        _WORK = work
+        try:
+            with _FORK.Pool(min(jobs, len(account_ids))) as pool:
+                results = pool.imap_unordered(_run_account, account_ids)
+                for index, found in enumerate(results, 1):
+                    written.extend(found)
+                    if progress is not None:
+                        _show_progress(progress, index, len(account_ids))
+        finally:
+            _WORK = None
+    else:
+        for index, account_id in enumerate(account_ids, 1):
+            written.extend(work.run(account_id))
+            if progress is not None:
+                _show_progress(progress, index, len(account_ids))
     for _, _, event in sorted(written, key=lambda item: (item[0], item[1])):
         out.write(codec.dumps(event).decode() + "\n")
         report.alerts[f"{event['rule']}:{event['status']}"] += 1
@@ -92,9 +109,46 @@ def replay(
     return report
 
 
-def _events(
-    notices: Iterable[Notice], account: Account
-) -> Iterator[tuple[datetime, str, dict[str, Any]]]:
+_Written = tuple[datetime, str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What every account's backtest needs."""
+
+    rules: Sequence[Rule]
+    accounts: dict[str, Account]
+    by_account: dict[str, list[Record]]
+    start: datetime
+    end: datetime
+    step: timedelta
+    policy: StatePolicy | None
+
+    def run(self, account_id: str) -> list[_Written]:
+        account = self.accounts.get(account_id) or Account(account_id, account_id, 0)
+        records = self.by_account[account_id]
+        notices = backtest_records(
+            self.rules, account, records, self.start, self.end, step=self.step, policy=self.policy
+        )
+        return list(_events(notices, account))
+
+
+_FORK = (
+    multiprocessing.get_context("fork")
+    if "fork" in multiprocessing.get_all_start_methods()
+    else None
+)
+_WORK: _Work | None = None
+"""Set in the parent just before the pool forks: children read the decoded history
+from memory they inherited, instead of receiving it pickled."""
+
+
+def _run_account(account_id: str) -> list[_Written]:
+    assert _WORK is not None, "only called in a forked child"
+    return _WORK.run(account_id)
+
+
+def _events(notices: Iterable[Notice], account: Account) -> Iterator[_Written]:
     for notice in notices:
         change = notice.change
         event = alert_event(change, account, change.at, inhibited_by=notice.inhibited_by)

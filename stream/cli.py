@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluation grid in hours (default: the evaluation_step_s setting, as live)",
     )
+    replay.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes sharing the accounts (the output is the same; default 1)",
+    )
     from stream import triage_cli
 
     triage_cli.add_parser(sub)
@@ -251,6 +257,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
             if args.step_hours
             else timedelta(seconds=settings.evaluation_step_s),
             policy=state_policy(settings),
+            jobs=args.jobs,
         )
     print(report.summary())
     return 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alerts.replay import ReplayReport, replay
+from alerts.replay import ReplayReport, _load_events, replay
 from alerts.rules import load_rules
 from stream import codec
+from stream.events import Record, UsageEvent, decode_event, record_of
 from stream.simulate import FleetSpec, build_fleet, generate_events
 
 END = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -26,9 +28,10 @@ def write_history(folder: Path) -> dict[str, str]:
     return {a.account_id: a.behaviour for a in fleet}
 
 
-def run(folder: Path) -> tuple[str, ReplayReport]:
+def run(folder: Path, jobs: int = 1) -> tuple[str, ReplayReport]:
     out = io.StringIO()
-    report = replay(RULES, folder / "events.jsonl", folder / "accounts.jsonl", out, progress=None)
+    events, accounts = folder / "events.jsonl", folder / "accounts.jsonl"
+    report = replay(RULES, events, accounts, out, progress=None, jobs=jobs)
     return out.getvalue(), report
 
 
@@ -51,3 +54,36 @@ def test_replay_alerts_the_quiet_accounts_and_rejects_bad_lines(tmp_path: Path) 
 def test_the_same_history_replays_to_the_same_file(tmp_path: Path) -> None:
     write_history(tmp_path)
     assert run(tmp_path)[0] == run(tmp_path)[0]
+
+
+def test_processes_sharing_the_accounts_write_the_same_file(tmp_path: Path) -> None:
+    write_history(tmp_path)
+    alone, report = run(tmp_path)
+    shared, shared_report = run(tmp_path, jobs=3)
+    assert alone and shared == alone
+    assert shared_report.alerts == report.alerts
+    assert shared_report.rejected == report.rejected
+
+
+def test_events_the_fast_decoder_leaves_to_the_careful_one_keep_their_place(
+    tmp_path: Path,
+) -> None:
+    """Times with a fraction of a second go the careful way; each account's events are
+    still in file order, as the careful path alone would give them."""
+    write_history(tmp_path)
+    path = tmp_path / "events.jsonl"
+    lines = path.read_bytes().splitlines()
+    lines = [
+        re.sub(rb'("occurred_at":"[^"]*)Z"', rb'\1.5Z"', line) if n % 7 == 0 else line
+        for n, line in enumerate(lines)
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    expected: dict[str, list[Record]] = {}
+    for line in lines:
+        event = decode_event(line, datetime.now(UTC))
+        if isinstance(event, UsageEvent):
+            expected.setdefault(event.account_id, []).append(record_of(event))
+    report = ReplayReport()
+    loaded = _load_events(path, report)
+    assert loaded == expected
+    assert sum(r[2] % 1 == 0.5 for records in loaded.values() for r in records) > 100

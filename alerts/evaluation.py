@@ -10,7 +10,7 @@ return what changed, with the critical alert that quiets each change, if any.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -116,9 +116,11 @@ class AccountRun:
     def _evaluate(self, rules: Sequence[Rule], at: float) -> None:
         now = datetime.fromtimestamp(at, UTC)
         findings: list[Finding] = []
-        context = Context(self.state, self.account, now)
+        open_rules = frozenset(state.rule for state in self.book.open())
+        memo = self.reuse.memo if self.reuse is not None else None
+        context = Context(self.state, self.account, now, open_rules=open_rules, memo=memo)
         if self.reuse is not None:
-            context = self.reuse.moved_to(context)
+            self.reuse.move_to(context)
         for change in sweep_account(rules, context, self.book, findings, self._judge):
             self.notices.append(Notice(change, inhibitor(change, self.book)))
         health = [f.evidence for f in findings if f.rule in self.ruleset.health_rules]
@@ -153,12 +155,13 @@ class Reuse:
     memo: dict[Any, Any] = field(default_factory=dict)
     """Partial results the rules keep themselves (``Context.memo``)."""
 
-    def moved_to(self, context: Context) -> Context:
-        """``context`` with this history's memo; forgets everything if the history moved."""
+    def move_to(self, context: Context) -> None:
+        """Forget everything if the history of ``context`` is not the one kept."""
         history = history_key(context)
         if history != self.history:
-            self.history, self.verdicts, self.memo = history, {}, {}
-        return replace(context, memo=self.memo)
+            self.history = history
+            self.verdicts.clear()
+            self.memo.clear()  # in place: ``context.memo`` is this dict
 
     def findings(self, rule: Rule, context: Context) -> list[Finding]:
         """The rule's findings, reused while the history and the open alerts stand still

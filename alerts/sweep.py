@@ -82,7 +82,9 @@ def sweep_account(
     them). ``judge`` evaluates one rule (a caching one may stand in for ``evaluate``).
     """
     changes: list[Change] = []
-    context = replace(context, open_rules=frozenset(state.rule for state in alerts.open()))
+    open_rules = frozenset(state.rule for state in alerts.open())
+    if context.open_rules != open_rules:
+        context = replace(context, open_rules=open_rules)
     for rule in rules:
         policy = _policy(rule.for_, rule.repeat_interval)
         for finding in judge(rule, context):

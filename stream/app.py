@@ -233,6 +233,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         on_redis_error=telemetry.count_redis_error,
         step_s=settings.evaluation_step_s,
         delay_s=settings.evaluation_delay_s,
+        current_state=pipeline.current_state,
+        reuse_for=evaluator.reuse_for,
     )
 
     if settings.notifier_enabled:

@@ -89,7 +89,7 @@ class LiveEvaluator:
         record = self._accounts.get(account_id)
         account = Account.from_json(record) if record else None
         run = AccountRun(
-            self._ruleset, state, account, book, reuse=self._reuse_for(account_id, state)
+            self._ruleset, state, account, book, reuse=self.reuse_for(account_id, state)
         )
         types = [KINDS[code].value for code in codes]
         notices = run.on_events(times, types, fold)
@@ -117,9 +117,10 @@ class LiveEvaluator:
         self._cursors.clear()
         self._reuse.clear()
 
-    def _reuse_for(self, account_id: str, state: EngagementState) -> Reuse:
+    def reuse_for(self, account_id: str, state: EngagementState) -> Reuse:
         """The account's shared results, kept only for the very state object they came
-        from (a state decoded again starts afresh); the least recent go first."""
+        from (a state decoded again starts afresh); the least recent go first. The
+        sweep shares them too."""
         kept = self._reuse.pop(account_id, None)
         reuse = kept[1] if kept is not None and kept[0] is state else Reuse()
         if len(self._reuse) >= self._reuse_limit:

@@ -172,6 +172,19 @@ class IngestPipeline:
         self._evaluator.fold(account_id, state, records, fold)
         return total
 
+    def current_state(self, account_id: str, *, decode: bool = True) -> EngagementState | None:
+        """The account's state as the table holds it now (``None``: no state), as the
+        very object the next batch folds into when this pipeline holds it decoded: the
+        sweep judges what ingest has folded, with nothing decoded twice. Without
+        ``decode``, only a state held decoded is returned. Leaves the cache's order."""
+        stored = self._table.get(account_id)
+        if not stored:
+            return None
+        cached = self._states.get(account_id)
+        if cached is not None and (cached[0] is stored or cached[0] == stored):
+            return cached[1]
+        return EngagementState.from_json(stored) if decode else None
+
     def _load(self, account_id: str) -> tuple[EngagementState, bytes | None]:
         """The account's state and the bytes it came from (``None`` for a new one)."""
         stored = self._table.get(account_id)

@@ -28,9 +28,9 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from alerts.evaluation import AccountRun, Notice, RuleSet
+from alerts.evaluation import AccountRun, Notice, Reuse, RuleSet
 from alerts.events import alert_event
 from alerts.lifecycle import AlertState, Change
 from alerts.rules import Rule
@@ -52,6 +52,14 @@ REDIS_TIMEOUT_S = 5.0
 """Longest a sweep waits for one triage-store call (the store's sockets time out sooner)."""
 
 Publish = Callable[[bytes, bytes], Awaitable[None]]
+
+
+class CurrentState(Protocol):
+    """The account's state now, decoded if need be (``decode=False``: only if held)."""
+
+    def __call__(self, account_id: str, *, decode: bool = True) -> EngagementState | None: ...
+
+
 T = TypeVar("T")
 
 
@@ -93,8 +101,14 @@ class Sweeper:
         on_redis_error: Callable[[str], None] = lambda operation: None,
         step_s: float = 21_600.0,
         delay_s: float = 0.0,
+        current_state: CurrentState | None = None,
+        reuse_for: Callable[[str, EngagementState], Reuse] | None = None,
     ) -> None:
         self._ruleset = RuleSet(tuple(rules), step_s)
+        self._current_state = current_state
+        """The account's state now (the ingest pipeline's own object); without it, the
+        states are decoded from ``owned_states`` at the start of each sweep."""
+        self._reuse_for = reuse_for
         self._delay_s = delay_s
         self._silence_rules = frozenset(
             rule.name for rule in rules if rule.kind == "silence" and rule.scope == "account"
@@ -112,7 +126,7 @@ class Sweeper:
     async def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport()
         started = time.perf_counter()
-        states = [EngagementState.from_json(value) for _, value in self._owned_states()]
+        states = self._states()
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
         stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
         if stalled:
@@ -124,12 +138,16 @@ class Sweeper:
         resolves = await self._resolve_requests(now)
         batch = IndexBatch() if self._triage is not None else None
         waiting: list[str] = []
-        for index, state in enumerate(states, 1):
-            if self._behind(state.account_id):
+        for index, first_read in enumerate(states, 1):
+            if self._behind(first_read.account_id):
                 # Its events are still being read: judged by the clock now, it would
                 # look quieter than it is (and than replay would judge it).
-                waiting.append(state.account_id)
+                waiting.append(first_read.account_id)
                 continue
+            state = first_read
+            if self._current_state is not None:
+                # Ingest may have folded more since the sweep began: judge what it holds.
+                state = self._current_state(state.account_id, decode=False) or first_read
             report.accounts += 1
             await self._sweep_one(state, now, report, resolves.get(state.account_id, []), batch)
             if index % YIELD_EVERY == 0:
@@ -141,6 +159,13 @@ class Sweeper:
             if waiting:
                 await self._redis("index_refresh", lambda t: t.refresh_index(waiting))
         return report
+
+    def _states(self) -> list[EngagementState]:
+        owned = self._owned_states()
+        if self._current_state is None:
+            return [EngagementState.from_json(value) for _, value in owned]
+        found = [self._current_state(account_id) for account_id, _ in owned]
+        return [state for state in found if state is not None]
 
     async def _resolve_requests(self, now: datetime) -> dict[str, list[ResolveRequest]]:
         """Pending resolve requests by account (any worker's; each applies its own)."""
@@ -182,6 +207,8 @@ class Sweeper:
         stored = self._alerts.get(state.account_id)
         book = AccountAlerts.from_dict(codec.loads(stored) if stored else None)
         run = AccountRun(self._ruleset, state, account, book)
+        if self._reuse_for is not None:
+            run.reuse = self._reuse_for(state.account_id, state)
         changes = list(run.on_clock(now.timestamp() - self._delay_s))
         # People's resolves after the ticks (which are in the past): the resolved alert
         # is then held until its condition clears.

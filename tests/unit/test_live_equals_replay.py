@@ -53,10 +53,13 @@ def replayed(tmp: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
-async def live(cuts: list[int], sweep_after: set[int]) -> list[dict[str, Any]]:
+async def live(
+    cuts: list[int], sweep_after: set[int], *, shared: bool = True
+) -> list[dict[str, Any]]:
     """The events in batches cut at ``cuts``; a sweep after the batches in ``sweep_after``
     (at the clock of the newest event so far, as a worker keeping up would), then a
-    last sweep at the end."""
+    last sweep at the end. ``shared``: wired as the worker is, the sweep judging the
+    pipeline's own states and sharing the evaluator's reuse; else on its own."""
     clock = ManualClock(END)
     published: list[dict[str, Any]] = []
     engagement: dict[str, Any] = {}
@@ -88,6 +91,8 @@ async def live(cuts: list[int], sweep_after: set[int]) -> list[dict[str, Any]]:
         publish=publish,
         catch_up_lag_s=40 * 86_400,
         step_s=STEP,
+        current_state=pipeline.current_state if shared else None,
+        reuse_for=evaluator.reuse_for if shared else None,
     )
     bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(EVENTS)), len(EVENTS)]
     for n, (start, end) in enumerate(itertools.pairwise(bounds)):
@@ -115,9 +120,10 @@ def test_the_worker_publishes_what_replay_writes(tmp_path: Path) -> None:
 @given(
     cuts=st.lists(st.integers(min_value=1, max_value=len(EVENTS) - 1), max_size=6),
     sweeps=st.sets(st.integers(min_value=0, max_value=6), max_size=4),
+    shared=st.booleans(),
 )
 def test_batching_and_sweeps_never_change_the_alerts(
-    tmp_path: Path, cuts: list[int], sweeps: set[int]
+    tmp_path: Path, cuts: list[int], sweeps: set[int], shared: bool
 ) -> None:
     expected = comparable(replayed(tmp_path))
-    assert comparable(asyncio.run(live(cuts, sweeps))) == expected
+    assert comparable(asyncio.run(live(cuts, sweeps, shared=shared))) == expected

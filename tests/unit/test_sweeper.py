@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from alerts.evaluation import RuleSet
 from alerts.rules import load_rules
 from stream import codec
+from stream import sweeper as sweeper_module
 from stream.accounts import Account
+from stream.clock import ManualClock
+from stream.deadletter import DeadLetter, SourcePosition
 from stream.engagement import EngagementState, fold_events
+from stream.evaluator import LiveEvaluator
 from stream.events import UsageEvent, validate_event
+from stream.ingest import RawMessage
+from stream.pipeline import IngestPipeline
 from stream.simulate import FleetSpec, build_fleet, generate_events
 from stream.sweeper import Sweeper
 
@@ -80,3 +89,76 @@ async def test_the_sweep_holds_when_the_newest_event_is_too_old() -> None:
     harness = Harness(state, account)
     report = await harness.sweeper.sweep(NOW + timedelta(days=40))  # producers stopped
     assert report.held and harness.published == []
+
+
+async def test_the_sweep_judges_what_ingest_folded_while_it_ran(monkeypatch: Any) -> None:
+    """Ingest runs while a sweep waits: an account the sweep reaches afterwards is
+    judged on the events folded meanwhile, as replay judges it, not on the state read
+    when the sweep began. Here a silent account's login at 23:00 reaches the worker
+    mid-sweep; the midnight tick must see yesterday active and resolve the silence."""
+    monkeypatch.setattr(sweeper_module, "YIELD_EVERY", 1)  # yield after each account
+    midnight = datetime(2026, 11, 24, tzinfo=UTC)
+    clock = ManualClock(midnight)
+    engagement: dict[str, Any] = {}
+    alerts: dict[str, Any] = {}
+    accounts = {a: Account(a, a, 5).to_json() for a in ("busy", "quiet")}
+    published: list[dict[str, Any]] = []
+
+    async def publish(key: bytes, value: bytes) -> None:
+        published.append(codec.loads(value))
+
+    async def dead_letter(letter: DeadLetter) -> None:
+        raise AssertionError(letter)
+
+    evaluator = LiveEvaluator(RuleSet(tuple(RULES), 6 * 3600.0), accounts, alerts, publish)
+    pipeline = IngestPipeline(
+        engagement, dead_letter, clock, accounts=accounts, evaluator=evaluator
+    )
+    sweeper = Sweeper(
+        RULES,
+        lambda: list(engagement.items()),
+        accounts,
+        alerts,
+        publish=publish,
+        catch_up_lag_s=30 * 86_400,
+        current_state=pipeline.current_state,
+        reuse_for=evaluator.reuse_for,
+    )
+    offset = 0
+
+    def login(account_id: str, at: datetime) -> RawMessage:
+        nonlocal offset
+        offset += 1
+        event = {
+            "schema": 1,
+            "event_id": f"{account_id}-{offset}",
+            "type": "login",
+            "account_id": account_id,
+            "user_id": f"{account_id}-u1",
+            "role": "champion",
+            "occurred_at": at.isoformat().replace("+00:00", "Z"),
+            "properties": {},
+        }
+        return RawMessage(codec.dumps(event), SourcePosition("t", 0, offset, account_id.encode()))
+
+    start = midnight - timedelta(days=42)
+    days = [start + timedelta(days=d, hours=10) for d in range(42)]
+    weekdays = [d for d in days if d.weekday() < 5]
+    # "busy" works every weekday; "quiet" did too, until two weeks ago.
+    history = [login("busy", d) for d in weekdays] + [
+        login("quiet", d) for d in weekdays if d < midnight - timedelta(days=14)
+    ]
+    await pipeline.process(history)
+    await sweeper.sweep(midnight - timedelta(hours=1))  # up to 18:00: "quiet" is silent
+    assert any(e["rule"] == "account-silent" and e["status"] == "firing" for e in published)
+    published.clear()
+
+    late_login = [login("quiet", midnight - timedelta(hours=1))]  # 23:00, before the tick
+
+    async def ingest_meanwhile() -> None:  # runs when the sweep yields after "busy"
+        await pipeline.process(late_login)
+
+    await asyncio.gather(sweeper.sweep(midnight), ingest_meanwhile())
+    assert list(engagement) == ["busy", "quiet"]  # the sweep's order: "quiet" comes second
+    resolved = [e for e in published if e["rule"] == "account-silent"]
+    assert [(e["status"], e["ends_at"]) for e in resolved] == [("resolved", "2026-11-24T00:00:00Z")]

@@ -51,6 +51,10 @@ YIELD_EVERY = 25
 REDIS_TIMEOUT_S = 5.0
 """Longest a sweep waits for one triage-store call (the store's sockets time out sooner)."""
 
+REBUILD_EVERY = 5
+"""Sweeps an unchanged triage entry is kept (its expiry renewed) before it is built and
+written again anyway (Redis may have lost it)."""
+
 Publish = Callable[[bytes, bytes], Awaitable[None]]
 
 
@@ -122,6 +126,9 @@ class Sweeper:
         self._triage = triage
         self._on_redis_error = on_redis_error
         self._redis_failing = False
+        self._indexed: dict[str, tuple[Any, int]] = {}
+        """account_id -> what its last written triage entry was built from, and the
+        sweeps since that kept it as it was."""
 
     async def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport()
@@ -155,7 +162,10 @@ class Sweeper:
         report.seconds = time.perf_counter() - started
         report.behind = len(waiting)
         if batch is not None:
-            await self._redis("index_write", lambda t: t.write_index(batch))
+            if await self._redis("index_write", lambda t: _write(t, batch)):
+                self._indexed.update((a, (sig, 0)) for a, sig in batch.built.items())
+            else:  # not written: build them all again next time
+                self._indexed.clear()
             if waiting:
                 await self._redis("index_refresh", lambda t: t.refresh_index(waiting))
         return report
@@ -231,10 +241,48 @@ class Sweeper:
         report.changed.extend(notice.change for notice in changes)
         report.open.extend(book.open())
         if batch is not None:
-            try:
-                batch.add(
-                    state, account, book.states, book.health, [n.change for n in changes], now=now
-                )
-            except Exception:  # the index serves people; a bug in it must not stop alerting
-                log.exception("triage index: no entry for %s", state.account_id)
+            changed = [n.change for n in changes]
+            self._index(
+                batch, state, account=account, record=record, book=book, changes=changed, now=now
+            )
             batch.done_resolves.extend(r.fingerprint for r in resolves)
+
+    def _index(
+        self,
+        batch: IndexBatch,
+        state: EngagementState,
+        *,
+        account: Account | None,
+        record: Any,
+        book: AccountAlerts,
+        changes: list[Change],
+        now: datetime,
+    ) -> None:
+        """The account's triage entry, built again only when something it shows moved
+        (its events, alerts, health, record or local day), or every few sweeps in case
+        Redis lost it; otherwise its expiry is renewed."""
+        account_id = state.account_id
+        signature = (
+            state.local_day(now),
+            state.newest_at,
+            state.total_events,
+            record,
+            self._alerts.get(account_id),
+        )
+        written = self._indexed.get(account_id)
+        unchanged = not changes and written is not None and written[0] == signature
+        if unchanged and written is not None and written[1] < REBUILD_EVERY:
+            batch.kept.append(account_id)
+            self._indexed[account_id] = (signature, written[1] + 1)
+            return
+        try:
+            batch.add(state, account, book.states, book.health, changes, now=now)
+        except Exception:  # the index serves people; a bug in it must not stop alerting
+            log.exception("triage index: no entry for %s", account_id)
+            return
+        batch.built[account_id] = signature
+
+
+async def _write(store: TriageStore, batch: IndexBatch) -> bool:
+    await store.write_index(batch)
+    return True

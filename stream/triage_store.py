@@ -69,6 +69,11 @@ class IndexBatch:
     """Fingerprints of the swept accounts' alerts that are not open (any more)."""
     history: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     done_resolves: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    """Accounts whose entry is still the one last written: only its expiry is renewed."""
+    built: dict[str, Any] = field(default_factory=dict)
+    """account_id -> what its new entry was built from (the sweep's, to skip it next
+    time if nothing moved)."""
 
     def add(
         self,
@@ -159,6 +164,8 @@ class TriageStore:
             pipe.hdel(self.key("resolves"), *batch.done_resolves)
         for account_id, record in batch.history:
             self._push_history(pipe, account_id, record)
+        for account_id in batch.kept:
+            pipe.expire(self.key(f"account:{account_id}"), self.entry_ttl_s)
         await pipe.execute()
 
     async def refresh_index(self, account_ids: Iterable[str]) -> None:

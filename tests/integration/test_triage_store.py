@@ -14,6 +14,7 @@ import pytest
 
 from alerts.triage import Ack, ResolveRequest
 from stream import codec
+from stream.sweeper import REBUILD_EVERY
 from stream.triage_store import TriageStore
 from tests.conftest import REPO, free_port
 from tests.unit.test_sweeper import NOW, Harness, quiet_account_state
@@ -222,3 +223,38 @@ async def test_alerting_goes_on_when_redis_is_down() -> None:
     assert (await harness.sweeper.sweep(NOW + timedelta(days=40))).held
     assert errors[-1] == "index_refresh"
     await dead.close()
+
+
+async def test_an_entry_nothing_moved_is_kept_and_only_its_expiry_renewed(
+    store: TriageStore,
+) -> None:
+    harness, account_id = await swept(store)
+    key = store.key(f"account:{account_id}")
+    first = await store.account(account_id)
+    assert first is not None
+    await store.redis.expire(key, 5)
+    minute = timedelta(minutes=1)
+    for n in range(1, REBUILD_EVERY + 1):  # the same tick, no new event: nothing moved
+        await harness.sweeper.sweep(NOW + n * minute)
+        assert await store.account(account_id) == first  # not built again ...
+        assert await store.redis.ttl(key) > 50  # ... but kept alive
+    await harness.sweeper.sweep(NOW + (REBUILD_EVERY + 1) * minute)  # in case Redis lost it
+    rebuilt = await store.account(account_id)
+    assert rebuilt is not None and rebuilt["swept_at"] != first["swept_at"]
+    await harness.sweeper.sweep(NOW + timedelta(hours=6))  # a tick: the alerts moved
+    moved = await store.account(account_id)
+    assert moved is not None and moved["swept_at"] == "2026-11-23T18:00:00Z"
+
+
+async def test_entries_a_failed_write_lost_are_built_again(store: TriageStore) -> None:
+    harness, account_id = await swept(store)
+    await store.redis.delete(store.key(f"account:{account_id}"))  # say Redis lost it
+    dead = TriageStore.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", "down", entry_ttl_s=60, timeout_s=0.5
+    )
+    harness.sweeper._triage = dead  # a sweep whose write fails
+    await harness.sweeper.sweep(NOW + timedelta(minutes=1))
+    await dead.close()
+    harness.sweeper._triage = store  # Redis is back: nothing is known to be written
+    await harness.sweeper.sweep(NOW + timedelta(minutes=2))
+    assert await store.account(account_id) is not None

@@ -67,6 +67,38 @@ class RuleSet:
 
 
 @dataclass
+class Reuse:
+    """Findings and partial results one account's evaluations share while nothing they
+    read has moved: day-based rules judge completed days, so most evaluations of a
+    day (every tick of it, and every NPS answer) give the same findings."""
+
+    history: Any = None
+    """The :func:`history_key` the entries below were computed under."""
+    verdicts: dict[str, tuple[frozenset[str], list[Finding]]] = field(default_factory=dict)
+    """rule -> (the open alerts then, its findings)."""
+    memo: dict[Any, Any] = field(default_factory=dict)
+    """Partial results the rules keep themselves (``Context.memo``)."""
+
+    def move_to(self, context: Context) -> None:
+        """Forget everything if the history of ``context`` is not the one kept."""
+        history = history_key(context)
+        if history != self.history:
+            self.history = history
+            self.verdicts.clear()
+            self.memo.clear()  # in place: ``context.memo`` is this dict
+
+    def findings(self, rule: Rule, context: Context) -> list[Finding]:
+        """The rule's findings, reused while the history and the open alerts stand still
+        (an exit level may depend on whether its alert is open)."""
+        cached = self.verdicts.get(rule.name)
+        if cached is not None and cached[0] == context.open_rules:
+            return cached[1]
+        found = evaluate(rule, context)
+        self.verdicts[rule.name] = (context.open_rules, found)
+        return found
+
+
+@dataclass
 class AccountRun:
     """Evaluations of one account: its state, metadata and alert book, in place."""
 
@@ -75,7 +107,7 @@ class AccountRun:
     account: Account | None
     book: AccountAlerts
     notices: list[Notice] = field(default_factory=list)
-    reuse: Reuse | None = field(default_factory=lambda: Reuse())  # noqa: PLW0108 - Reuse is defined below
+    reuse: Reuse | None = field(default_factory=Reuse)
     """What this account's evaluations share while its history stands still; a worker
     keeps it between batches. ``None``: judge everything afresh (to test that reuse
     is exact)."""
@@ -140,38 +172,6 @@ class AccountRun:
         if cursor != self.book.evaluated_through:
             self.book.evaluated_through = cursor
             self.book.changed = True
-
-
-@dataclass
-class Reuse:
-    """Findings and partial results one account's evaluations share while nothing they
-    read has moved: day-based rules judge completed days, so most evaluations of a
-    day (every tick of it, and every NPS answer) give the same findings."""
-
-    history: Any = None
-    """The :func:`history_key` the entries below were computed under."""
-    verdicts: dict[str, tuple[frozenset[str], list[Finding]]] = field(default_factory=dict)
-    """rule -> (the open alerts then, its findings)."""
-    memo: dict[Any, Any] = field(default_factory=dict)
-    """Partial results the rules keep themselves (``Context.memo``)."""
-
-    def move_to(self, context: Context) -> None:
-        """Forget everything if the history of ``context`` is not the one kept."""
-        history = history_key(context)
-        if history != self.history:
-            self.history = history
-            self.verdicts.clear()
-            self.memo.clear()  # in place: ``context.memo`` is this dict
-
-    def findings(self, rule: Rule, context: Context) -> list[Finding]:
-        """The rule's findings, reused while the history and the open alerts stand still
-        (an exit level may depend on whether its alert is open)."""
-        cached = self.verdicts.get(rule.name)
-        if cached is not None and cached[0] == context.open_rules:
-            return cached[1]
-        found = evaluate(rule, context)
-        self.verdicts[rule.name] = (context.open_rules, found)
-        return found
 
 
 def history_key(context: Context) -> tuple[Any, ...]:

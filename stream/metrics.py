@@ -71,6 +71,8 @@ def _window_buckets(state: EngagementState, end: date, days: int) -> list[DayBuc
 
 def licenses_on(state: EngagementState, account: Account | None, day: date) -> int | None:
     """Licenses in force at the end of ``day``: the last license_change, else metadata."""
+    if not state.license_changes:  # most accounts: no need to place the day in time
+        return account.licenses if account is not None else None
     end_of_day = datetime.combine(day + timedelta(days=1), time(), state.zone()).timestamp()
     changes = [n for at, n in state.license_changes if at < end_of_day]
     if changes:

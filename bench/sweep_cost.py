@@ -53,25 +53,30 @@ def main() -> None:
     per_account_ms = (time.perf_counter() - started) * 1000 / len(contexts)
     print(
         f"{len(contexts)} accounts x {len(rules)} rules (42 days of state each): "
-        f"{per_account_ms:.2f} ms per account per evaluation, judged afresh"
+        f"{per_account_ms:.2f} ms per account per evaluation, every rule on its own"
     )
-    # More ticks of the same local day, on the same history: the findings are reused.
+    # As the worker and replay judge: the day's first tick (the rules share what they
+    # read), then more ticks of the same local day on the same history (reused).
     hours = 3
     runs = []
     for context in contexts:
-        run = AccountRun(
-            RuleSet(tuple(rules), 3600.0), context.state, context.account, AccountAlerts()
-        )
+        book = AccountAlerts()
+        run = AccountRun(RuleSet(tuple(rules), 3600.0), context.state, context.account, book)
         zone = ZoneInfo(context.state.timezone)
         noon = datetime.combine(end.date() + timedelta(days=1), dtime(12), zone).timestamp()
-        run.on_clock(noon)  # judged afresh: a new day
+        book.evaluated_through = noon - 3600  # so that on_clock(noon) judges one tick
         runs.append((run, noon))
+    started = time.perf_counter()
+    for run, noon in runs:
+        run.on_clock(noon)
+    first_ms = (time.perf_counter() - started) * 1000 / len(runs)
     started = time.perf_counter()
     for run, noon in runs:
         run.on_clock(noon + hours * 3600)
     reused_ms = (time.perf_counter() - started) * 1000 / (len(runs) * hours)
+    print(f"the first tick of a local day, as the worker judges it: {first_ms:.2f} ms")
     print(
-        f"{hours} more hourly ticks of that local day, nothing new folded: "
+        f"{hours} more hourly ticks of that day, nothing new folded: "
         f"{reused_ms:.3f} ms per account per evaluation (findings reused)"
     )
 

@@ -21,7 +21,7 @@ from datetime import date, timedelta
 
 __all__ = ["TrendFit", "declined", "fit_trend", "trend_points"]
 
-_PASSES = 8  # IRLS from a flat start: the slopes met here converge in 4-5 passes
+_PASSES = 12  # IRLS from a flat start: the slopes met here converge in 3-5 passes
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +84,11 @@ def fit_trend(points: Sequence[tuple[float, float]]) -> TrendFit | None:
         if det <= 0:
             return None
         a = (swxx * swz - swx * swxz) / det
-        b = (sw * swxz - swx * swz) / det
+        b, previous = (sw * swxz - swx * swz) / det, b
         if abs(b) * span > 50:  # a collapse to nothing: no finite fit
             return None
+        if abs(b - previous) * span < 1e-6:  # converged: the fitted change moves no more
+            break
     sw = swx = swxx = pearson = 0.0
     for x, y in centred:
         mu = math.exp(a + b * x)

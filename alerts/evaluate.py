@@ -379,6 +379,34 @@ def _drop(rule: Any, context: Context) -> list[Finding]:
     windows = _Windows(rule.recent_days, rule.baseline_days, rule.baseline_gap_days)
     # Enter at -drop, leave only above -(drop - margin): no storm at the boundary.
     level = rule.drop - rule.exit_margin if rule.name in context.open_rules else rule.drop
+    if rule.statistic == "trend":  # a fitted trend, noise measured (alerts/decline.py)
+        from alerts import decline
+
+        extra = max(0, rule.trend_days + rule.for_days - 1 - HISTORY_DAYS)
+        kept = _kept_days(context, rule.metric, off, extra_days=extra)
+        full = _full_weekdays(kept)
+        yesterday = context.today - timedelta(days=1)
+        fits = [
+            decline.fit_trend(
+                decline.trend_points(kept, full, yesterday - timedelta(days=b), rule.trend_days)
+            )
+            for b in range(rule.for_days)
+        ]
+        fit = fits[0]
+        down = all(
+            decline.declined(f, level, rule.min_z, rule.min_baseline, rule.min_trend_days)
+            for f in fits
+        )
+        evidence = {
+            "metric": f"{rule.metric}_{rule.trend_days}d_trend",
+            "value": None if fit is None else round(fit.end, 3),
+            "baseline": None if fit is None else round(fit.start, 3),
+            "threshold": -rule.drop,
+            "change": None if fit is None else round(fit.change, 3),
+            "z": None if fit is None else round(fit.z, 2),
+            "days": 0 if fit is None else fit.days,
+        }
+        return [_finding(rule, context, down, None, evidence)]
     # The newest window first; with for_days > 1 the windows ending a day earlier too.
     shifted = [replace(context, now=context.now - timedelta(days=b)) for b in range(rule.for_days)]
     if rule.statistic == "median":

@@ -282,11 +282,24 @@ class DropRule(_RuleBase):
     drop: Annotated[float, Field(gt=0, le=1)] = 0.4
     min_baseline: Annotated[float, Field(ge=0)] = 2.0
     """Daily baseline below which the rule stays quiet (tiny numbers are noise)."""
-    statistic: Literal["mean", "median"] = "mean"
+    statistic: Literal["mean", "median", "trend"] = "mean"
     """``mean``: the mean over all days of each window. ``median``: the typical full
     working day of each window (weekdays the account usually works at full strength),
     so a day or two off does not look like a drop while a team that uses the product
-    less every day does."""
+    less every day does. ``trend``: a log-linear trend fitted to the full working days
+    of the last ``trend_days`` (days without any activity left out), firing when the
+    fitted change across them is ``drop`` or more and the slope is ``min_z`` standard
+    errors below zero, the noise measured from the account's own scatter
+    (``alerts/decline.py``); ``recent_days``, ``baseline_days`` and
+    ``baseline_gap_days`` are not used then, and ``min_baseline`` bounds the
+    metric's usual daily size over the window."""
+    trend_days: Annotated[int, Field(ge=14, le=120)] = 42
+    """``statistic: trend``: the days the trend is fitted over (ending yesterday)."""
+    min_z: Annotated[float, Field(ge=0, le=10)] = 2.0
+    """``statistic: trend``: how many standard errors the slope must lie below zero."""
+    min_trend_days: Annotated[int, Field(ge=3, le=120)] = 15
+    """``statistic: trend``: the full working days with activity needed for a verdict
+    (a newer or mostly idle account gets none)."""
     baseline_gap_days: Annotated[int, Field(ge=0, le=400)] = 0
     """Days between the baseline and the recent window: a baseline from a month back
     shows a slow decline that the weeks just before have already half followed."""
@@ -297,6 +310,12 @@ class DropRule(_RuleBase):
     """The drop must show in the windows ending on each of the last ``for_days``
     completed days: one odd day is not a trend (and, unlike ``for``, a restart or a
     replay from scratch judges it at once)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DropRule:
+        if self.statistic == "trend" and self.min_trend_days > self.trend_days:
+            raise ValueError("min_trend_days must not exceed trend_days")
+        return self
 
 
 class AdoptionRule(_RuleBase):

@@ -635,7 +635,25 @@ def test_threshold_waits_for_three_weeks_of_history() -> None:
 
 # --- drop ---------------------------------------------------------------------------------
 
-USAGE_DROP = shipped("usage-drop", DropRule)
+# The typical-day comparison (statistic: median) that usage-drop shipped with before it
+# became a fitted trend (tests/unit/test_decline.py): still a supported configuration.
+USAGE_DROP = DropRule.model_validate(
+    {
+        "name": "usage-drop",
+        "kind": "drop",
+        "metric": "active_users",
+        "statistic": "median",
+        "recent_days": 7,
+        "baseline_gap_days": 21,
+        "baseline_days": 14,
+        "drop": 0.4,
+        "for_days": 2,
+        "min_baseline": 4,
+        "exit_margin": 0.1,
+        "summary": "{account_name}: a typical day's active users changed {change:.0%} "
+        "against a month ago ({value} vs {baseline})",
+    }
+)
 
 
 def drop_state(before: int, after: int) -> EngagementState:

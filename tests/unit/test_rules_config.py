@@ -58,6 +58,7 @@ def test_shipped_rules_load() -> None:
         ("champion-silent", "silence"),
         ("low-daily-usage", "threshold"),
         ("usage-drop", "drop"),
+        ("engagement-decline", "drop"),
         ("reports-not-adopted", "adoption"),
         ("slow-time-to-value", "time_to_value"),
         ("detractor", "nps"),
@@ -89,9 +90,15 @@ def test_shipped_rules_values() -> None:
     assert low.min_history_days == 21
     drop = rules["usage-drop"]
     assert isinstance(drop, DropRule)
-    assert (drop.metric, drop.statistic, drop.recent_days) == ("active_users", "median", 7)
-    assert (drop.baseline_gap_days, drop.baseline_days) == (21, 14)
-    assert (drop.drop, drop.min_baseline, drop.exit_margin, drop.for_days) == (0.4, 4.0, 0.1, 2)
+    assert (drop.metric, drop.statistic, drop.trend_days) == ("active_users", "trend", 42)
+    assert (drop.min_trend_days, drop.min_z) == (15, 2.0)
+    assert (drop.drop, drop.min_baseline, drop.exit_margin, drop.for_days) == (0.45, 3.0, 0.1, 2)
+    engaged = rules["engagement-decline"]
+    assert isinstance(engaged, DropRule)
+    assert (engaged.metric, engaged.statistic, engaged.trend_days) == ("session_s", "trend", 42)
+    assert (engaged.min_trend_days, engaged.min_z) == (15, 2.0)
+    assert (engaged.drop, engaged.min_baseline, engaged.exit_margin) == (0.6, 1800.0, 0.1)
+    assert engaged.for_days == 2
     adoption = rules["reports-not-adopted"]
     assert isinstance(adoption, AdoptionRule)
     assert (adoption.feature, adoption.within_days, adoption.severity) == ("reports", 30, "info")
@@ -121,7 +128,7 @@ def test_shipped_summaries_only_use_known_placeholders() -> None:
     evidence = {
         "silence": {"threshold", "baseline", "last_active_day", "working_weekdays", "last_seen"},
         "threshold": {"threshold", "values"},
-        "drop": {"baseline", "threshold", "change"},
+        "drop": {"baseline", "threshold", "change", "z", "days"},
         "adoption": {"threshold", "due"},
         "time_to_value": {"threshold"},
         "nps": {"threshold", "answers"},

@@ -24,6 +24,7 @@ from itertools import pairwise
 from statistics import fmean, median
 from typing import Any, TypeVar
 
+from alerts import decline
 from alerts.lifecycle import Finding
 from alerts.rules import (
     AdoptionRule,
@@ -380,8 +381,6 @@ def _drop(rule: Any, context: Context) -> list[Finding]:
     # Enter at -drop, leave only above -(drop - margin): no storm at the boundary.
     level = rule.drop - rule.exit_margin if rule.name in context.open_rules else rule.drop
     if rule.statistic == "trend":  # a fitted trend, noise measured (alerts/decline.py)
-        from alerts import decline
-
         extra = max(0, rule.trend_days + rule.for_days - 1 - HISTORY_DAYS)
         kept = _kept_days(context, rule.metric, off, extra_days=extra)
         full = _full_weekdays(kept)

@@ -14,7 +14,8 @@ Each rate counts from the first batch received to the last event handled, so
 process start-up and consumer-group joins are excluded. Prints events/s and ratios.
 The engine judges its rules as it folds (the shipped rules unless ``--rules FILE``);
 ``--rules none`` runs it without rules, to measure ingest alone.
-Uses a running ``scripts/dev-stack up`` if there is one, else starts its own.
+Uses a running ``scripts/dev-stack up`` if there is one (``--stack DIR``, default
+``$ENGAGEWATCH_TEST_STACK_DIR`` or this checkout's ``.dev-stack``), else starts its own.
 """
 
 from __future__ import annotations
@@ -188,13 +189,20 @@ def main() -> None:
     parser.add_argument(
         "--rules", help="the engine's rules file; 'none' for no rules (default: shipped rules)"
     )
+    parser.add_argument(
+        "--stack",
+        type=Path,
+        default=Path(os.environ.get("ENGAGEWATCH_TEST_STACK_DIR") or devstack.DEFAULT_STATE),
+        help="a running dev stack's state directory (default: $ENGAGEWATCH_TEST_STACK_DIR, "
+        "else .dev-stack); without one running there, a stack is started and stopped",
+    )
     parser.add_argument("--engine-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_child:
         engine_worker(args.engine_child, args.result)
         return
-    state = devstack.DEFAULT_STATE
+    state = args.stack
     stack = devstack.status(state)
     started_here = stack is None
     stack = stack or devstack.up(state)

@@ -205,6 +205,9 @@ def main() -> None:
         "--rules", help="the engine's rules file; 'none' for no rules (default: shipped rules)"
     )
     parser.add_argument(
+        "--batch-max", type=int, help="the worker's batch_max_events (default: the setting's)"
+    )
+    parser.add_argument(
         "--stack",
         type=Path,
         default=Path(os.environ.get("ENGAGEWATCH_TEST_STACK_DIR") or devstack.DEFAULT_STATE),
@@ -234,6 +237,8 @@ def main() -> None:
             data_dir=f"/tmp/{name}",
             rules_file=no_rules(f"/tmp/{name}") if args.rules == "none" else args.rules,
         )
+        if args.batch_max:
+            settings = settings.model_copy(update={"batch_max_events": args.batch_max})
         lines = fill(settings, args.accounts, args.days)
         print(
             f"topic {settings.topic('events')}: {len(lines)} events, {args.accounts} accounts, "

@@ -153,13 +153,17 @@ def bulk_reader_service(
                 consumer = self._consumer
                 if consumer is None:
                     return
+                # Where to start is asked before assigning, then set with no await in
+                # between: the consumer starts fetching as soon as partitions are
+                # assigned, and moving a position after that threw away what it had
+                # fetched (up to 4 MB a partition, fetched again while the reader waited).
+                starts = {tp: await consumer.committed(tp) for tp in tps}
+                fresh = [tp for tp, offset in starts.items() if offset is None]
+                if fresh:  # never committed: from the oldest message kept
+                    starts.update(await consumer.beginning_offsets(fresh))
                 consumer.assign(tps)
                 for tp in tps:
-                    committed = await consumer.committed(tp)
-                    if committed is None:
-                        await consumer.seek_to_beginning(tp)
-                    else:
-                        consumer.seek(tp, committed)
+                    consumer.seek(tp, starts[tp])
                 newest = reader_progress.newest_by_partition
                 for partition in set(newest) - set(owned):  # handed to another worker
                     del newest[partition]

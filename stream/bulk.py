@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between collections of the youngest generation (Python's default: 700)."""
 
+FETCH_MAX_WAIT_MS = 100
+"""How long the broker may hold a fetch that finds nothing new (aiokafka's default: 500).
+One fetch per broker is in flight at a time, and it asks only for the partitions with
+nothing left in hand: when those are caught up, a partition whose fetched records just
+ran out waited for that fetch to time out before its own could be sent."""
+
 ProcessBatch = Callable[[Batch], Awaitable[Any]]
 
 
@@ -110,6 +116,7 @@ def bulk_reader_service(
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
             await self._consumer.start()
             app.on_partitions_revoked.connect(self._on_revoked)

@@ -97,7 +97,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         producer_acks=-1,
         # An account's state is a changelog record of ~2-25 KB, more than the 16 KB batch
         # aiokafka fills per partition by default: each write then waited for the last
-        # one's round trip, and the flush before a commit stalled the reader for 0.1-0.5 s
+        # one's round trip, and the flush before a commit stalled the reader for 0.1-0.4 s
         # (docs/benchmarks.md). Kept under the broker's default message.max.bytes.
         producer_max_batch_size=1_000_000,
     )

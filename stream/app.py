@@ -95,6 +95,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         canonical_url=settings.advertised_url or f"http://{settings.web_host}:{settings.web_port}",
         autodiscover=False,
         producer_acks=-1,
+        # An account's state is a changelog record of ~2-25 KB, more than the 16 KB batch
+        # aiokafka fills per partition by default: each write then waited for the last
+        # one's round trip, and the flush before a commit stalled the reader for 0.1-0.4 s
+        # (docs/benchmarks.md). Kept under the broker's default message.max.bytes.
+        producer_max_batch_size=1_000_000,
     )
     names = TopicNames.from_settings(settings)
     n = settings.partitions

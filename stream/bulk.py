@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between collections of the youngest generation (Python's default: 700)."""
 
+FETCH_MAX_WAIT_MS = 100
+"""How long the broker may hold a fetch that finds nothing new (aiokafka's default: 500).
+One fetch per broker is in flight at a time, and it asks only for the partitions with
+nothing left in hand: when those are caught up, a partition whose fetched records just
+ran out waited for that fetch to time out before its own could be sent."""
+
 ProcessBatch = Callable[[Batch], Awaitable[Any]]
 
 
@@ -110,6 +116,7 @@ def bulk_reader_service(
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
             await self._consumer.start()
             app.on_partitions_revoked.connect(self._on_revoked)
@@ -153,13 +160,17 @@ def bulk_reader_service(
                 consumer = self._consumer
                 if consumer is None:
                     return
+                # Where to start is asked before assigning, then set with no await in
+                # between: the consumer starts fetching as soon as partitions are
+                # assigned, and moving a position after that threw away what it had
+                # fetched (up to 4 MB a partition, fetched again while the reader waited).
+                starts = {tp: await consumer.committed(tp) for tp in tps}
+                fresh = [tp for tp, offset in starts.items() if offset is None]
+                if fresh:  # never committed: from the oldest message kept
+                    starts.update(await consumer.beginning_offsets(fresh))
                 consumer.assign(tps)
                 for tp in tps:
-                    committed = await consumer.committed(tp)
-                    if committed is None:
-                        await consumer.seek_to_beginning(tp)
-                    else:
-                        consumer.seek(tp, committed)
+                    consumer.seek(tp, starts[tp])
                 newest = reader_progress.newest_by_partition
                 for partition in set(newest) - set(owned):  # handed to another worker
                     del newest[partition]

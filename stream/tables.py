@@ -70,7 +70,14 @@ async def ensure_metadata(app: Any, *tables: Any) -> None:
     (``eager_partitioning``) without waiting for metadata; a changelog the producer has
     not written to yet is unknown to it and the write fails. Waiting here is free once
     the metadata is known.
+
+    Each changelog is also added to the topics the producer's client tracks: a topic it
+    only knows from its first, full metadata fetch is dropped by the next refresh for
+    the tracked ones (asking for another changelog starts one), and a write to it then
+    fails with ``TypeError: 'NoneType' object is not iterable``.
     """
     producer = app.producer._ensure_producer()  # the aiokafka producer behind Faust's
     for table in tables:
-        await producer.partitions_for(table.changelog_topic.get_topic_name())
+        name = table.changelog_topic.get_topic_name()
+        await producer.client.add_topic(name)  # at once when already tracked
+        await producer.partitions_for(name)

@@ -13,7 +13,9 @@ The hand-over rules that keep it correct:
 * it reads only partitions whose number this worker holds *active* (never standbys),
   and only after Faust's table recovery completed (``on_rebalance_complete``);
 * batches are folded as they come; every ``commit_interval_s`` the producer is flushed
-  (state and dead letters are in Kafka) and then the offsets are committed:
+  and every table write it took is acknowledged (``stream/acks.py``: state and dead
+  letters are in Kafka), and then the offsets are committed; a write that failed stops
+  the reader before it commits:
   at-least-once, and events replayed after a crash are caught by the per-account
   event-id memory;
 * on revocation and on shutdown it finishes the batch in hand, flushes and commits
@@ -39,6 +41,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from stream.acks import Acknowledgements
 from stream.ingest import Batch
 from stream.telemetry import counting_errors
 
@@ -108,8 +111,10 @@ def bulk_reader_service(
             self._consumer: AIOKafkaConsumer | None = None
             self._pending: dict[TopicPartition, int] = {}
             self._committed_at = 0.0
+            self._acks = Acknowledgements()
 
         async def on_start(self) -> None:
+            self._acks.follow(app.producer.buffer)
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=bootstrap.split(","),
                 group_id=group_id,
@@ -220,6 +225,7 @@ def bulk_reader_service(
                 return
             with kafka("flush"):
                 await app.producer.flush()
+                await self._acks.wait()  # Faust's flush alone can return too soon
             offsets, self._pending = self._pending, {}
             with kafka("commit"):
                 await consumer.commit(offsets)

@@ -111,6 +111,10 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     ensure_topics(settings)
     engine = create_app(settings)
     worker = Worker(engine.app, loglevel=settings.log_level)
+    # At "warning" and above Faust's progress spinner sets the root logger to DEBUG so
+    # that it can spin on every record: every library's debug call then builds a log
+    # record (a few % of the worker's CPU). A worker needs no spinner.
+    worker.spinner = None
     worker.execute_from_commandline()  # returns only at shutdown (SIGTERM / Ctrl-C)
     return 0
 

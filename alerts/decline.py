@@ -18,6 +18,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 
 __all__ = ["TrendFit", "declined", "fit_trend", "trend_points"]
 
@@ -48,16 +49,30 @@ def trend_points(
     """``(x, value)`` of the ``days`` ending on ``end`` (x: days before ``end``, negated)
     that have a value, fall on one of ``weekdays`` and saw any activity at all: a day
     without any is a break (the silence rules' business), not a lower level of use."""
-    points = []
-    for back in range(days - 1, -1, -1):
-        day = end - timedelta(days=back)
-        value = values.get(day)
-        if value is not None and value > 0 and day.weekday() in weekdays:
-            points.append((float(-back), value))
-    return points
+    get = values.get
+    return [
+        (x, value)
+        for x, day, weekday in _days(end, days)
+        if (value := get(day)) is not None and value > 0 and weekday in weekdays
+    ]
+
+
+@lru_cache(maxsize=1024)
+def _days(end: date, days: int) -> tuple[tuple[float, date, int], ...]:
+    """``(x, day, weekday)`` of the ``days`` ending on ``end``, oldest first (rules ask
+    for the same few windows, day after day)."""
+    window = (end - timedelta(days=back) for back in range(days - 1, -1, -1))
+    return tuple((float((day - end).days), day, day.weekday()) for day in window)
 
 
 def fit_trend(points: Sequence[tuple[float, float]]) -> TrendFit | None:
+    """:func:`_fit` of ``points``, remembered: the windows a rule fits on one day (today's
+    and the days before, ``for_days``) come back the next day with the same points."""
+    return _fit(tuple(points))
+
+
+@lru_cache(maxsize=8192)
+def _fit(points: tuple[tuple[float, float], ...]) -> TrendFit | None:
     """Fit ``(x, y)`` points (day offset, a value >= 0); ``None`` when there is nothing
     to fit: fewer than three points, one day only, or all values zero."""
     n = len(points)

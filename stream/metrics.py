@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from operator import attrgetter
 from statistics import fmean
 
 from stream.accounts import Account
@@ -118,15 +119,13 @@ def daily_series(
     ``session_s``, ``events`` or ``usage_rate`` (needs ``licenses``)."""
     if metric == "usage_rate" and not licenses:
         raise ValueError("the usage_rate series needs a licence count")
-    values = []
-    for bucket in _window_buckets(state, end, days):
-        if metric == "usage_rate":
-            values.append(bucket.login_users.bit_count() / licenses if licenses else 0.0)
-        elif metric in ("active_users", "login_users"):
-            values.append(float(getattr(bucket, metric).bit_count()))
-        else:
-            values.append(float(getattr(bucket, metric)))
-    return values
+    buckets = _window_buckets(state, end, days)
+    if metric == "usage_rate" and licenses:
+        return [bucket.login_users.bit_count() / licenses for bucket in buckets]
+    read = attrgetter(metric)
+    if metric in ("active_users", "login_users"):
+        return [float(read(bucket).bit_count()) for bucket in buckets]
+    return [float(read(bucket)) for bucket in buckets]
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from itertools import pairwise
 from statistics import fmean, median
 from typing import Any, TypeVar
 
@@ -53,6 +52,7 @@ __all__ = [
 ]
 
 HISTORY_DAYS = 42
+_ONE_DAY = timedelta(days=1)
 _T = TypeVar("_T")
 LAST_SEEN_ROLES = ("champion", "admin", "executive")
 """Whose last-seen times an account-wide silence shows as evidence."""
@@ -148,6 +148,25 @@ class WorkingDays:
             count += day in self
             day += timedelta(days=1)
         return count
+
+    def gaps(self, days: Sequence[date], today: date) -> tuple[int, int]:
+        """For active ``days`` (ascending, all before ``today``): the most working days
+        strictly between two consecutive ones, and those since the last one, before
+        ``today``. The :meth:`between` of every pair and of the last day and today, in
+        one walk over the days."""
+        active = set(days)
+        weekdays, off = self.weekdays, self.off
+        check_off = bool(off.calendars)
+        longest = run = 0
+        day = days[0] + _ONE_DAY
+        while day < today:
+            if day in active:
+                longest = max(longest, run)
+                run = 0
+            elif day.weekday() in weekdays and not (check_off and day in off):
+                run += 1
+            day += _ONE_DAY
+        return longest, run
 
 
 def working_weekdays(
@@ -297,8 +316,7 @@ def _silence_verdict(
     if not habit or not days:
         reason = "no established habit yet"
         return subject, False, {"metric": "missed_working_days", "value": 0, "reason": reason}
-    missed = working.between(days[-1], today)
-    usual = max((working.between(a, b) for a, b in pairwise(days)), default=0)
+    usual, missed = working.gaps(days, today)
     threshold = max(rule.min_missed_working_days, math.ceil(rule.gap_multiple * usual))
     evidence: dict[str, Any] = {
         "metric": "missed_working_days",

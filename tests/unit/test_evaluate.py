@@ -13,6 +13,7 @@ Monday 15 June. Every expected number is worked out by hand in the comments.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -21,8 +22,10 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from alerts.evaluate import Context, evaluate, render
+from alerts.evaluate import Context, DaysOff, WorkingDays, evaluate, render
 from alerts.lifecycle import Finding
 from alerts.rules import (
     AdoptionRule,
@@ -1147,3 +1150,25 @@ def test_an_open_health_alert_resolves_only_above_the_exit_margin() -> None:
     loose = rule.model_copy(update={"exit_margin": 0.0})
     released = one(evaluate(loose, dataclasses.replace(ctx, open_rules=frozenset({rule.name}))))
     assert not released.active
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    weekdays=st.frozensets(st.integers(0, 6)),
+    offsets=st.sets(st.integers(0, 60), min_size=1, max_size=30),
+    after=st.integers(1, 10),
+    holiday=st.booleans(),
+)
+def test_gaps_are_the_working_days_between_active_days(
+    weekdays: frozenset[int], offsets: set[int], after: int, holiday: bool
+) -> None:
+    """The silence rules' one walk equals ``between`` for every pair and for the last
+    active day and today, with or without days off."""
+    start = date(2026, 10, 1)
+    days = [start + timedelta(days=n) for n in sorted(offsets)]
+    today = days[-1] + timedelta(days=after)
+    calendar = Calendar(days=("2026-10-05..2026-10-09", "10-20"))
+    off = DaysOff(("autumn",), (calendar,)) if holiday else DaysOff()
+    working = WorkingDays(weekdays, off)
+    usual = max((working.between(a, b) for a, b in itertools.pairwise(days)), default=0)
+    assert working.gaps(days, today) == (usual, working.between(days[-1], today))

@@ -7,7 +7,8 @@ not yet handed to aiokafka is in neither the buffer nor aiokafka's flush. Commit
 after such a flush could commit offsets whose state never reached the changelog, and a
 crash then would lose those events. :class:`Acknowledgements` follows every message
 put into the buffer until its delivery future settles, so a commit can wait for all of
-them, and refuses to go on if one failed (at-least-once: the events are read again).
+them. Once one failed (or did not settle in time) it refuses every later commit: the
+worker stops without committing, and the events are read again (at-least-once).
 """
 
 from __future__ import annotations
@@ -15,22 +16,32 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["Acknowledgements", "DeliveryFailedError"]
+__all__ = ["WAIT_LIMIT_S", "Acknowledgements", "DeliveryFailedError"]
+
+WAIT_LIMIT_S = 60.0
+"""Longest a commit waits for acknowledgements (aiokafka gives up on a request well
+before: a message still unsettled then will not be)."""
 
 
 class DeliveryFailedError(Exception):
-    """A message the producer buffer took was not delivered."""
+    """A message the producer buffer took was not delivered (or not known to be)."""
 
 
 class Acknowledgements:
-    """The producer buffer's messages not yet acknowledged, and any that failed."""
+    """The producer buffer's messages not yet acknowledged, and whether any failed."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit_s: float = WAIT_LIMIT_S) -> None:
         self._pending: set[asyncio.Future[Any]] = set()
-        self._failed: list[BaseException] = []
+        self._failure: str | None = None
+        self._limit_s = limit_s
 
-    def follow(self, buffer: Any) -> None:
-        """Follow every message put into ``buffer`` (Faust's ``ProducerBuffer``) from now on."""
+    def follow(self, buffer: Any, *, threaded: bool = False) -> None:
+        """Follow every message put into ``buffer`` (Faust's ``ProducerBuffer``) from now
+        on; following twice is following once."""
+        if threaded:  # Faust's threaded producer settles copies of the futures it is given
+            raise ValueError("producer_threaded is not supported: commits could not wait")
+        if getattr(buffer.put, "followed_by", None) is self:
+            return
         put = buffer.put
 
         def put_followed(future: asyncio.Future[Any]) -> None:
@@ -38,6 +49,7 @@ class Acknowledgements:
             future.add_done_callback(self._settled)
             put(future)
 
+        put_followed.followed_by = self  # type: ignore[attr-defined]
         buffer.put = put_followed
 
     @property
@@ -45,19 +57,24 @@ class Acknowledgements:
         return len(self._pending)
 
     async def wait(self) -> None:
-        """Return once every message put so far is acknowledged; raise
-        :class:`DeliveryFailedError` if any message put since the last call failed."""
-        if self._pending:
-            await asyncio.wait(list(self._pending))
-        if self._failed:
-            failed, self._failed = self._failed, []
-            raise DeliveryFailedError(
-                f"{len(failed)} message(s) not delivered, the first: {failed[0]!r}"
-            ) from failed[0]
+        """Return once every message put so far is acknowledged. Raise
+        :class:`DeliveryFailedError` if one failed or did not settle within the limit,
+        now and on every later call: nothing may be committed after a lost write."""
+        if self._pending and self._failure is None:
+            _, unsettled = await asyncio.wait(list(self._pending), timeout=self._limit_s)
+            if unsettled:
+                self._failure = (
+                    f"{len(unsettled)} message(s) unacknowledged after {self._limit_s:.0f} s"
+                )
+        if self._failure is not None:
+            raise DeliveryFailedError(self._failure)
 
     def _settled(self, future: asyncio.Future[Any]) -> None:
         self._pending.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            self._failed.append(future.exception())  # type: ignore[arg-type]
-        elif future.cancelled():
-            self._failed.append(asyncio.CancelledError("the send was cancelled"))
+        error = None if future.cancelled() else future.exception()  # retrieved: no warning
+        if self._failure is not None:
+            return  # the first failure is the one reported
+        if future.cancelled():
+            self._failure = "a message's send was cancelled"
+        elif error is not None:
+            self._failure = f"a message was not delivered: {error!r}"

@@ -41,7 +41,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from stream.acks import Acknowledgements
+from stream.acks import Acknowledgements, DeliveryFailedError
 from stream.ingest import Batch
 from stream.telemetry import counting_errors
 
@@ -114,7 +114,7 @@ def bulk_reader_service(
             self._acks = Acknowledgements()
 
         async def on_start(self) -> None:
-            self._acks.follow(app.producer.buffer)
+            self._acks.follow(app.producer.buffer, threaded=bool(app.conf.producer_threaded))
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=bootstrap.split(","),
                 group_id=group_id,
@@ -140,7 +140,7 @@ def bulk_reader_service(
             self._ready.clear()
             async with self._lock:  # wait for the batch in hand, then commit it
                 if self._consumer is not None:
-                    await self._commit(self._consumer)
+                    await self._commit_unless_lost(self._consumer)
                     await self._consumer.stop()
                     self._consumer = None
 
@@ -150,7 +150,7 @@ def bulk_reader_service(
             reader_progress.backlog_by_partition.clear()
             async with self._lock:
                 if self._consumer is not None:
-                    await self._commit(self._consumer)
+                    await self._commit_unless_lost(self._consumer)
                     self._consumer.assign([])
 
         async def _on_rebalanced(self, sender: Any = None, **kwargs: Any) -> None:
@@ -217,6 +217,14 @@ def bulk_reader_service(
                 self._pending[tp] = records[-1].offset + 1
             if time.monotonic() - self._committed_at >= commit_interval_s:
                 await self._commit(consumer)
+
+        async def _commit_unless_lost(self, consumer: AIOKafkaConsumer) -> None:
+            """Commit when letting go of partitions, unless a write was lost: then the
+            offsets stay where they were and the next owner reads those events again."""
+            try:
+                await self._commit(consumer)
+            except DeliveryFailedError as exc:
+                log.error("bulk reader: not committing, a table write was lost: %s", exc)
 
         async def _commit(self, consumer: AIOKafkaConsumer) -> None:
             """Flush first: an offset is committed only once its effects are in Kafka."""

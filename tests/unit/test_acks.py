@@ -10,7 +10,7 @@ import pytest
 from stream.acks import Acknowledgements, DeliveryFailedError
 
 
-class SlowBuffer:
+class Buffer:
     """Like Faust's producer buffer: a sender takes messages off one at a time and
     settles each later (delivery), so the buffer can look empty while one is in flight."""
 
@@ -21,10 +21,15 @@ class SlowBuffer:
         self.taken.append(future)
 
 
-async def test_waits_until_every_message_put_is_acknowledged() -> None:
-    buffer = SlowBuffer()
-    acks = Acknowledgements()
+def followed(limit_s: float = 5.0) -> tuple[Buffer, Acknowledgements]:
+    buffer, acks = Buffer(), Acknowledgements(limit_s)
     acks.follow(buffer)
+    acks.follow(buffer)  # a restarted reader follows again: still one follower
+    return buffer, acks
+
+
+async def test_waits_until_every_message_put_is_acknowledged() -> None:
+    buffer, acks = followed()
     loop = asyncio.get_running_loop()
     futures = [loop.create_future() for _ in range(3)]
     for future in futures:
@@ -40,10 +45,8 @@ async def test_waits_until_every_message_put_is_acknowledged() -> None:
     assert acks.pending == 0
 
 
-async def test_a_failed_delivery_stops_the_commit_once() -> None:
-    buffer = SlowBuffer()
-    acks = Acknowledgements()
-    acks.follow(buffer)
+async def test_after_a_lost_write_no_commit_goes_through_ever() -> None:
+    buffer, acks = followed()
     loop = asyncio.get_running_loop()
     lost, fine = loop.create_future(), loop.create_future()
     buffer.put(lost)
@@ -52,10 +55,26 @@ async def test_a_failed_delivery_stops_the_commit_once() -> None:
     fine.set_result("ok")
     with pytest.raises(DeliveryFailedError, match="broker gone"):
         await acks.wait()
-    await acks.wait()  # reported once; what came after is fine
+    later = loop.create_future()
+    buffer.put(later)
+    later.set_result("ok")
+    # The shutdown's or the revocation's commit must not commit the lost batch either.
+    with pytest.raises(DeliveryFailedError, match="broker gone"):
+        await acks.wait()
+
+
+async def test_a_write_that_never_settles_stops_the_commit_in_time() -> None:
+    buffer, acks = followed(limit_s=0.05)
+    buffer.put(asyncio.get_running_loop().create_future())  # its sender died
+    with pytest.raises(DeliveryFailedError, match="unacknowledged"):
+        await asyncio.wait_for(acks.wait(), 1)
 
 
 async def test_nothing_put_means_nothing_to_wait_for() -> None:
-    acks = Acknowledgements()
-    acks.follow(SlowBuffer())
+    _, acks = followed()
     await asyncio.wait_for(acks.wait(), 1)
+
+
+def test_the_threaded_producer_is_refused() -> None:
+    with pytest.raises(ValueError, match="producer_threaded"):
+        Acknowledgements().follow(Buffer(), threaded=True)

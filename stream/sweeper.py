@@ -151,17 +151,22 @@ class Sweeper:
                 # look quieter than it is (and than replay would judge it).
                 waiting.append(first_read.account_id)
                 continue
-            state = first_read
+            # The pipeline's own object, if it holds the account: ingest may have folded
+            # more since the sweep began (and the evaluator's reuse belongs to it).
+            held = None
             if self._current_state is not None:
-                # Ingest may have folded more since the sweep began: judge what it holds.
-                state = self._current_state(state.account_id, decode=False) or first_read
+                held = self._current_state(first_read.account_id, decode=False)
+            state = held or first_read
             report.accounts += 1
-            await self._sweep_one(state, now, report, resolves.get(state.account_id, []), batch)
+            requests = resolves.get(state.account_id, [])
+            await self._sweep_one(state, now, report, requests, batch, shared=held is not None)
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let ingest and the web server run between accounts
         report.seconds = time.perf_counter() - started
         report.behind = len(waiting)
         if batch is not None:
+            owned = {state.account_id for state in states}
+            self._indexed = {a: v for a, v in self._indexed.items() if a in owned}
             if await self._redis("index_write", lambda t: _write(t, batch)):
                 self._indexed.update((a, (sig, 0)) for a, sig in batch.built.items())
             else:  # not written: build them all again next time
@@ -211,13 +216,17 @@ class Sweeper:
         report: SweepReport,
         resolves: Sequence[ResolveRequest] = (),
         batch: IndexBatch | None = None,
+        *,
+        shared: bool = False,
     ) -> None:
+        """Judge one account; ``shared``: ``state`` is the ingest pipeline's own object,
+        whose evaluations' reuse the evaluator keeps (a copy decoded here has none)."""
         record = self._accounts.get(state.account_id)
         account = Account.from_json(record) if record else None
         stored = self._alerts.get(state.account_id)
         book = AccountAlerts.from_dict(codec.loads(stored) if stored else None)
         run = AccountRun(self._ruleset, state, account, book)
-        if self._reuse_for is not None:
+        if self._reuse_for is not None and shared:
             run.reuse = self._reuse_for(state.account_id, state)
         changes = list(run.on_clock(now.timestamp() - self._delay_s))
         # People's resolves after the ticks (which are in the past): the resolved alert
@@ -231,8 +240,9 @@ class Sweeper:
             report.tiers[str(book.health["tier"])] += 1
         if any(alert.rule in self._silence_rules for alert in book.open()):
             report.silent_accounts += 1
+        written = stored
         if book.changed:
-            self._alerts[state.account_id] = codec.dumps(book.to_dict())
+            written = self._alerts[state.account_id] = codec.dumps(book.to_dict())
         for notice in changes:
             change = notice.change
             # Generated at the instant judged (a tick; now for a person's resolve).
@@ -243,7 +253,14 @@ class Sweeper:
         if batch is not None:
             changed = [n.change for n in changes]
             self._index(
-                batch, state, account=account, record=record, book=book, changes=changed, now=now
+                batch,
+                state,
+                account=account,
+                record=record,
+                book=book,
+                book_bytes=written,
+                changes=changed,
+                now=now,
             )
             batch.done_resolves.extend(r.fingerprint for r in resolves)
 
@@ -255,6 +272,7 @@ class Sweeper:
         account: Account | None,
         record: Any,
         book: AccountAlerts,
+        book_bytes: Any,
         changes: list[Change],
         now: datetime,
     ) -> None:
@@ -267,7 +285,7 @@ class Sweeper:
             state.newest_at,
             state.total_events,
             record,
-            self._alerts.get(account_id),
+            book_bytes,  # the book the entry is built from, not one written since
         )
         written = self._indexed.get(account_id)
         unchanged = not changes and written is not None and written[0] == signature

@@ -258,3 +258,31 @@ async def test_entries_a_failed_write_lost_are_built_again(store: TriageStore) -
     harness.sweeper._triage = store  # Redis is back: nothing is known to be written
     await harness.sweeper.sweep(NOW + timedelta(minutes=2))
     assert await store.account(account_id) is not None
+
+
+async def test_alerts_written_while_a_sweep_publishes_are_shown_next_sweep(
+    store: TriageStore,
+) -> None:
+    """The entry is remembered as built from the book the sweep judged: a book ingest
+    writes while the sweep awaits its publishing makes the next sweep build it again."""
+    state, account = quiet_account_state()
+    harness = with_store(Harness(state, account), store)
+    publish = harness.sweeper._publish
+    account_id = state.account_id
+
+    async def publish_while_ingest_writes(key: bytes, value: bytes) -> None:
+        await publish(key, value)
+        stored = harness.alerts.get(account_id)
+        if stored is not None:  # ingest judges a tick meanwhile: the health moved
+            book = codec.loads(stored)
+            book["health"] = {"tier": "red", "value": 0.01}
+            harness.alerts[account_id] = codec.dumps(book)
+
+    harness.sweeper._publish = publish_while_ingest_writes
+    assert (await harness.sweeper.sweep(NOW)).changes > 0
+    first = await store.account(account_id)
+    assert first is not None and first["tier"] != "red"
+    harness.sweeper._publish = publish
+    await harness.sweeper.sweep(NOW + timedelta(minutes=1))  # nothing new judged
+    again = await store.account(account_id)
+    assert again is not None and again["tier"] == "red"

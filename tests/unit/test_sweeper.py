@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alerts.evaluation import RuleSet
+from alerts.evaluation import Reuse, RuleSet
 from alerts.rules import load_rules
 from stream import codec
 from stream import sweeper as sweeper_module
@@ -162,3 +162,33 @@ async def test_the_sweep_judges_what_ingest_folded_while_it_ran(monkeypatch: Any
     assert list(engagement) == ["busy", "quiet"]  # the sweep's order: "quiet" comes second
     resolved = [e for e in published if e["rule"] == "account-silent"]
     assert [(e["status"], e["ends_at"]) for e in resolved] == [("resolved", "2026-11-24T00:00:00Z")]
+
+
+async def test_a_copy_decoded_by_the_sweep_gets_no_reuse_entry() -> None:
+    """Reuse is kept for the pipeline's own state objects only: a state the sweep
+    decoded itself would fill the evaluator's cache with entries nobody uses again."""
+    state, account = quiet_account_state()
+    asked: list[str] = []
+
+    def reuse_for(account_id: str, held: EngagementState) -> Reuse:
+        asked.append(account_id)
+        return Reuse()
+
+    def current_state(account_id: str, *, decode: bool = True) -> EngagementState | None:
+        return EngagementState.from_json(state.to_json()) if decode else None  # not held
+
+    async def publish(key: bytes, value: bytes) -> None:
+        pass
+
+    sweeper = Sweeper(
+        RULES,
+        lambda: [(state.account_id, state.to_json())],
+        {account.account_id: account.to_json()},
+        {},
+        publish=publish,
+        catch_up_lag_s=30 * 86_400,
+        current_state=current_state,
+        reuse_for=reuse_for,
+    )
+    report = await sweeper.sweep(NOW)
+    assert report.accounts == 1 and report.changes > 0 and asked == []

@@ -71,9 +71,10 @@ class Context:
     open_rules: frozenset[str] = frozenset()
     """Rules with an alert open on this account (for exit levels that differ from entry)."""
     memo: dict[Any, Any] | None = field(default=None, compare=False)
-    """Results that depend on the account's history before today alone, shared by the
-    evaluations of one day while that history stands still (alerts/evaluation.py keeps
-    it); ``None``: compute everything afresh."""
+    """Results shared by the evaluations of one day while the account's history before
+    today stands still (alerts/evaluation.py clears it when that moves). An entry that
+    also depends on something of today (last-seen times, today's events) has it in its
+    key. ``None``: compute everything afresh."""
 
     today: date = field(init=False, repr=False, compare=False)
     """The account's local day at ``now`` (read by every rule, so worked out once)."""
@@ -513,7 +514,7 @@ def _kept_days(
     """:func:`_read_kept_days`, shared by the rules that ask (read-only)."""
     return _memo(
         context,
-        ("kept", metric, off.names, extra_days),
+        ("kept", context.today, metric, off.names, extra_days),
         lambda: _read_kept_days(context, metric, off, extra_days),
     )
 

@@ -11,6 +11,7 @@ deterministic. A live worker fed the same file publishes the same alert events.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import sys
 import time
@@ -77,8 +78,10 @@ def replay(
     if not by_account:
         report.seconds = time.perf_counter() - started
         return report
-    first = min(records[0][2] for records in by_account.values())
-    last = max(record[2] for records in by_account.values() for record in records)
+    # The earliest and latest occurrence, wherever they sit in the file (events arrive
+    # out of order): nothing the rules judge from the first event on is left out.
+    times = [record[2] for records in by_account.values() for record in records]
+    first, last = min(times), max(times)
     start = datetime.fromtimestamp(first, UTC)
     end = until or datetime.fromtimestamp(last, UTC)
     work = _Work(rules, accounts, by_account, start, end, step, policy)
@@ -172,10 +175,9 @@ def _load_events(path: Path, report: ReplayReport) -> dict[str, list[Record]]:
     limits = EventLimits()
     limit_s = (now + limits.future_skew).timestamp()
     by_account: dict[str, list[Record]] = {}
-    lines = list(_lines(path))
-    report.events = len(lines)
-    for offset in range(0, len(lines), _CHUNK):
-        chunk = lines[offset : offset + _CHUNK]
+    lines = _lines(path)
+    while chunk := list(itertools.islice(lines, _CHUNK)):
+        report.events += len(chunk)
         batch = decode_batch(chunk, None, limits.max_bytes, limit_s)
         careful: dict[str, list[tuple[int, Record]]] = defaultdict(list)
         for index in batch.careful:
@@ -196,7 +198,8 @@ def _load_events(path: Path, report: ReplayReport) -> dict[str, list[Record]]:
 
 
 _CHUNK = 50_000
-"""Lines decoded per pass: big enough to amortise the pass, small enough for memory."""
+"""Lines read and decoded per pass: big enough to amortise the pass, while only the
+records (not the lines) of the whole file are held."""
 
 
 def _first(item: tuple[int, Record]) -> int:

@@ -7,6 +7,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from alerts.replay import ReplayReport, _load_events, replay
 from alerts.rules import load_rules
@@ -87,3 +88,30 @@ def test_events_the_fast_decoder_leaves_to_the_careful_one_keep_their_place(
     loaded = _load_events(path, report)
     assert loaded == expected
     assert sum(r[2] % 1 == 0.5 for records in loaded.values() for r in records) > 100
+
+
+def test_an_answer_that_arrives_late_is_judged_as_live_judges_it(tmp_path: Path) -> None:
+    """The history starts at its earliest event, wherever the file has it: a detractor
+    answer timed before the account's first line still alerts (as a live worker does)."""
+
+    def event(n: int, kind: str, at: str, **properties: Any) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "event_id": f"e{n}",
+            "type": kind,
+            "account_id": "acme",
+            "user_id": "ann",
+            "role": "champion",
+            "occurred_at": at,
+            "properties": properties,
+        }
+
+    lines = [
+        event(1, "login", "2026-11-20T10:00:00Z"),
+        event(2, "nps_response", "2026-11-20T03:00:00Z", score=3, comment="slow"),
+    ]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    out = io.StringIO()
+    replay(RULES, tmp_path / "events.jsonl", None, out, progress=None)
+    alerts = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(a["rule"], a["status"]) for a in alerts] == [("detractor", "firing")]

@@ -167,10 +167,13 @@ class Sweeper:
         if batch is not None:
             owned = {state.account_id for state in states}
             self._indexed = {a: v for a, v in self._indexed.items() if a in owned}
-            if await self._redis("index_write", lambda t: _write(t, batch)):
-                self._indexed.update((a, (sig, 0)) for a, sig in batch.built.items())
-            else:  # not written: build them all again next time
+            lost = await self._redis("index_write", lambda t: t.write_index(batch))
+            if lost is None:  # not written: build them all again next time
                 self._indexed.clear()
+            else:
+                self._indexed.update((a, (sig, 0)) for a, sig in batch.built.items())
+                for account_id in lost:  # kept, but Redis had lost it: build it next time
+                    self._indexed.pop(account_id, None)
             if waiting:
                 await self._redis("index_refresh", lambda t: t.refresh_index(waiting))
         return report
@@ -299,8 +302,3 @@ class Sweeper:
             log.exception("triage index: no entry for %s", account_id)
             return
         batch.built[account_id] = signature
-
-
-async def _write(store: TriageStore, batch: IndexBatch) -> bool:
-    await store.write_index(batch)
-    return True

@@ -143,8 +143,9 @@ class TriageStore:
 
     # --- the sweeper's side ----------------------------------------------------------
 
-    async def write_index(self, batch: IndexBatch) -> None:
-        """Everything one sweep learned, in one round trip."""
+    async def write_index(self, batch: IndexBatch) -> list[str]:
+        """Everything one sweep learned, in one round trip; returns the kept accounts
+        whose entry was not there any more (Redis lost it): build those again."""
         pipe = self.redis.pipeline(transaction=False)
         if batch.entries:
             pipe.zadd(self.key("rank"), {e["account_id"]: e["priority"] for e in batch.entries})
@@ -166,7 +167,9 @@ class TriageStore:
             self._push_history(pipe, account_id, record)
         for account_id in batch.kept:
             pipe.expire(self.key(f"account:{account_id}"), self.entry_ttl_s)
-        await pipe.execute()
+        results = await pipe.execute()
+        renewed = results[len(results) - len(batch.kept) :] if batch.kept else []
+        return [a for a, found in zip(batch.kept, renewed, strict=True) if not found]
 
     async def refresh_index(self, account_ids: Iterable[str]) -> None:
         """Keep entries alive through sweeps that hold evaluation (input behind)."""

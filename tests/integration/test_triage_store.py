@@ -286,3 +286,12 @@ async def test_alerts_written_while_a_sweep_publishes_are_shown_next_sweep(
     await harness.sweeper.sweep(NOW + timedelta(minutes=1))  # nothing new judged
     again = await store.account(account_id)
     assert again is not None and again["tier"] == "red"
+
+
+async def test_an_entry_redis_lost_is_built_again_at_the_next_sweep(store: TriageStore) -> None:
+    harness, account_id = await swept(store)
+    await store.redis.delete(store.key(f"account:{account_id}"))  # lost: Redis restarted
+    await harness.sweeper.sweep(NOW + timedelta(minutes=1))  # kept: its renewal finds nothing
+    assert await store.account(account_id) is None
+    await harness.sweeper.sweep(NOW + timedelta(minutes=2))
+    assert await store.account(account_id) is not None

@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from functools import lru_cache
+
+from stream import metrics
 
 __all__ = ["TrendFit", "declined", "fit_trend", "trend_points"]
 
@@ -51,18 +53,10 @@ def trend_points(
     without any is a break (the silence rules' business), not a lower level of use."""
     get = values.get
     return [
-        (x, value)
-        for x, day, weekday in _days(end, days)
-        if (value := get(day)) is not None and value > 0 and weekday in weekdays
+        (float(-back), value)
+        for back, day in zip(range(days - 1, -1, -1), metrics.window(end, days), strict=True)
+        if (value := get(day)) is not None and value > 0 and day.weekday() in weekdays
     ]
-
-
-@lru_cache(maxsize=1024)
-def _days(end: date, days: int) -> tuple[tuple[float, date, int], ...]:
-    """``(x, day, weekday)`` of the ``days`` ending on ``end``, oldest first (rules ask
-    for the same few windows, day after day)."""
-    window = (end - timedelta(days=back) for back in range(days - 1, -1, -1))
-    return tuple((float((day - end).days), day, day.weekday()) for day in window)
 
 
 def fit_trend(points: Sequence[tuple[float, float]]) -> TrendFit | None:

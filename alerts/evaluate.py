@@ -141,20 +141,10 @@ class WorkingDays:
     def __contains__(self, day: object) -> bool:
         return isinstance(day, date) and day.weekday() in self.weekdays and day not in self.off
 
-    def between(self, after: date, before: date) -> int:
-        """Working days strictly between two dates."""
-        count = 0
-        day = after + timedelta(days=1)
-        while day < before:
-            count += day in self
-            day += timedelta(days=1)
-        return count
-
     def gaps(self, days: Sequence[date], today: date) -> tuple[int, int]:
         """For active ``days`` (ascending, all before ``today``): the most working days
         strictly between two consecutive ones, and those since the last one, before
-        ``today``. The :meth:`between` of every pair and of the last day and today, in
-        one walk over the days."""
+        ``today``; in one walk over the days."""
         active = set(days)
         weekdays, off = self.weekdays, self.off
         check_off = bool(off.calendars)

@@ -1162,13 +1162,23 @@ def test_an_open_health_alert_resolves_only_above_the_exit_margin() -> None:
 def test_gaps_are_the_working_days_between_active_days(
     weekdays: frozenset[int], offsets: set[int], after: int, holiday: bool
 ) -> None:
-    """The silence rules' one walk equals ``between`` for every pair and for the last
-    active day and today, with or without days off."""
+    """The silence rules' one walk counts what counting day by day counts (``between``)
+    for every pair and for the last active day and today, with or without days off."""
     start = date(2026, 10, 1)
     days = [start + timedelta(days=n) for n in sorted(offsets)]
     today = days[-1] + timedelta(days=after)
     calendar = Calendar(days=("2026-10-05..2026-10-09", "10-20"))
     off = DaysOff(("autumn",), (calendar,)) if holiday else DaysOff()
     working = WorkingDays(weekdays, off)
-    usual = max((working.between(a, b) for a, b in itertools.pairwise(days)), default=0)
-    assert working.gaps(days, today) == (usual, working.between(days[-1], today))
+    usual = max((between(working, a, b) for a, b in itertools.pairwise(days)), default=0)
+    assert working.gaps(days, today) == (usual, between(working, days[-1], today))
+
+
+def between(working: WorkingDays, after: date, before: date) -> int:
+    """The reference: working days strictly between two dates, one by one."""
+    count = 0
+    day = after + timedelta(days=1)
+    while day < before:
+        count += day in working
+        day += timedelta(days=1)
+    return count

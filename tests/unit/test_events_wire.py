@@ -28,19 +28,12 @@ from stream.events import (
     record_of,
 )
 from stream.ingest import _decode_value
+from tests.unit.test_events_fast_path import VALID
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LIMITS = EventLimits(max_bytes=600, future_skew=timedelta(minutes=5))
 LIMIT_S = (NOW + LIMITS.future_skew).timestamp()
 
-VALID: dict[str, dict[str, Any]] = {
-    "login": {},
-    "session_end": {"duration_s": 310},
-    "feature_used": {"feature": "reports"},
-    "nps_response": {"score": 9, "comment": "great"},
-    "value_milestone": {"milestone": "first_report"},
-    "license_change": {"licenses": 100},
-}
 TIMES = [
     "2026-11-23T11:00:00Z",
     "2026-11-23T11:00:00+00:00",

@@ -18,7 +18,7 @@ from alerts.rules import Rule
 from alerts.sweep import AccountAlerts
 from stream.accounts import Account
 from stream.engagement import EngagementState, StatePolicy, fold_records
-from stream.events import KINDS, Record, UsageEvent, record_of
+from stream.events import Record, UsageEvent, record_of
 
 __all__ = ["DEFAULT_STEP", "Notice", "backtest_account", "backtest_records", "ticks"]
 
@@ -70,8 +70,8 @@ def backtest_records(
     state = EngagementState(account.account_id, timezone=account.timezone)
     run = AccountRun(RuleSet(tuple(rules), step.total_seconds()), state, account, AccountAlerts())
     times = [record[2] for record in records]
-    types = [KINDS[record[1]].value for record in records]
-    run.on_events(times, types, lambda i, j: _fold(state, records[i:j], policy))
+    codes = [record[1] for record in records]
+    run.on_events(times, codes, lambda i, j: _fold(state, records[i:j], policy))
     run.on_clock(end.timestamp())
     return [notice for notice in run.notices if notice.change.at >= start]
 

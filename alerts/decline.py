@@ -54,8 +54,13 @@ def trend_points(
     get = values.get
     return [
         (float(-back), value)
-        for back, day in zip(range(days - 1, -1, -1), metrics.window(end, days), strict=True)
-        if (value := get(day)) is not None and value > 0 and day.weekday() in weekdays
+        for back, day, weekday in zip(
+            range(days - 1, -1, -1),
+            metrics.window(end, days),
+            metrics.window_weekdays(end, days),
+            strict=True,
+        )
+        if weekday in weekdays and (value := get(day)) is not None and value > 0
     ]
 
 
@@ -78,17 +83,20 @@ def _fit(points: tuple[tuple[float, float], ...]) -> TrendFit | None:
     if mean_y <= 0 or span <= 0:
         return None
     centred = [(x - mean_x, y) for x, y in points]
+    exp = math.exp
     a, b = math.log(mean_y), 0.0
     for _ in range(_PASSES):
         sw = swx = swxx = swz = swxz = 0.0
         for x, y in centred:
-            mu = math.exp(a + b * x)
-            z = a + b * x + (y - mu) / mu
+            eta = a + b * x
+            mu = exp(eta)
+            z = eta + (y - mu) / mu
+            mx = mu * x
             sw += mu
-            swx += mu * x
-            swxx += mu * x * x
+            swx += mx
+            swxx += mx * x
             swz += mu * z
-            swxz += mu * x * z
+            swxz += mx * z
         det = sw * swxx - swx * swx
         if det <= 0:
             return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import string
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 HISTORY_DAYS = 42
+ANYONE = -1
+"""A bitmap of user slots that takes everyone: ``active_users & ANYONE`` is the day's
+active users, nonzero on any active day."""
 _ONE_DAY = timedelta(days=1)
 _T = TypeVar("_T")
 LAST_SEEN_ROLES = ("champion", "admin", "executive")
@@ -127,8 +131,23 @@ def days_off(rule: Rule, account: Account | None, timezone: str) -> DaysOff:
     """The calendars of ``rule``'s rules file that this account follows."""
     chosen = account.calendar if account is not None else None
     zone = account.timezone if account is not None else timezone
-    names = calendars_for(rule.calendars, chosen, zone)
-    return DaysOff(names, tuple(rule.calendars[name] for name in names))
+    calendars = rule.calendars
+    key = (id(calendars), chosen, zone)
+    cached = _DAYS_OFF.get(key)
+    if cached is not None and cached[0] is calendars:  # the very same rules file
+        return cached[1]
+    names = calendars_for(calendars, chosen, zone)
+    off = DaysOff(names, tuple(calendars[name] for name in names))
+    if len(_DAYS_OFF) >= 4096:
+        _DAYS_OFF.clear()
+    _DAYS_OFF[key] = (calendars, off)
+    return off
+
+
+_DAYS_OFF: dict[tuple[int, str | None, str], tuple[Mapping[str, Calendar], DaysOff]] = {}
+"""(the rules file's calendars by identity, the account's calendar, its zone) -> its
+days off: asked by every day-based rule at every evaluation. The entry keeps the
+calendars it was built from alive, so their identity cannot be reused meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,23 +185,26 @@ def working_weekdays(
     rate: float,
     off: DaysOff = DaysOff(),
     *,
-    is_active: Callable[[int], bool] | None = None,
+    users: int = ANYONE,
     since: float | None = None,
 ) -> frozenset[int]:
-    """Weekdays (0 = Monday) on which the account (or, with ``is_active`` and ``since``,
-    one person) is usually active, over the history up to ``end``; days off count
-    neither as worked nor as skipped."""
-    active_in = is_active or _any_user
+    """Weekdays (0 = Monday) on which the account (or, with ``users`` and ``since``, one
+    person: their slot's bit) is usually active, over the history up to ``end``; days off
+    count neither as worked nor as skipped."""
     start = since if since is not None else state.first_seen_at
     first = state.local_day(start) if start is not None else end
     observed, active = [0] * 7, [0] * 7
-    buckets = metrics.window_buckets(state, end, HISTORY_DAYS)
-    for day, bucket in zip(metrics.window(end, HISTORY_DAYS), buckets, strict=True):
-        if day < first or day in off:
+    days = metrics.window(end, HISTORY_DAYS)
+    skip = bisect_left(days, first)  # days before the account (or person) was seen
+    weekdays = metrics.window_weekdays(end, HISTORY_DAYS)[skip:]
+    buckets = metrics.window_buckets(state, end, HISTORY_DAYS)[skip:]
+    check_off = bool(off.calendars)
+    for day, weekday, bucket in zip(days[skip:], weekdays, buckets, strict=True):
+        if check_off and day in off:
             continue
-        weekday = day.weekday()
         observed[weekday] += 1
-        active[weekday] += bucket is not None and active_in(bucket.active_users)
+        if bucket is not None and bucket.active_users & users:
+            active[weekday] += 1
     return frozenset(w for w in range(7) if observed[w] and active[w] / observed[w] >= rate)
 
 
@@ -237,7 +259,7 @@ def _silence_verdicts(rule: SilenceRule, context: Context) -> list[_SilenceVerdi
     off = days_off(rule, context.account, state.timezone)
     rate = rule.working_day_rate
     if rule.scope == "account":
-        days = _active_days(state, end, _any_user)
+        days = _active_days(state, end, ANYONE)
         working = WorkingDays(_account_weekdays(context, days[-1] if days else end, rate, off), off)
         first = state.first_seen_at
         return [_silence_verdict(rule, context, None, days, first_seen=first, working=working)]
@@ -247,10 +269,10 @@ def _silence_verdicts(rule: SilenceRule, context: Context) -> list[_SilenceVerdi
             continue
         # A person's own working days: a champion who never logs in at weekends misses
         # nothing on a Sunday, even if colleagues of theirs work then.
-        active = _has_bit(user.slot)
-        days = _active_days(state, end, active)
+        bit = 1 << user.slot
+        days = _active_days(state, end, bit)
         weekdays = working_weekdays(
-            state, days[-1] if days else end, rate, off, is_active=active, since=user.first_seen
+            state, days[-1] if days else end, rate, off, users=bit, since=user.first_seen
         )
         verdicts.append(
             _silence_verdict(
@@ -273,21 +295,14 @@ def _history_end(context: Context) -> date:
     return min(yesterday, context.state.local_day(newest)) if newest is not None else yesterday
 
 
-def _any_user(users: int) -> bool:
-    return users != 0
-
-
-def _has_bit(slot: int) -> Callable[[int], bool]:
-    bit = 1 << slot
-    return lambda users: bool(users & bit)
-
-
-def _active_days(state: EngagementState, end: date, is_active: Callable[[int], bool]) -> list[date]:
+def _active_days(state: EngagementState, end: date, users: int) -> list[date]:
+    """The days of the history up to ``end`` on which any of ``users`` (a bitmap of
+    slots; :data:`ANYONE`) was active."""
     buckets = metrics.window_buckets(state, end, HISTORY_DAYS)
     return [
         day
         for day, bucket in zip(metrics.window(end, HISTORY_DAYS), buckets, strict=True)
-        if bucket is not None and is_active(bucket.active_users)
+        if bucket is not None and bucket.active_users & users
     ]
 
 
@@ -527,12 +542,13 @@ def _full_weekdays(values: Mapping[date, float]) -> frozenset[int]:
     """Weekdays the account works at full strength: a mean at least half the busiest
     weekday's. Light weekend use is real activity (silence counts it) but not a
     typical day's volume."""
-    per_weekday: dict[int, list[float]] = {}
+    per_weekday: list[list[float]] = [[], [], [], [], [], [], []]
     for day, value in values.items():
-        per_weekday.setdefault(day.weekday(), []).append(value)
-    means = {weekday: fmean(seen) for weekday, seen in per_weekday.items()}
-    busiest = max(means.values(), default=0.0)
-    return frozenset(w for w, mean in means.items() if busiest and mean >= busiest / 2)
+        per_weekday[day.weekday()].append(value)
+    # fmean's arithmetic (an exactly rounded sum over the count), at a fraction of its cost
+    means = [(w, math.fsum(seen) / len(seen)) for w, seen in enumerate(per_weekday) if seen]
+    busiest = max((mean for _, mean in means), default=0.0)
+    return frozenset(w for w, mean in means if busiest and mean >= busiest / 2)
 
 
 def _typical(

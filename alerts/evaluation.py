@@ -22,6 +22,7 @@ from alerts.sweep import AccountAlerts, inhibitor, sweep_account
 from alerts.timeline import advance, walk
 from stream.accounts import Account
 from stream.engagement import EngagementState
+from stream.events import KINDS
 
 __all__ = ["EVENT_DRIVEN", "AccountRun", "Notice", "Reuse", "RuleSet", "history_key"]
 
@@ -64,6 +65,11 @@ class RuleSet:
     def triggers(self) -> frozenset[str]:
         """Event types that trigger an instant evaluation."""
         return frozenset(t for rule in self.instant_rules for t in EVENT_DRIVEN[rule.kind])
+
+    @cached_property
+    def trigger_codes(self) -> frozenset[int]:
+        """:attr:`triggers` as the event codes records carry (``stream.events.KINDS``)."""
+        return frozenset(code for code, kind in enumerate(KINDS) if kind.value in self.triggers)
 
 
 @dataclass
@@ -113,11 +119,12 @@ class AccountRun:
     is exact)."""
 
     def on_events(
-        self, times: Sequence[float], types: Sequence[str], fold: Callable[[int, int], None]
+        self, times: Sequence[float], codes: Sequence[int], fold: Callable[[int, int], None]
     ) -> list[Notice]:
-        """Fold the account's new events (``fold(start, end)``) along its timeline."""
-        triggers = self.ruleset.triggers
-        instant = {i for i, kind in enumerate(types) if kind in triggers} if triggers else set()
+        """Fold the account's new events (occurrence ``times`` and event ``codes``, as
+        records carry them, in arrival order; ``fold(start, end)``) along its timeline."""
+        triggers = self.ruleset.trigger_codes
+        instant = {i for i, code in enumerate(codes) if code in triggers} if triggers else set()
         cursor = walk(
             times,
             self.book.evaluated_through,

@@ -209,8 +209,8 @@ def _first(item: tuple[int, Record]) -> int:
 def _lines(path: Path) -> Iterator[bytes]:
     with path.open("rb") as handle:
         for line in handle:
-            if line.strip():
-                yield line.strip()
+            if stripped := line.strip():
+                yield stripped
 
 
 def _show_progress(stream: TextIO, done: int, total: int) -> None:

@@ -148,8 +148,11 @@ class EngagementState:
         return _zone(self.timezone)
 
     def local_day(self, at: datetime | float) -> date:
-        moment = at if isinstance(at, datetime) else datetime.fromtimestamp(at, UTC)
-        return moment.astimezone(self.zone()).date()
+        """The local calendar day of ``at`` (from the per-zone cache of day spans that
+        the fold uses: rules ask for it many times per evaluation)."""
+        moment = at.timestamp() if isinstance(at, datetime) else at
+        zone = self.timezone
+        return _day_date(_day_span(_zone_spans(zone), _zone(zone), moment)[2])
 
     def bucket(self, day: date) -> DayBucket | None:
         return self.days.get(day.isoformat())
@@ -502,6 +505,11 @@ def _day_span(spans: dict[float, Span], zone: ZoneInfo, at: float) -> Span:
 
 def _offset(zone: ZoneInfo, at: float) -> timedelta | None:
     return datetime.fromtimestamp(at, zone).utcoffset()
+
+
+@lru_cache(maxsize=4096)
+def _day_date(day: str) -> date:
+    return date.fromisoformat(day)
 
 
 @lru_cache(maxsize=4096)

@@ -25,7 +25,7 @@ from alerts.timeline import next_tick
 from stream import codec
 from stream.accounts import Account
 from stream.engagement import EngagementState
-from stream.events import KINDS, Record
+from stream.events import Record
 
 __all__ = ["LiveEvaluator"]
 
@@ -56,9 +56,7 @@ class LiveEvaluator:
         """account_id -> what its evaluations share, for the state object it was
         computed on (the pipeline keeps states decoded between batches)."""
         self._reuse_limit = reuse_limit
-        self._trigger_codes = frozenset(
-            code for code, kind in enumerate(KINDS) if kind.value in ruleset.triggers
-        )
+        self._trigger_codes = ruleset.trigger_codes
         self.pending: list[tuple[bytes, bytes]] = []
 
     def fold(
@@ -91,8 +89,7 @@ class LiveEvaluator:
         run = AccountRun(
             self._ruleset, state, account, book, reuse=self.reuse_for(account_id, state)
         )
-        types = [KINDS[code].value for code in codes]
-        notices = run.on_events(times, types, fold)
+        notices = run.on_events(times, codes, fold)
         if book.changed:
             self._alerts[account_id] = codec.dumps(book.to_dict())
         if book.evaluated_through is not None:

@@ -39,6 +39,7 @@ __all__ = [
     "weekday_profile",
     "window",
     "window_buckets",
+    "window_weekdays",
 ]
 
 _EMPTY = DayBucket()
@@ -49,6 +50,12 @@ def window(end: date, days: int) -> tuple[date, ...]:
     """The ``days`` local days ending with ``end``, oldest first (shared: rules ask for
     the same few windows at every evaluation)."""
     return tuple(end - timedelta(days=offset) for offset in range(days - 1, -1, -1))
+
+
+@lru_cache(maxsize=4096)
+def window_weekdays(end: date, days: int) -> tuple[int, ...]:
+    """The weekday (0 = Monday) of each day of :func:`window`."""
+    return tuple(day.weekday() for day in window(end, days))
 
 
 @lru_cache(maxsize=4096)

@@ -21,7 +21,7 @@ from alerts.sweep import AccountAlerts
 from stream import codec
 from stream.accounts import Account
 from stream.engagement import EngagementState, fold_records
-from stream.events import KINDS, Record, UsageEvent, decode_event, record_of
+from stream.events import Record, UsageEvent, decode_event, record_of
 from stream.simulate import FleetSpec, build_fleet, generate_events
 
 END = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)
@@ -60,12 +60,12 @@ def run(account: Account, records: Sequence[Record], *, reuse: bool) -> AccountR
     if not reuse:
         account_run.reuse = None
     times = [r[2] for r in records]
-    types = [KINDS[r[1]].value for r in records]
+    codes = [r[1] for r in records]
 
     def fold(start: int, end: int) -> None:
         fold_records(state, records[start:end])
 
-    account_run.on_events(times, types, fold)
+    account_run.on_events(times, codes, fold)
     account_run.on_clock(END.timestamp())
     return account_run
 

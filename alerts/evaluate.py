@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import string
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from statistics import fmean, median
@@ -40,7 +40,7 @@ from alerts.rules import (
 )
 from stream import metrics
 from stream.accounts import Account
-from stream.engagement import EngagementState
+from stream.engagement import EngagementState, UserRecord
 
 __all__ = [
     "LAST_SEEN_ROLES",
@@ -160,6 +160,15 @@ class WorkingDays:
     def __contains__(self, day: object) -> bool:
         return isinstance(day, date) and day.weekday() in self.weekdays and day not in self.off
 
+    def within(self, end: date, days: int) -> list[date]:
+        """The working days among the ``days`` local days ending with ``end``, oldest
+        first (``[d for d in metrics.window(end, days) if d in self]``, in one pass)."""
+        weekdays, off = self.weekdays, self.off
+        pairs = zip(metrics.window(end, days), metrics.window_weekdays(end, days), strict=True)
+        if off.calendars:
+            return [d for d, w in pairs if w in weekdays and d not in off]
+        return [d for d, w in pairs if w in weekdays]
+
     def gaps(self, days: Sequence[date], today: date) -> tuple[int, int]:
         """For active ``days`` (ascending, all before ``today``): the most working days
         strictly between two consecutive ones, and those since the last one, before
@@ -232,7 +241,9 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
     verdicts = _memo(context, ("silence", rule.name), lambda: _silence_verdicts(rule, context))
     roles = rule.roles if rule.scope == "stakeholder" else LAST_SEEN_ROLES
     # Fresh evidence: people seen today show up at once (and nothing else moves today).
-    seen = tuple(user.last_seen for user in context.state.users.values() if user.role in roles)
+    # Who holds these roles is part of the history (``people_version``): kept meanwhile.
+    people = _memo(context, ("people", roles), lambda: _holding(context.state, roles))
+    seen = tuple(user.last_seen for _, user in people)
 
     def findings() -> list[Finding]:
         found = []
@@ -264,9 +275,7 @@ def _silence_verdicts(rule: SilenceRule, context: Context) -> list[_SilenceVerdi
         first = state.first_seen_at
         return [_silence_verdict(rule, context, None, days, first_seen=first, working=working)]
     verdicts = []
-    for user_id, user in sorted(state.users.items()):
-        if user.role not in rule.roles:
-            continue
+    for user_id, user in _holding(state, rule.roles):
         # A person's own working days: a champion who never logs in at weekends misses
         # nothing on a Sunday, even if colleagues of theirs work then.
         bit = 1 << user.slot
@@ -285,6 +294,11 @@ def _silence_verdicts(rule: SilenceRule, context: Context) -> list[_SilenceVerdi
             )
         )
     return verdicts
+
+
+def _holding(state: EngagementState, roles: Collection[str]) -> list[tuple[str, UserRecord]]:
+    """The users holding one of ``roles``, by user id."""
+    return sorted((uid, user) for uid, user in state.users.items() if user.role in roles)
 
 
 def _history_end(context: Context) -> date:
@@ -381,7 +395,7 @@ def _threshold(rule: Any, context: Context) -> list[Finding]:
             )
         ]
     working = _working_days(rule, context, yesterday, rule.working_day_rate)
-    days = [d for d in metrics.window(yesterday, HISTORY_DAYS) if d in working]
+    days = working.within(yesterday, HISTORY_DAYS)
     days = days[-rule.for_working_days :]
     if len(days) < rule.for_working_days:
         return []
@@ -533,9 +547,14 @@ def _read_kept_days(
     state = context.state
     yesterday = context.today - timedelta(days=1)
     first = state.local_day(state.first_seen_at) if state.first_seen_at is not None else yesterday
-    days = metrics.window(yesterday, HISTORY_DAYS + extra_days)
-    series = metrics.daily_series(state, metric, yesterday, HISTORY_DAYS + extra_days)
-    return {d: v for d, v in zip(days, series, strict=True) if d >= first and d not in off}
+    span = HISTORY_DAYS + extra_days
+    days = metrics.window(yesterday, span)
+    series = metrics.daily_series(state, metric, yesterday, span)
+    skip = bisect_left(days, first)  # days before the account was first seen
+    kept = zip(days[skip:], series[skip:], strict=True)
+    if off.calendars:
+        return {d: v for d, v in kept if d not in off}
+    return dict(kept)
 
 
 def _full_weekdays(values: Mapping[date, float]) -> frozenset[int]:
@@ -653,7 +672,7 @@ def health_components(rule: HealthRule, context: Context) -> dict[str, float]:
     working = _working_days(rule, context, yesterday, 0.4, off)
     if not working.weekdays:
         working = WorkingDays(frozenset(range(5)), off)
-    days = [d for d in metrics.window(yesterday, 28) if d in working]
+    days = working.within(yesterday, 28)
     typical = rule.statistic == "median"
     kept = _kept_days(context, "active_users", off) if typical else {}
     parts: dict[str, float] = {}

@@ -80,6 +80,9 @@ class Reuse:
 
     history: Any = None
     """The :func:`history_key` the entries below were computed under."""
+    state: EngagementState | None = None
+    """The state object they were computed on: the key's ``people_version`` counts the
+    changes of that object only."""
     verdicts: dict[str, tuple[frozenset[str], list[Finding]]] = field(default_factory=dict)
     """rule -> (the open alerts then, its findings)."""
     memo: dict[Any, Any] = field(default_factory=dict)
@@ -88,8 +91,9 @@ class Reuse:
     def move_to(self, context: Context) -> None:
         """Forget everything if the history of ``context`` is not the one kept."""
         history = history_key(context)
-        if history != self.history:
+        if history != self.history or context.state is not self.state:
             self.history = history
+            self.state = context.state
             self.verdicts.clear()
             self.memo.clear()  # in place: ``context.memo`` is this dict
 
@@ -188,14 +192,15 @@ def history_key(context: Context) -> tuple[Any, ...]:
     and metadata, and today's date.
     Every event counted into a day adds one to that day's ``events``, so the days'
     counts change with anything folded into them (or pruned away); events of today
-    leave the key alone until the day is over. Cheap next to an evaluation: one pass
-    over the kept days and the users.
+    leave the key alone until the day is over. The people (their slots, roles and
+    first-seen times) are represented by the state's ``people_version``, which the fold
+    moves whenever one of those changes: valid for one state object (:class:`Reuse`).
+    Cheap next to an evaluation: one pass over the kept days.
     """
     state = context.state
     today = context.today
     before = today.isoformat()
     days = tuple((day, bucket.events) for day, bucket in state.days.items() if day < before)
-    users = tuple((uid, user.slot, user.role, user.first_seen) for uid, user in state.users.items())
     newest = state.newest_at
     # A silence's history ends at the newest active day, or yesterday if that is later.
     history_end = (
@@ -211,5 +216,5 @@ def history_key(context: Context) -> tuple[Any, ...]:
         tuple(state.nps_totals),
         tuple(state.license_changes),
         days,
-        users,
+        state.people_version,
     )

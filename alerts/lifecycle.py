@@ -182,13 +182,21 @@ def _while_active(
     if previous is None or previous.status is Status.RESOLVED:
         pending = _new_episode(finding, now)
         return _fire_if_due(pending, now, policy)
-    refreshed = replace(
-        previous,
-        severity=finding.severity,
-        evidence=finding.evidence,
-        labels=finding.labels,
-        annotations=finding.annotations,
-    )
+    if (
+        previous.evidence is finding.evidence  # the finding this state was built from
+        and previous.labels is finding.labels
+        and previous.annotations is finding.annotations
+        and previous.severity == finding.severity
+    ):
+        refreshed = previous
+    else:
+        refreshed = replace(
+            previous,
+            severity=finding.severity,
+            evidence=finding.evidence,
+            labels=finding.labels,
+            annotations=finding.annotations,
+        )
     if refreshed.status is Status.PENDING:
         return _fire_if_due(refreshed, now, policy)
     last = refreshed.last_notified_at or refreshed.starts_at or now

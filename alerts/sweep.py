@@ -92,7 +92,7 @@ def sweep_account(
                 findings.append(finding)
             previous = alerts.states.get(finding.fingerprint)
             state, change = transition(previous, finding, context.now, policy)
-            if state != previous:
+            if state is not previous and state != previous:
                 alerts.changed = True
                 if state is None:
                     alerts.states.pop(finding.fingerprint, None)

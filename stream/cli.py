@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--accounts", type=int, default=36)
     simulate.add_argument("--days", type=int, default=42, help="days of history, ending now")
     simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument(
+        "--seats",
+        type=int,
+        default=1,
+        help="users per account, as a multiple of the usual team (bigger customers)",
+    )
     pace = simulate.add_mutually_exclusive_group()
     pace.add_argument(
         "--speed",
@@ -144,7 +150,8 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
     end = datetime.now(UTC).replace(microsecond=0)
     start = end - timedelta(days=args.days)
-    fleet = build_fleet(FleetSpec(accounts=args.accounts, seed=args.seed, as_of=end.date()))
+    spec = FleetSpec(accounts=args.accounts, seed=args.seed, as_of=end.date(), seats=args.seats)
+    fleet = build_fleet(spec)
     events = generate_events(fleet, start, end, seed=args.seed)
     if args.out is None:
         return _publish_simulation(

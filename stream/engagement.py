@@ -130,13 +130,17 @@ class EngagementState:
     recent_nps: list[dict[str, Any]] = field(default_factory=list)
     license_changes: list[tuple[float, int]] = field(default_factory=list)
     ids_in_order: bool = field(default=False, compare=False, repr=False)
+    """Not stored: ``recent_ids`` is known to be in time order, so pruning can stop at
+    the first id still inside the lateness window instead of sorting them all."""
+    people_version: int = field(default=0, compare=False, repr=False)
+    """Not stored: moves whenever a user is added, changes role or is found to have
+    been seen earlier, so readers can tell that ``users`` (bar last-seen times) stood
+    still without comparing every user (alerts/evaluation.py)."""
     encoded_days: dict[str, tuple[DayBucket, int, codec.Fragment]] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
     """Not stored: each day bucket's JSON from the last :meth:`to_json`, with the bucket
     and its event count then (see :meth:`_encoded_days`)."""
-    """Not stored: ``recent_ids`` is known to be in time order, so pruning can stop at
-    the first id still inside the lateness window instead of sorting them all."""
 
     # --- reading ----------------------------------------------------------------------
 
@@ -290,6 +294,7 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
     user = _NO_USER
     bit = 0
     active = False  # this user's bit is set in this day's active users
+    people = 0  # changes to users that readers key on (people_version)
     for index, record in enumerate(records):
         event_id, code, at, user_id, role, value, _ = record
         if at < bound:
@@ -323,6 +328,7 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
                 if found is None:
                     slot = _slot_for(users, user_id, policy)
                     found = users[user_id] = UserRecord(slot, role, at, at)
+                    people += 1
                 user = found
                 bit = 1 << user.slot
                 last_user_id = user_id
@@ -332,9 +338,12 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
             seen = user.last_seen
             if at > seen or (at == seen and role > user.role):
                 user.last_seen = at
-                user.role = role
-            if at < user.first_seen:  # noqa: PLR1730 - min() costs a call per event
+                if role != user.role:
+                    user.role = role
+                    people += 1
+            if at < user.first_seen:
                 user.first_seen = at
+                people += 1
             if not active:  # once per run of one user's events on one day
                 bucket.active_users |= bit
                 active = True
@@ -364,6 +373,7 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
     outcome.counted = sum(counts)
     outcome.duplicates = duplicates
     state.ids_in_order = in_order
+    state.people_version += people
     _prune(state, policy, spans, zone)
     return outcome
 

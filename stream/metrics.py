@@ -156,11 +156,8 @@ def trend(series: Sequence[float], recent_days: int = 7, baseline_days: int = 28
 def stakeholder_last_seen(state: EngagementState, roles: Iterable[str]) -> dict[str, datetime]:
     """Per user holding a key role, the time of their last activity."""
     wanted = set(roles)
-    return {
-        uid: datetime.fromtimestamp(u.last_seen, UTC)
-        for uid, u in sorted(state.users.items())
-        if u.role in wanted
-    }
+    holding = sorted((uid, u.last_seen) for uid, u in state.users.items() if u.role in wanted)
+    return {uid: datetime.fromtimestamp(last_seen, UTC) for uid, last_seen in holding}
 
 
 def stakeholder_active_days(state: EngagementState, user_id: str, end: date, days: int = 28) -> int:

@@ -121,10 +121,15 @@ class FleetSpec:
     accounts: int = 36
     seed: int = 7
     as_of: date = date(2026, 11, 23)
+    seats: int = 1
+    """Users per account, as a multiple of the segment's usual team: a fleet of bigger
+    customers (benchmarks: work per event against work per account and day)."""
 
     def __post_init__(self) -> None:
         if self.accounts < 0:
             raise ValueError(f"FleetSpec.accounts must be >= 0, got {self.accounts}")
+        if self.seats < 1:
+            raise ValueError(f"FleetSpec.seats must be >= 1, got {self.seats}")
 
 
 @dataclass(frozen=True)
@@ -177,7 +182,7 @@ def build_fleet(spec: FleetSpec) -> tuple[SimAccount, ...]:
     behaviours = _assign_behaviours(spec.accounts, rng)
     names = _pick_names(spec.accounts, rng)
     return tuple(
-        _build_account(index, name, behaviour, spec.as_of, rng)
+        _build_account(index, name, behaviour, spec.as_of, rng, seats=spec.seats)
         for index, (name, behaviour) in enumerate(zip(names, behaviours, strict=True), 1)
     )
 
@@ -204,11 +209,11 @@ def _pick_names(count: int, rng: random.Random) -> list[str]:
 
 
 def _build_account(
-    index: int, name: str, behaviour: str, as_of: date, rng: random.Random
+    index: int, name: str, behaviour: str, as_of: date, rng: random.Random, *, seats: int = 1
 ) -> SimAccount:
     segment = rng.choices(list(_SEGMENTS), weights=_SEGMENT_WEIGHTS)[0]
     (min_users, max_users), (min_arr, max_arr) = _SEGMENTS[segment]
-    users = _build_users(index, rng.randint(min_users, max_users), segment, rng)
+    users = _build_users(index, rng.randint(min_users, max_users) * seats, segment, rng)
     spare = 0 if rng.random() < 0.6 else rng.randint(1, max(1, len(users) // 2))
     contract_start, renewal = _contract_dates(behaviour, as_of, rng)
     slug = name.lower().replace(" ", "-")

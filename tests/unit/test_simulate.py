@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from stream.simulate import (
+    _SEGMENTS,
     BEHAVIOURS,
     ONBOARDING_DAYS,
     FleetSpec,
@@ -137,6 +138,19 @@ def test_a_mix_of_behaviours(fleet: tuple[SimAccount, ...]) -> None:
 def test_negative_fleet_size_is_rejected() -> None:
     with pytest.raises(ValueError, match="accounts"):
         FleetSpec(accounts=-1)
+
+
+def test_seats_multiply_every_team(fleet: tuple[SimAccount, ...]) -> None:
+    bigger = build_fleet(FleetSpec(as_of=AS_OF, seats=3))
+    assert build_fleet(FleetSpec(as_of=AS_OF, seats=1)) == fleet
+    for account in bigger:
+        (low, high), _ = _SEGMENTS[account.segment]
+        assert len(account.users) % 3 == 0
+        assert 3 * low <= len(account.users) <= 3 * high
+        champions = [u.role for u in account.users].count("champion")
+        assert champions == (2 if account.segment == "enterprise" else 1)
+    with pytest.raises(ValueError, match="seats"):
+        FleetSpec(seats=0)
 
 
 # --- the events --------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts.evaluate import Context
-from alerts.evaluation import AccountRun, RuleSet, history_key
+from alerts.evaluation import AccountRun, Reuse, RuleSet, history_key
 from alerts.rules import load_rules
 from alerts.sweep import AccountAlerts
 from stream import codec
@@ -130,6 +130,46 @@ def test_the_history_key_ignores_today_and_sees_the_past() -> None:
     moved = history_key(context)
     fold_records(state, [event(noon - timedelta(minutes=20), "u2")])  # a new person
     assert history_key(context) != moved
+
+
+def test_the_history_key_sees_a_new_role_and_an_earlier_first_sighting() -> None:
+    """Users enter the key through ``people_version``: each change a rule could read
+    (a role, a first sighting) moves it; a later last-seen time alone does not."""
+    state = EngagementState("acme")
+    noon = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    n = iter(range(100))
+
+    def event(hours_before: float, role: str, user: str = "u1") -> Record:
+        at = (noon - timedelta(hours=hours_before)).timestamp()
+        return (f"e{next(n)}", 0, at, user, role, 0, None)
+
+    # Someone else came first: the account's own first sighting stays put below.
+    fold_records(state, [event(5, "admin", "u0"), event(2, "user")])
+    context = Context(state, None, noon)
+    key = history_key(context)
+    fold_records(state, [event(1, "user")])  # seen again, later: nothing a rule keys on
+    assert history_key(context) == key
+    fold_records(state, [event(0.5, "champion")])  # the newest event names a new role
+    assert history_key(context) != key
+    key = history_key(context)
+    fold_records(state, [event(0.75, "user")])  # older than their last event: role kept
+    assert history_key(context) == key
+    fold_records(state, [event(3, "champion")])  # earlier than first seen, today
+    assert history_key(context) != key
+
+
+def test_reuse_forgets_what_another_state_object_gave() -> None:
+    """``people_version`` counts one object's changes: a different object starts over."""
+    noon = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    first, second = EngagementState("acme"), EngagementState("acme")
+    fold_records(first, [("a", 0, noon.timestamp() - 99_000, "u1", "champion", 0, None)])
+    fold_records(second, [("a", 0, noon.timestamp() - 99_000, "u2", "user", 0, None)])
+    reuse = Reuse()
+    reuse.move_to(Context(first, None, noon, memo=reuse.memo))
+    reuse.memo["kept"] = "from the first state"
+    reuse.move_to(Context(second, None, noon, memo=reuse.memo))
+    assert history_key(Context(first, None, noon)) == history_key(Context(second, None, noon))
+    assert reuse.memo == {}
 
 
 def test_a_feature_adopted_this_morning_counts_at_noon() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 
 from alerts.evaluation import AccountRun, Notice, RuleSet
 from alerts.rules import Rule
@@ -69,11 +70,15 @@ def backtest_records(
     """:func:`backtest_account` on decoded records (``stream.events.decode_batch``)."""
     state = EngagementState(account.account_id, timezone=account.timezone)
     run = AccountRun(RuleSet(tuple(rules), step.total_seconds()), state, account, AccountAlerts())
-    times = [record[2] for record in records]
-    codes = [record[1] for record in records]
+    times = list(map(_TIME, records))
+    codes = list(map(_CODE, records))
     run.on_events(times, codes, lambda i, j: _fold(state, records[i:j], policy))
     run.on_clock(end.timestamp())
     return [notice for notice in run.notices if notice.change.at >= start]
+
+
+_TIME = itemgetter(2)
+_CODE = itemgetter(1)
 
 
 def _fold(state: EngagementState, records: Sequence[Record], policy: StatePolicy | None) -> None:

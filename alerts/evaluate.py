@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import string
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from statistics import fmean, median
 from typing import Any, TypeVar
 
@@ -238,11 +238,12 @@ def _account_weekdays(context: Context, end: date, rate: float, off: DaysOff) ->
 
 def _silence(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, SilenceRule)
-    verdicts = _memo(context, ("silence", rule.name), lambda: _silence_verdicts(rule, context))
     roles = rule.roles if rule.scope == "stakeholder" else LAST_SEEN_ROLES
+    people = context.state.holding(roles)
+    verdicts = _memo(
+        context, ("silence", rule.name), lambda: _silence_verdicts(rule, context, people)
+    )
     # Fresh evidence: people seen today show up at once (and nothing else moves today).
-    # Who holds these roles is part of the history (``people_version``): kept meanwhile.
-    people = _memo(context, ("people", roles), lambda: _holding(context.state, roles))
     seen = tuple(user.last_seen for _, user in people)
 
     def findings() -> list[Finding]:
@@ -250,7 +251,7 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
         for subject, active, judged in verdicts:
             evidence = judged
             if "last_seen" in judged:
-                evidence = {**judged, "last_seen": _last_seen(context.state, roles, subject)}
+                evidence = {**judged, "last_seen": _last_seen(people, subject)}
             found.append(_finding(rule, context, active, subject, evidence))
         return found
 
@@ -260,9 +261,12 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
 _SilenceVerdict = tuple[str | None, bool, dict[str, Any]]
 
 
-def _silence_verdicts(rule: SilenceRule, context: Context) -> list[_SilenceVerdict]:
+def _silence_verdicts(
+    rule: SilenceRule, context: Context, people: Sequence[tuple[str, UserRecord]]
+) -> list[_SilenceVerdict]:
     """Each subject's verdict and evidence, bar the last-seen times: a function of the
-    history before today, so evaluations of one day share it (:func:`_memo`)."""
+    history before today, so evaluations of one day share it (:func:`_memo`).
+    ``people``: the users holding the rule's roles (``EngagementState.holding``)."""
     state = context.state
     # The habit is read from the history *before* the silence: measured up to today, a
     # long silence would erode its own working days until the alert resolved itself.
@@ -275,7 +279,7 @@ def _silence_verdicts(rule: SilenceRule, context: Context) -> list[_SilenceVerdi
         first = state.first_seen_at
         return [_silence_verdict(rule, context, None, days, first_seen=first, working=working)]
     verdicts = []
-    for user_id, user in _holding(state, rule.roles):
+    for user_id, user in people:
         # A person's own working days: a champion who never logs in at weekends misses
         # nothing on a Sunday, even if colleagues of theirs work then.
         bit = 1 << user.slot
@@ -294,11 +298,6 @@ def _silence_verdicts(rule: SilenceRule, context: Context) -> list[_SilenceVerdi
             )
         )
     return verdicts
-
-
-def _holding(state: EngagementState, roles: Collection[str]) -> list[tuple[str, UserRecord]]:
-    """The users holding one of ``roles``, by user id."""
-    return sorted((uid, user) for uid, user in state.users.items() if user.role in roles)
 
 
 def _history_end(context: Context) -> date:
@@ -352,11 +351,13 @@ def _silence_verdict(
     return subject, missed >= threshold, evidence
 
 
-def _last_seen(state: EngagementState, roles: Iterable[str], subject: str | None) -> dict[str, str]:
-    seen = metrics.stakeholder_last_seen(state, roles)
-    if subject is not None:
-        seen = {subject: seen[subject]} if subject in seen else {}
-    return {user: when.isoformat().replace("+00:00", "Z") for user, when in seen.items()}
+def _last_seen(people: Sequence[tuple[str, UserRecord]], subject: str | None) -> dict[str, str]:
+    """When each of ``people`` (or only ``subject``) was last seen, as evidence shows it."""
+    return {
+        uid: datetime.fromtimestamp(user.last_seen, UTC).isoformat().replace("+00:00", "Z")
+        for uid, user in people
+        if subject is None or uid == subject
+    }
 
 
 # --- thresholds and drops ------------------------------------------------------------

@@ -20,7 +20,10 @@ Pure: the caller folds and evaluates through the two callbacks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from functools import partial
+from itertools import compress, count, islice
+from operator import le
 
 __all__ = ["advance", "grid_floor", "next_tick", "walk"]
 
@@ -57,29 +60,56 @@ def walk(
     ``instant`` holds the indices of events after which ``evaluate_instant`` runs at
     the event's time (never before the cursor: evaluation time only moves forward).
     An account seen for the first time starts at the tick before its first event.
+
+    It jumps from one event that matters (one crossing a tick, or a trigger) to the
+    next, searching the times in between in C rather than looking at each in Python
+    (tests/unit/test_timeline.py holds it to the event-by-event reading).
     """
-    start = 0
-    boundary = math.inf if cursor is None else next_tick(cursor, step_s)
-    for index, at in enumerate(times):
-        if cursor is None:
-            cursor = grid_floor(at, step_s)
-            boundary = next_tick(cursor, step_s)
-        while boundary <= at:  # one comparison per event while no tick is crossed
-            if index > start:
-                fold(start, index)
-                start = index
-            evaluate(boundary)
-            cursor = boundary
-            boundary = next_tick(cursor, step_s)
-        if evaluate_instant is not None and index in instant:
+    total = len(times)
+    if not total:
+        return cursor
+    if cursor is None:
+        cursor = grid_floor(times[0], step_s)
+    boundary = next_tick(cursor, step_s)
+    triggers = sorted(i for i in instant if i < total) if evaluate_instant is not None else []
+    pending = iter(triggers)
+    trigger = next(pending, total)
+    stream = iter(times)  # read up to ``index``
+    start = index = 0
+    while index < total:
+        crossing = _reaching(stream, index, min(trigger, total - 1), boundary)
+        if crossing is not None:
+            index, at = crossing, times[crossing]
+            while boundary <= at:
+                if index > start:
+                    fold(start, index)
+                    start = index
+                evaluate(boundary)
+                cursor = boundary
+                boundary = next_tick(cursor, step_s)
+        elif trigger < total:  # a trigger comes first, crossing nothing
+            index = trigger
+        else:
+            break
+        if index == trigger:
+            assert evaluate_instant is not None
             fold(start, index + 1)
             start = index + 1
-            cursor = max(at, cursor)
+            cursor = max(times[index], cursor)
             boundary = next_tick(cursor, step_s)
             evaluate_instant(cursor)
-    if start < len(times):
-        fold(start, len(times))
+            trigger = next(pending, total)
+        index += 1
+    if start < total:
+        fold(start, total)
     return cursor
+
+
+def _reaching(stream: Iterator[float], first: int, last: int, boundary: float) -> int | None:
+    """The first index in ``[first, last]`` whose time is at or past ``boundary``, read
+    from ``stream`` (at ``first``) in C, and no further than that index (or ``last``)."""
+    times = islice(stream, last - first + 1)
+    return next(compress(count(first), map(partial(le, boundary), times)), None)
 
 
 def advance(cursor: float | None, upto: float, step_s: float, evaluate: Evaluate) -> float | None:

@@ -136,6 +136,11 @@ class EngagementState:
     """Not stored: moves whenever a user is added, changes role or is found to have
     been seen earlier, so readers can tell that ``users`` (bar last-seen times) stood
     still without comparing every user (alerts/evaluation.py)."""
+    holders: dict[tuple[str, ...], tuple[int, list[tuple[str, UserRecord]]]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """Not stored: :meth:`holding`'s answers, each with the ``people_version`` it was
+    read at."""
     encoded_days: dict[str, tuple[DayBucket, int, codec.Fragment]] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -157,6 +162,16 @@ class EngagementState:
         moment = at.timestamp() if isinstance(at, datetime) else at
         zone = self.timezone
         return _day_date(_day_span(_zone_spans(zone), _zone(zone), moment)[2])
+
+    def holding(self, roles: tuple[str, ...]) -> list[tuple[str, UserRecord]]:
+        """``(user id, user)`` of the users holding one of ``roles``, by user id; read
+        again only when ``people_version`` has moved (rules ask at every evaluation)."""
+        cached = self.holders.get(roles)
+        if cached is not None and cached[0] == self.people_version:
+            return cached[1]
+        found = sorted((uid, user) for uid, user in self.users.items() if user.role in roles)
+        self.holders[roles] = (self.people_version, found)
+        return found
 
     def bucket(self, day: date) -> DayBucket | None:
         return self.days.get(day.isoformat())

@@ -4,6 +4,8 @@ batched, and each tick sees exactly the events before it."""
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypothesis import given
@@ -134,3 +136,64 @@ def test_each_evaluation_sees_only_earlier_events_and_time_moves_forward(
     # Every tick from the first event's to the end is evaluated once.
     first = grid_floor(times[0], STEP)
     assert ticks == [first + STEP * n for n in range(1, len(ticks) + 1)]
+
+
+def walk_event_by_event(
+    times: list[float],
+    cursor: float | None,
+    step_s: float,
+    *,
+    fold: Callable[[int, int], None],
+    evaluate: Callable[[float], None],
+    instant: set[int],
+    evaluate_instant: Callable[[float], None],
+) -> float | None:
+    """The grid read one event at a time: what :func:`walk` must do, however it searches."""
+    start = 0
+    boundary = math.inf if cursor is None else next_tick(cursor, step_s)
+    for index, at in enumerate(times):
+        if cursor is None:
+            cursor = grid_floor(at, step_s)
+            boundary = next_tick(cursor, step_s)
+        while boundary <= at:
+            if index > start:
+                fold(start, index)
+                start = index
+            evaluate(boundary)
+            cursor = boundary
+            boundary = next_tick(cursor, step_s)
+        if index in instant:
+            fold(start, index + 1)
+            start = index + 1
+            cursor = max(at, cursor)
+            boundary = next_tick(cursor, step_s)
+            evaluate_instant(cursor)
+    if start < len(times):
+        fold(start, len(times))
+    return cursor
+
+
+@given(
+    times=st.lists(
+        st.floats(min_value=0, max_value=2_000, allow_nan=False), min_size=0, max_size=60
+    ),
+    instant=st.sets(st.integers(min_value=0, max_value=70), max_size=8),
+    cursor=st.none() | st.floats(min_value=-200, max_value=2_000, allow_nan=False),
+)
+def test_walk_does_what_reading_event_by_event_does(
+    times: list[float], instant: set[int], cursor: float | None
+) -> None:
+    calls: dict[str, list[tuple[str, float, float]]] = {"walk": [], "reference": []}
+
+    def recorder(name: str) -> dict[str, Callable[..., None]]:
+        log = calls[name]
+        return {
+            "fold": lambda start, end: log.append(("fold", start, end)),
+            "evaluate": lambda at: log.append(("tick", at, 0)),
+            "evaluate_instant": lambda at: log.append(("instant", at, 0)),
+        }
+
+    got = walk(times, cursor, STEP, instant=instant, **recorder("walk"))
+    expected = walk_event_by_event(times, cursor, STEP, instant=instant, **recorder("reference"))
+    assert got == expected
+    assert calls["walk"] == calls["reference"]

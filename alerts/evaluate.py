@@ -239,9 +239,14 @@ def _account_weekdays(context: Context, end: date, rate: float, off: DaysOff) ->
 def _silence(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, SilenceRule)
     roles = rule.roles if rule.scope == "stakeholder" else LAST_SEEN_ROLES
+    # Who holds the roles, and since when, is history the shared key leaves out: the
+    # state's ``people_version`` moves whenever any of it does.
     people = context.state.holding(roles)
+    version = context.state.people_version
     verdicts = _memo(
-        context, ("silence", rule.name), lambda: _silence_verdicts(rule, context, people)
+        context,
+        ("silence", rule.name, version),
+        lambda: _silence_verdicts(rule, context, people),
     )
     # Fresh evidence: people seen today show up at once (and nothing else moves today).
     seen = tuple(user.last_seen for _, user in people)
@@ -255,7 +260,7 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
             found.append(_finding(rule, context, active, subject, evidence))
         return found
 
-    return _memo(context, ("silence-seen", rule.name, seen), findings)
+    return _memo(context, ("silence-seen", rule.name, version, seen), findings)
 
 
 _SilenceVerdict = tuple[str | None, bool, dict[str, Any]]

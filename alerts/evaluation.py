@@ -38,6 +38,11 @@ completed local days (alerts/evaluate.py), so their findings hold until the acco
 history before today, its facts, the day or its open alerts change
 (:func:`history_key`), and are reused until then."""
 
+READS_NPS_TALLY = frozenset({"health"})
+"""Day-based kinds that also read the account's lifetime NPS tally (the health score's
+NPS part): their findings are reused only while it stands still too. An answer moves
+the tally, and nothing else the other kinds read."""
+
 
 @dataclass(frozen=True, slots=True)
 class Notice:
@@ -82,10 +87,10 @@ class Reuse:
     history: Any = None
     """The :func:`history_key` the entries below were computed under."""
     state: EngagementState | None = None
-    """The state object they were computed on: the key's ``people_version`` counts the
-    changes of that object only."""
-    verdicts: dict[str, tuple[frozenset[str], list[Finding]]] = field(default_factory=dict)
-    """rule -> (the open alerts then, its findings)."""
+    """The state object they were computed on: memo entries keyed on its
+    ``people_version`` count the changes of that object only."""
+    verdicts: dict[str, tuple[frozenset[str], Any, list[Finding]]] = field(default_factory=dict)
+    """rule -> (the open alerts then, the NPS tally then if it reads it, its findings)."""
     memo: dict[Any, Any] = field(default_factory=dict)
     """Partial results the rules keep themselves (``Context.memo``)."""
 
@@ -101,11 +106,12 @@ class Reuse:
     def findings(self, rule: Rule, context: Context) -> list[Finding]:
         """The rule's findings, reused while the history and the open alerts stand still
         (an exit level may depend on whether its alert is open)."""
+        tally = tuple(context.state.nps_totals) if rule.kind in READS_NPS_TALLY else None
         cached = self.verdicts.get(rule.name)
-        if cached is not None and cached[0] == context.open_rules:
-            return cached[1]
+        if cached is not None and cached[0] == context.open_rules and cached[1] == tally:
+            return cached[2]
         found = evaluate(rule, context)
-        self.verdicts[rule.name] = (context.open_rules, found)
+        self.verdicts[rule.name] = (context.open_rules, tally, found)
         return found
 
 
@@ -194,9 +200,10 @@ def history_key(context: Context) -> tuple[Any, ...]:
     and metadata, and today's date.
     Every event counted into a day adds one to that day's ``events``, so the days'
     counts change with anything folded into them (or pruned away); events of today
-    leave the key alone until the day is over. The people (their slots, roles and
-    first-seen times) are represented by the state's ``people_version``, which the fold
-    moves whenever one of those changes: valid for one state object (:class:`Reuse`).
+    leave the key alone until the day is over. Two things only some rules read stay
+    out, so that they do not throw away everyone's findings: the people (slots, roles,
+    first sightings), on which the silence rules key their own results through the
+    state's ``people_version``, and the NPS tally (:data:`READS_NPS_TALLY`).
     Cheap next to an evaluation: one pass over the kept days.
     """
     state = context.state
@@ -215,8 +222,6 @@ def history_key(context: Context) -> tuple[Any, ...]:
         history_end,
         state.first_seen_at,
         state.first_value_at,
-        tuple(state.nps_totals),
         tuple(state.license_changes),
         days,
-        state.people_version,
     )

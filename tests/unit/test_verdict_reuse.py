@@ -127,14 +127,15 @@ def test_the_history_key_ignores_today_and_sees_the_past() -> None:
     assert history_key(context) == before
     fold_records(state, [event(noon - timedelta(days=1))])  # yesterday, late: a change
     assert history_key(context) != before
-    moved = history_key(context)
+    moved, people = history_key(context), state.people_version
     fold_records(state, [event(noon - timedelta(minutes=20), "u2")])  # a new person
-    assert history_key(context) != moved
+    assert history_key(context) == moved  # only the silence rules read people ...
+    assert state.people_version != people  # ... and key their results on this
 
 
-def test_the_history_key_sees_a_new_role_and_an_earlier_first_sighting() -> None:
-    """Users enter the key through ``people_version``: each change a rule could read
-    (a role, a first sighting) moves it; a later last-seen time alone does not."""
+def test_people_version_moves_with_a_new_role_and_an_earlier_first_sighting() -> None:
+    """What the silence rules read of people (roles, first sightings) moves the state's
+    ``people_version``, on which they key their results; a later sighting does not."""
     state = EngagementState("acme")
     noon = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     n = iter(range(100))
@@ -145,17 +146,16 @@ def test_the_history_key_sees_a_new_role_and_an_earlier_first_sighting() -> None
 
     # Someone else came first: the account's own first sighting stays put below.
     fold_records(state, [event(5, "admin", "u0"), event(2, "user")])
-    context = Context(state, None, noon)
-    key = history_key(context)
+    key = state.people_version
     fold_records(state, [event(1, "user")])  # seen again, later: nothing a rule keys on
-    assert history_key(context) == key
+    assert state.people_version == key
     fold_records(state, [event(0.5, "champion")])  # the newest event names a new role
-    assert history_key(context) != key
-    key = history_key(context)
+    assert state.people_version != key
+    key = state.people_version
     fold_records(state, [event(0.75, "user")])  # older than their last event: role kept
-    assert history_key(context) == key
+    assert state.people_version == key
     fold_records(state, [event(3, "champion")])  # earlier than first seen, today
-    assert history_key(context) != key
+    assert state.people_version != key
 
 
 def test_reuse_forgets_what_another_state_object_gave() -> None:
@@ -189,4 +189,31 @@ def test_a_feature_adopted_this_morning_counts_at_noon() -> None:
     assert [c.kind.value for c in adoption].count("resolved") == 1
     assert adoption[-1].kind.value == "resolved"
     assert adoption[-1].at.date() == END.date()  # resolved at a tick of the same day
+    assert_same(run(account, records, reuse=True), fresh)
+
+
+def test_a_silent_user_made_champion_this_morning_is_judged_as_one_at_noon() -> None:
+    """Roles are read by the silence rules only, outside the shared history key: the
+    verdicts of the morning must not hide a new champion's silence at noon."""
+    account = Account("acme", "Acme", 10)
+    monday = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
+    records: list[Record] = []
+    for day in range(49):
+        at = monday + timedelta(days=day)
+        if at.weekday() >= 5:
+            continue
+        records.append((f"c{day}", 0, at.timestamp(), "c0", "champion", 0, None))
+        if day < 35:  # u1 then stays away for the last two weeks
+            records.append((f"u{day}", 0, at.timestamp() + 60, "u1", "user", 0, None))
+    today = monday + timedelta(days=49)  # a Monday
+    records.append(("c-today", 0, today.timestamp(), "c0", "champion", 0, None))
+    # Promoted: their first event since, this morning, names their new role.
+    records.append(("promoted", 0, today.timestamp() + 3 * 3600, "u1", "champion", 0, None))
+    fresh = run(account, records, reuse=False)
+    firing = [
+        n.change.alert.subject
+        for n in fresh.notices
+        if n.change.alert.rule == "champion-silent" and n.change.kind.value == "firing"
+    ]
+    assert firing == ["u1"]
     assert_same(run(account, records, reuse=True), fresh)

@@ -66,11 +66,14 @@ def backtest_records(
     *,
     step: timedelta = DEFAULT_STEP,
     policy: StatePolicy | None = None,
+    times: Sequence[float] | None = None,
 ) -> list[Notice]:
-    """:func:`backtest_account` on decoded records (``stream.events.decode_batch``)."""
+    """:func:`backtest_account` on decoded records (``stream.events.decode_batch``);
+    ``times``: their occurrence times, if the caller has them already."""
     state = EngagementState(account.account_id, timezone=account.timezone)
     run = AccountRun(RuleSet(tuple(rules), step.total_seconds()), state, account, AccountAlerts())
-    times = list(map(_TIME, records))
+    if times is None:
+        times = list(map(_TIME, records))
     codes = list(map(_CODE, records))
     run.on_events(times, codes, lambda i, j: _fold(state, records[i:j], policy))
     run.on_clock(end.timestamp())

@@ -11,11 +11,13 @@ deterministic. A live worker fed the same file publishes the same alert events.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -72,19 +74,47 @@ def replay(
     processes can share them (where processes fork); the output is the same."""
     report = ReplayReport()
     started = time.perf_counter()
+    with _collecting_rarely():
+        _replay(rules, events_path, accounts_path, out, report, step, policy, progress, until, jobs)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _replay(  # noqa: PLR0917 - replay()'s arguments, passed on
+    rules: Sequence[Rule],
+    events_path: Path,
+    accounts_path: Path | None,
+    out: TextIO,
+    report: ReplayReport,
+    step: timedelta,
+    policy: StatePolicy | None,
+    progress: TextIO | None,
+    until: datetime | None,
+    jobs: int,
+) -> None:
     accounts = _load_accounts(accounts_path) if accounts_path else {}
-    by_account = _load_events(events_path, report)
+    # Reading makes records (tuples of plain values: no cycles) kept to the end, so the
+    # collector has nothing to find in them: it stays off while reading, and they stay
+    # out of its later walks.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        by_account = _load_events(events_path, report)
+    finally:
+        if collecting:
+            gc.enable()
+    gc.freeze()
     report.accounts = len(by_account)
     if not by_account:
-        report.seconds = time.perf_counter() - started
-        return report
+        return
     # The earliest and latest occurrence, wherever they sit in the file (events arrive
     # out of order): nothing the rules judge from the first event on is left out.
-    first = min(min(map(_TIME, records)) for records in by_account.values())
-    last = max(max(map(_TIME, records)) for records in by_account.values())
+    times = {account_id: list(map(_TIME, records)) for account_id, records in by_account.items()}
+    first = min(min(account_times) for account_times in times.values())
+    last = max(max(account_times) for account_times in times.values())
     start = datetime.fromtimestamp(first, UTC)
     end = until or datetime.fromtimestamp(last, UTC)
-    work = _Work(rules, accounts, by_account, start, end, step, policy)
+    work = _Work(rules, accounts, by_account, times, start, end, step, policy)
     written: list[_Written] = []
     # The busiest accounts first, so that no process is left with one at the end.
     account_ids = sorted(by_account, key=lambda a: (-len(by_account[a]), a))
@@ -108,8 +138,20 @@ def replay(
     for _, _, event in sorted(written, key=lambda item: (item[0], item[1])):
         out.write(codec.dumps(event).decode() + "\n")
         report.alerts[f"{event['rule']}:{event['status']}"] += 1
-    report.seconds = time.perf_counter() - started
-    return report
+
+
+@contextmanager
+def _collecting_rarely() -> Iterator[None]:
+    """Fewer cyclic-GC walks while replaying, as the worker does (stream/bulk.py): the
+    history read stays to the end, and judging makes many short-lived objects that
+    collecting every 700 allocations would walk again and again. Restored after."""
+    threshold = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 _Written = tuple[datetime, str, dict[str, Any]]
@@ -122,6 +164,8 @@ class _Work:
     rules: Sequence[Rule]
     accounts: dict[str, Account]
     by_account: dict[str, list[Record]]
+    times: dict[str, list[float]]
+    """Each account's occurrence times, in its records' order."""
     start: datetime
     end: datetime
     step: timedelta
@@ -131,7 +175,14 @@ class _Work:
         account = self.accounts.get(account_id) or Account(account_id, account_id, 0)
         records = self.by_account[account_id]
         notices = backtest_records(
-            self.rules, account, records, self.start, self.end, step=self.step, policy=self.policy
+            self.rules,
+            account,
+            records,
+            self.start,
+            self.end,
+            step=self.step,
+            policy=self.policy,
+            times=self.times[account_id],
         )
         return list(_events(notices, account))
 
@@ -196,6 +247,9 @@ def _load_events(path: Path, report: ReplayReport) -> dict[str, list[Record]]:
     return by_account
 
 
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between collections of the youngest generation (Python's default: 700;
+the worker's, in stream/bulk.py, is the same)."""
 _CHUNK_BYTES = 8 << 20
 """Bytes of lines read and decoded per pass: big enough to amortise the pass, while
 only the records (not the lines) of the whole file are held."""

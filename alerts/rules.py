@@ -236,7 +236,10 @@ class _RuleBase(BaseModel):
     @property
     def calendars(self) -> Mapping[str, Calendar]:
         """The rules file's calendars (bound by :class:`RuleSet`; empty for a lone rule)."""
-        return self._calendars
+        # Straight from pydantic's store of private attributes: ``self._calendars`` goes
+        # through ``BaseModel.__getattr__`` (about 2 us), and rules ask at every evaluation.
+        private = self.__pydantic_private__
+        return private["_calendars"] if private is not None else {}
 
 
 class SilenceRule(_RuleBase):

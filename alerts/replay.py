@@ -146,11 +146,13 @@ def _collecting_rarely() -> Iterator[None]:
     history read stays to the end, and judging makes many short-lived objects that
     collecting every 700 allocations would walk again and again. Restored after."""
     threshold = gc.get_threshold()
+    frozen = gc.get_freeze_count()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *threshold[1:])
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not frozen:  # a caller's own frozen objects stay so (ours are freed anyway)
+            gc.unfreeze()
         gc.set_threshold(*threshold)
 
 

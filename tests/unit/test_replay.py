@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import re
@@ -55,6 +56,23 @@ def test_replay_alerts_the_quiet_accounts_and_rejects_bad_lines(tmp_path: Path) 
 def test_the_same_history_replays_to_the_same_file(tmp_path: Path) -> None:
     write_history(tmp_path)
     assert run(tmp_path)[0] == run(tmp_path)[0]
+
+
+def test_replay_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    """Replay tunes the collector while it runs (fewer walks over the history held):
+    a caller's settings come back, whether it had the collector on or off."""
+    write_history(tmp_path)
+    threshold = gc.get_threshold()
+    try:
+        gc.set_threshold(500, 7, 9)
+        run(tmp_path)
+        assert (gc.get_threshold(), gc.isenabled(), gc.get_freeze_count()) == ((500, 7, 9), True, 0)
+        gc.disable()
+        run(tmp_path)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.set_threshold(*threshold)
 
 
 def test_processes_sharing_the_accounts_write_the_same_file(tmp_path: Path) -> None:

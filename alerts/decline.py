@@ -24,7 +24,7 @@ from stream import metrics
 
 __all__ = ["TrendFit", "declined", "fit_trend", "trend_points"]
 
-_PASSES = 12  # IRLS from a log-linear start (_start): the slopes met here converge in 2-3
+_PASSES = 12  # IRLS from a flat start: the slopes met here converge in 3-5 passes
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ def _fit(points: tuple[tuple[float, float], ...]) -> TrendFit | None:
         return None
     centred = [(x - mean_x, y) for x, y in points]
     exp = math.exp
-    a, b = _start(centred)
+    a, b = math.log(mean_y), 0.0
     for _ in range(_PASSES):
         sw = swx = swxx = swz = swxz = 0.0
         for x, y in centred:
@@ -127,26 +127,6 @@ def _fit(points: tuple[tuple[float, float], ...]) -> TrendFit | None:
         level=sw / n,
         days=n,
     )
-
-
-def _start(centred: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """Where the passes start: the weighted least-squares line through the logs of the
-    values (the first pass from fitted values equal to the data, as GLMs start; a zero
-    counts as 0.1). Two or three passes then converge, against four or five from flat."""
-    sw = swx = swxx = swz = swxz = 0.0
-    for x, y in centred:
-        mu = y if y > 0 else 0.1
-        z = math.log(mu)
-        mx = mu * x
-        sw += mu
-        swx += mx
-        swxx += mx * x
-        swz += mu * z
-        swxz += mx * z
-    det = sw * swxx - swx * swx
-    if det <= 0:  # left to the passes to refuse
-        return math.log(sum(y for _, y in centred) / len(centred)), 0.0
-    return (swxx * swz - swx * swxz) / det, (sw * swxz - swx * swz) / det
 
 
 def declined(

@@ -19,7 +19,7 @@ import math
 import string
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from statistics import fmean, median
 from typing import Any, TypeVar
@@ -77,8 +77,9 @@ class Context:
     memo: dict[Any, Any] | None = field(default=None, compare=False)
     """Results shared by the evaluations of one day while the account's history before
     today stands still (alerts/evaluation.py clears it when that moves). An entry that
-    also depends on something of today (last-seen times, today's events) has it in its
-    key. ``None``: compute everything afresh."""
+    also depends on something the history key leaves out has it in its own key:
+    something of today (last-seen times, today's events), or the people (the state's
+    ``people_version``). ``None``: compute everything afresh."""
 
     today: date = field(init=False, repr=False, compare=False)
     """The account's local day at ``now`` (read by every rule, so worked out once)."""
@@ -270,8 +271,9 @@ def _silence_verdicts(
     rule: SilenceRule, context: Context, people: Sequence[tuple[str, UserRecord]]
 ) -> list[_SilenceVerdict]:
     """Each subject's verdict and evidence, bar the last-seen times: a function of the
-    history before today, so evaluations of one day share it (:func:`_memo`).
-    ``people``: the users holding the rule's roles (``EngagementState.holding``)."""
+    history before today and of the people (who holds the roles, since when), so
+    evaluations of one day share it while neither moves (:func:`_silence` keys it on
+    both). ``people``: the users holding the rule's roles (``EngagementState.holding``)."""
     state = context.state
     # The habit is read from the history *before* the silence: measured up to today, a
     # long silence would erode its own working days until the alert resolved itself.
@@ -450,13 +452,14 @@ def _drop(rule: Any, context: Context) -> list[Finding]:
             "days": 0 if fit is None else fit.days,
         }
         return [_finding(rule, context, down, None, evidence)]
-    # The newest window first; with for_days > 1 the windows ending a day earlier too.
-    shifted = [replace(context, now=context.now - timedelta(days=b)) for b in range(rule.for_days)]
+    # The newest window first; with for_days > 1 the windows ending a local day earlier
+    # too (calendar days: 24 hours back from a 25-hour day's evening is the same day).
+    ends = [context.today - timedelta(days=1 + b) for b in range(rule.for_days)]
     if rule.statistic == "median":
         kept = _kept_days(context, rule.metric, off, extra_days=rule.for_days - 1)
-        trends = [_typical_trend(c, rule.metric, windows, off, kept) for c in shifted]
+        trends = [_typical_trend(context, rule.metric, windows, off, kept, end=end) for end in ends]
     else:
-        trends = [_trend(c, rule.metric, windows, off) for c in shifted]
+        trends = [_trend(context, rule.metric, windows, off, end) for end in ends]
     trend = trends[0]
     dropped = all(_dropped(t, rule.min_baseline, level) for t in trends)
     evidence = {
@@ -484,12 +487,15 @@ class _Windows:
     gap: int = 0
 
 
-def _trend(context: Context, metric: str, windows: _Windows, off: DaysOff) -> metrics.Trend:
-    """The metric's recent mean against its baseline, over the days before today that
-    are not days off: a holiday neither drags the recent days down nor the baseline."""
+def _trend(
+    context: Context, metric: str, windows: _Windows, off: DaysOff, end: date | None = None
+) -> metrics.Trend:
+    """The metric's recent mean against its baseline, over the days up to ``end``
+    (default: yesterday) that are not days off: a holiday neither drags the recent days
+    down nor the baseline."""
     recent_days, gap = windows.recent, windows.gap
     wanted = recent_days + gap + windows.baseline
-    yesterday = context.today - timedelta(days=1)
+    yesterday = end if end is not None else context.today - timedelta(days=1)
     span = wanted
     while sum(day not in off for day in metrics.window(yesterday, span)) < wanted:
         span += 1
@@ -509,12 +515,15 @@ def _typical_trend(
     windows: _Windows,
     off: DaysOff,
     kept: Mapping[date, float] | None = None,
+    *,
+    end: date | None = None,
 ) -> metrics.Trend:
-    """The typical (median) full working day of the recent window against that of the
-    baseline, within the kept history since the account was first seen (an account
-    younger than the baseline's distance is compared with its first days). ``kept``:
-    the metric's days already read (a superset is fine: the history is cut here)."""
-    yesterday = context.today - timedelta(days=1)
+    """The typical (median) full working day of the recent window (ending on ``end``,
+    default yesterday) against that of the baseline, within the kept history since the
+    account was first seen (an account younger than the baseline's distance is compared
+    with its first days). ``kept``: the metric's days already read (a superset is fine:
+    the history is cut here)."""
+    yesterday = end if end is not None else context.today - timedelta(days=1)
     oldest = yesterday - timedelta(days=HISTORY_DAYS - 1)
     if kept is None:
         kept = _kept_days(context, metric, off)

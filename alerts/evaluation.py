@@ -33,10 +33,11 @@ EVENT_DRIVEN: dict[str, frozenset[str]] = {"nps": frozenset({"nps_response"})}
 FRESH_KINDS = frozenset({"nps", "adoption", "silence"})
 """Rule kinds judged afresh at every evaluation: NPS reads the exact instant, adoption
 today's events, and a silence shows when people were last seen (its verdict, a
-function of the history, is shared through ``Context.memo``). The other kinds judge
-completed local days (alerts/evaluate.py), so their findings hold until the account's
-history before today, its facts, the day or its open alerts change
-(:func:`history_key`), and are reused until then."""
+function of the history and the people, is shared through ``Context.memo``). The other
+kinds judge completed local days (alerts/evaluate.py), so their findings hold until the
+account's history before today, its facts, the day or its open alerts change
+(:func:`history_key`), or, for the kinds of :data:`READS_NPS_TALLY`, its NPS tally; they
+are reused until then."""
 
 READS_NPS_TALLY = frozenset({"health"})
 """Day-based kinds that also read the account's lifetime NPS tally (the health score's
@@ -89,7 +90,9 @@ class Reuse:
     state: EngagementState | None = None
     """The state object they were computed on: memo entries keyed on its
     ``people_version`` count the changes of that object only."""
-    verdicts: dict[str, tuple[frozenset[str], Any, list[Finding]]] = field(default_factory=dict)
+    verdicts: dict[str, tuple[frozenset[str], tuple[int, ...] | None, list[Finding]]] = field(
+        default_factory=dict
+    )
     """rule -> (the open alerts then, the NPS tally then if it reads it, its findings)."""
     memo: dict[Any, Any] = field(default_factory=dict)
     """Partial results the rules keep themselves (``Context.memo``)."""

@@ -103,7 +103,8 @@ def _replay(  # noqa: PLR0917 - replay()'s arguments, passed on
     finally:
         if collecting:
             gc.enable()
-    gc.freeze()
+    if not gc.get_freeze_count():  # a caller's own freeze is theirs to undo: left alone
+        gc.freeze()
     report.accounts = len(by_account)
     if not by_account:
         return
@@ -151,7 +152,7 @@ def _collecting_rarely() -> Iterator[None]:
     try:
         yield
     finally:
-        if not frozen:  # a caller's own frozen objects stay so (ours are freed anyway)
+        if not frozen:  # froze only if nothing was frozen before (see _replay)
             gc.unfreeze()
         gc.set_threshold(*threshold)
 

@@ -239,7 +239,9 @@ class _RuleBase(BaseModel):
         # Straight from pydantic's store of private attributes: ``self._calendars`` goes
         # through ``BaseModel.__getattr__`` (about 2 us), and rules ask at every evaluation.
         private = self.__pydantic_private__
-        return private["_calendars"] if private is not None else {}
+        assert private is not None, "set when the model is built (PrivateAttr default)"
+        calendars: Mapping[str, Calendar] = private["_calendars"]
+        return calendars
 
 
 class SilenceRule(_RuleBase):

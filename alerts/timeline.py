@@ -71,7 +71,10 @@ def walk(
     if cursor is None:
         cursor = grid_floor(times[0], step_s)
     boundary = next_tick(cursor, step_s)
-    triggers = sorted(i for i in instant if i < total) if evaluate_instant is not None else []
+    # Each index once, and only those of ``times`` (as a per-event test would read them).
+    triggers = (
+        sorted({i for i in instant if 0 <= i < total}) if evaluate_instant is not None else []
+    )
     pending = iter(triggers)
     trigger = next(pending, total)
     stream = iter(times)  # read up to ``index``

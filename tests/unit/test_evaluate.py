@@ -812,6 +812,32 @@ def test_mean_drop_of_a_tiny_account_is_noise() -> None:
     assert finding.evidence["change"] == -1.0
 
 
+@pytest.mark.parametrize("statistic", ["mean", "median"])
+def test_a_drop_held_two_days_looks_back_a_local_day_on_a_25_hour_day(statistic: str) -> None:
+    """``for_days`` compares whole local days: on the day clocks go back (25 hours in
+    Berlin), 24 hours before its late evening is still that day, not the day before."""
+    rule = DropRule.model_validate(
+        {"name": "short-drop", "kind": "drop", "statistic": statistic, "drop": 0.5,
+         "recent_days": 1, "baseline_days": 7, "min_baseline": 1, "for_days": 2}
+    )  # fmt: skip
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def login(user: str, day: date) -> UsageEvent:
+        when = datetime.combine(day, time(10), berlin).astimezone(UTC)
+        return UsageEvent(f"{user}-{day}", LOGIN, "acme", user, "user", when, {})
+
+    days = [date(2026, 10, 10) + timedelta(days=n) for n in range(14)]  # to the 23rd
+    events = [login(f"u{n}", day) for day in days for n in range(10)]
+    events.append(login("u0", date(2026, 10, 24)))  # down on the 24th only
+    state = EngagementState("acme", timezone="Europe/Berlin")
+    fold_events(state, sorted(events, key=lambda e: (e.occurred_at, e.event_id)))
+    morning = one(evaluate(rule, Context(state, None, datetime(2026, 10, 25, 9, tzinfo=UTC))))
+    evening = Context(state, None, datetime(2026, 10, 25, 22, tzinfo=UTC))  # 23:00 CET
+    assert evening.today == date(2026, 10, 25)
+    assert not morning.active  # the window ending on the 23rd had not dropped
+    assert one(evaluate(rule, evening)) == morning
+
+
 def test_drop_has_no_verdict_while_our_input_is_stalled() -> None:
     assert evaluate(USAGE_DROP, context(drop_state(10, 0), MON, healthy=False)) == []
 

@@ -236,12 +236,25 @@ def test_worker_stopped_mid_stream_resumes_from_committed_offsets(
     ensure_topics(settings)
     messages, expected_types, expected_reasons = build_mixed_stream(valid=12_000, bad_per_kind=30)
     log = tmp_path / "worker.log"
-    # The producer keeps writing while the worker is stopped and started again.
-    producer = threading.Thread(target=produce, args=(settings, messages, 1_500.0))
+    # The producer keeps writing while the worker is stopped and started again. It
+    # holds back the last two thirds until the first worker has stopped, so the stop
+    # lands mid-stream however slowly a loaded machine starts the worker.
+    first_part = len(messages) // 3
+    stopped = threading.Event()
+
+    def produce_around_the_stop() -> None:
+        produce(settings, messages[:first_part], 1_500.0)
+        stopped.wait(180)
+        produce(settings, messages[first_part:], 1_500.0)
+
+    producer = threading.Thread(target=produce_around_the_stop)
     producer.start()
-    with running_worker(settings, log) as first:
-        wait_for(lambda: len(dead_letters(settings)) >= 40, 60, "the first dead letters")
-        assert first.stop() == 0
+    try:
+        with running_worker(settings, log) as first:
+            wait_for(lambda: len(dead_letters(settings)) >= 40, 60, "the first dead letters")
+            assert first.stop() == 0
+    finally:
+        stopped.set()  # the rest is written while no worker runs, then while one starts
     counted_at_stop = sum(
         counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings))).values()
     )
@@ -250,7 +263,7 @@ def test_worker_stopped_mid_stream_resumes_from_committed_offsets(
     assert committed > 0
 
     with running_worker(settings, log) as second:
-        producer.join(timeout=60)
+        producer.join(timeout=90)
         assert not producer.is_alive()
 
         def done() -> bool:

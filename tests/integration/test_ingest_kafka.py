@@ -236,25 +236,46 @@ def test_worker_stopped_mid_stream_resumes_from_committed_offsets(
     ensure_topics(settings)
     messages, expected_types, expected_reasons = build_mixed_stream(valid=12_000, bad_per_kind=30)
     log = tmp_path / "worker.log"
-    # The producer keeps writing while the worker is stopped and started again. It
-    # holds back the last two thirds until the first worker has stopped, so the stop
-    # lands mid-stream however slowly a loaded machine starts the worker.
+    # The producer keeps writing while the worker is stopped and started again. It holds
+    # back the last two thirds until the first worker has read some of the stream, so
+    # the stop lands mid-stream, with records in flight, however slowly a loaded
+    # machine starts the worker.
     first_part = len(messages) // 3
-    stopped = threading.Event()
+    release = threading.Event()
+    failures: list[Exception] = []
 
-    def produce_around_the_stop() -> None:
-        produce(settings, messages[:first_part], 1_500.0)
-        stopped.wait(180)
-        produce(settings, messages[first_part:], 1_500.0)
+    def produce_in_two_parts() -> None:
+        try:
+            produce(settings, messages[:first_part], 1_500.0)
+            release.wait()
+            produce(settings, messages[first_part:], 1_500.0)
+        except Exception as error:  # reported by the test, in its own thread
+            failures.append(error)
 
-    producer = threading.Thread(target=produce_around_the_stop)
+    producer = threading.Thread(target=produce_in_two_parts, daemon=True)
     producer.start()
     try:
-        with running_worker(settings, log) as first:
-            wait_for(lambda: len(dead_letters(settings)) >= 40, 60, "the first dead letters")
-            assert first.stop() == 0
+        _stop_mid_stream_then_resume(settings, log, release, producer, failures)
     finally:
-        stopped.set()  # the rest is written while no worker runs, then while one starts
+        release.set()
+        producer.join(timeout=90)
+    # Dead letters are not deduplicated, so re-read input would show up here twice.
+    totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
+    assert totals == dict(expected_types)
+    assert Counter(letter.reason for letter in dead_letters(settings)) == expected_reasons
+
+
+def _stop_mid_stream_then_resume(
+    settings: Settings,
+    log: Path,
+    release: threading.Event,
+    producer: threading.Thread,
+    failures: list[Exception],
+) -> None:
+    with running_worker(settings, log) as first:
+        wait_for(lambda: len(dead_letters(settings)) >= 40, 60, "the first dead letters")
+        release.set()  # the rest flows while this worker stops, and while none runs
+        assert first.stop() == 0
     counted_at_stop = sum(
         counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings))).values()
     )
@@ -265,6 +286,7 @@ def test_worker_stopped_mid_stream_resumes_from_committed_offsets(
     with running_worker(settings, log) as second:
         producer.join(timeout=90)
         assert not producer.is_alive()
+        assert not failures, failures
 
         def done() -> bool:
             totals = counts_by_type(
@@ -275,11 +297,6 @@ def test_worker_stopped_mid_stream_resumes_from_committed_offsets(
         wait_for(done, 120, "the rest of the stream", every_s=2)
         time.sleep(3)
         assert second.stop() == 0
-
-    totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
-    assert totals == dict(expected_types)
-    # Dead letters are not deduplicated, so re-read input would show up here twice.
-    assert Counter(letter.reason for letter in dead_letters(settings)) == expected_reasons
 
 
 def _committed_offsets(settings: Settings) -> int:

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from alerts.replay import ReplayReport, _load_events, replay
 from alerts.rules import load_rules
 from stream import codec
@@ -70,9 +72,28 @@ def test_replay_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> N
         gc.disable()
         run(tmp_path)
         assert not gc.isenabled()
+        gc.enable()
     finally:
+        gc.unfreeze()
         gc.enable()
         gc.set_threshold(*threshold)
+
+
+def test_replay_leaves_a_callers_frozen_objects_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With objects frozen already, replay neither freezes more (they would stay frozen
+    for good: it cannot tell its own from the caller's) nor unfreezes the caller's."""
+    write_history(tmp_path)
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: 1)
+    run(tmp_path)
+    assert calls == []
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: 0)
+    run(tmp_path)
+    assert calls == ["freeze", "unfreeze"]
 
 
 def test_processes_sharing_the_accounts_write_the_same_file(tmp_path: Path) -> None:

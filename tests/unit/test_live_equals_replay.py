@@ -16,17 +16,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alerts.evaluation import RuleSet
 from alerts.replay import replay
 from alerts.rules import load_rules
 from stream import codec
 from stream.clock import ManualClock
 from stream.deadletter import DeadLetter, SourcePosition
-from stream.evaluator import LiveEvaluator
 from stream.ingest import RawMessage
-from stream.pipeline import AccountsPipeline, IngestPipeline
+from stream.pipeline import AccountsPipeline
 from stream.simulate import FleetSpec, build_fleet, generate_events
-from stream.sweeper import Sweeper
+from tests.unit.live_wiring import live_engine
 
 END = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)  # a Wednesday afternoon
 STEP = 6 * 3600.0
@@ -79,20 +77,17 @@ async def live(
     await AccountsPipeline(accounts, dead_letter, clock).process(
         [raw(a.record(), i) for i, a in enumerate(FLEET)]
     )
-    evaluator = LiveEvaluator(RuleSet(tuple(RULES), STEP), accounts, alerts, publish)
-    pipeline = IngestPipeline(
-        engagement, dead_letter, clock, accounts=accounts, evaluator=evaluator
-    )
-    sweeper = Sweeper(
+    pipeline, sweeper = live_engine(
         RULES,
-        lambda: list(engagement.items()),
-        accounts,
-        alerts,
-        publish=publish,
-        catch_up_lag_s=40 * 86_400,
         step_s=STEP,
-        current_state=pipeline.current_state if shared else None,
-        reuse_for=evaluator.reuse_for if shared else None,
+        engagement=engagement,
+        accounts=accounts,
+        alerts=alerts,
+        publish=publish,
+        dead_letter=dead_letter,
+        clock=clock,
+        catch_up_lag_s=40 * 86_400,
+        shared=shared,
     )
     bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(EVENTS)), len(EVENTS)]
     for n, (start, end) in enumerate(itertools.pairwise(bounds)):

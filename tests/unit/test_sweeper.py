@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alerts.evaluation import Reuse, RuleSet
+from alerts.evaluation import Reuse
 from alerts.rules import load_rules
 from stream import codec
 from stream import sweeper as sweeper_module
@@ -15,12 +15,11 @@ from stream.accounts import Account
 from stream.clock import ManualClock
 from stream.deadletter import DeadLetter, SourcePosition
 from stream.engagement import EngagementState, fold_events
-from stream.evaluator import LiveEvaluator
 from stream.events import UsageEvent, validate_event
 from stream.ingest import RawMessage
-from stream.pipeline import IngestPipeline
 from stream.simulate import FleetSpec, build_fleet, generate_events
 from stream.sweeper import Sweeper
+from tests.unit.live_wiring import live_engine
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 RULES = load_rules(Path(__file__).resolve().parents[2] / "config" / "rules.yaml").rules
@@ -110,19 +109,16 @@ async def test_the_sweep_judges_what_ingest_folded_while_it_ran(monkeypatch: Any
     async def dead_letter(letter: DeadLetter) -> None:
         raise AssertionError(letter)
 
-    evaluator = LiveEvaluator(RuleSet(tuple(RULES), 6 * 3600.0), accounts, alerts, publish)
-    pipeline = IngestPipeline(
-        engagement, dead_letter, clock, accounts=accounts, evaluator=evaluator
-    )
-    sweeper = Sweeper(
+    pipeline, sweeper = live_engine(
         RULES,
-        lambda: list(engagement.items()),
-        accounts,
-        alerts,
+        step_s=6 * 3600.0,
+        engagement=engagement,
+        accounts=accounts,
+        alerts=alerts,
         publish=publish,
+        dead_letter=dead_letter,
+        clock=clock,
         catch_up_lag_s=30 * 86_400,
-        current_state=pipeline.current_state,
-        reuse_for=evaluator.reuse_for,
     )
     offset = 0
 

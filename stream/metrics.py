@@ -155,9 +155,7 @@ def trend(series: Sequence[float], recent_days: int = 7, baseline_days: int = 28
 
 def stakeholder_last_seen(state: EngagementState, roles: Iterable[str]) -> dict[str, datetime]:
     """Per user holding a key role, the time of their last activity."""
-    wanted = set(roles)
-    holding = sorted((uid, u.last_seen) for uid, u in state.users.items() if u.role in wanted)
-    return {uid: datetime.fromtimestamp(last_seen, UTC) for uid, last_seen in holding}
+    return {uid: datetime.fromtimestamp(u.last_seen, UTC) for uid, u in state.holding(tuple(roles))}
 
 
 def stakeholder_active_days(state: EngagementState, user_id: str, end: date, days: int = 28) -> int:

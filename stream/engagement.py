@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import math
 import zlib
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -452,10 +454,16 @@ def _prune(
         for event_id in expired:
             del ids[event_id]
     else:
-        kept = sorted(
-            (item for item in ids.items() if item[1] >= bound), key=lambda item: (item[1], item[0])
-        )
-        state.recent_ids = dict(kept[-policy.dedup_capacity :])
+        # Back in time order: a stable sort on the time alone (comparing floats, not
+        # (time, id) pairs, ~4x cheaper), which runs through the part already in order.
+        # Ties stay in arrival order: nothing reads their order but the capacity's cut,
+        # which orders them by id.
+        items = sorted(ids.items(), key=_TIME_OF_ID)
+        kept = items[bisect_left(items, bound, key=_TIME_OF_ID) :]
+        if len(kept) > policy.dedup_capacity:
+            kept.sort(key=_TIME_THEN_ID)
+            del kept[: -policy.dedup_capacity]
+        state.recent_ids = dict(kept)
         state.ids_in_order = True
     # Sorted by time, so the same events in any arrival order give the same state.
     changes = state.license_changes
@@ -468,6 +476,10 @@ def _prune(
     if len(state.recent_nps) > 1:
         state.recent_nps.sort(key=lambda answer: (answer["at"], str(answer["user_id"])))
         del state.recent_nps[: -policy.recent_nps]
+
+
+_TIME_OF_ID = itemgetter(1)
+_TIME_THEN_ID = itemgetter(1, 0)
 
 
 @lru_cache(maxsize=1024)

@@ -321,6 +321,18 @@ def test_dedup_keeps_the_newest_ids_by_event_time_not_by_arrival() -> None:
     assert state.event_counts == {"login": 11}
 
 
+def test_dedup_capacity_cuts_ties_by_id_whatever_the_arrival_order() -> None:
+    """Ids of one instant are remembered by id at the capacity's edge, so which of them
+    a redelivery finds does not depend on the order they came in."""
+    policy = StatePolicy(dedup_capacity=3)
+    tied = [usage_event(f"e{n}", occurred_at=minutes_before_now(5)) for n in range(5)]
+    older = usage_event("old", occurred_at=minutes_before_now(6))
+    for order in (tied, tied[::-1], [tied[2], tied[0], tied[4], tied[1], tied[3]]):
+        state = EngagementState("acme")
+        assert fold_events(state, [*order, older], policy) == FoldOutcome(counted=6)
+        assert set(state.recent_ids) == {"e2", "e3", "e4"}
+
+
 def test_late_events_are_reported_by_index_and_not_folded() -> None:
     policy = StatePolicy(lateness_s=3_600.0)
     state = EngagementState("acme")

@@ -235,6 +235,41 @@ def test_the_hot_path_agrees_with_its_key(raw: bytes) -> None:
     assert_same(raw, key)
 
 
+messages = (
+    encodings()
+    | encodings().map(lambda raw: raw + b" " * LIMITS.max_bytes)  # too big, however valid
+    | st.sampled_from([None, b"", b"{not json"])
+)
+
+
+usual_messages = st.builds(
+    lambda kind, account, n: (usual(kind, event_id=f"e-{n}", account_id=account), account.encode()),
+    st.sampled_from(sorted(VALID)),
+    st.sampled_from(["acme", "globex"]),
+    st.integers(0, 99),
+)
+"""Valid events with their keys, so that many batches hold several records."""
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(usual_messages | st.tuples(messages, keys), max_size=8))
+def test_a_batch_takes_each_message_as_it_would_alone(
+    batch: list[tuple[bytes | None, bytes | None]],
+) -> None:
+    """Whatever else a batch holds (absent, too big or refused messages, other accounts),
+    each message is taken or left as it would be alone, at its own position."""
+    values = [raw for raw, _ in batch]
+    whole = decode_batch(values, [key for _, key in batch], LIMITS.max_bytes, LIMIT_S)
+    alone = {i: None if raw is None else fast(raw, key) for i, (raw, key) in enumerate(batch)}
+    assert whole.careful == [i for i, took in alone.items() if took is None]
+    assert {
+        i: (account_id, record)
+        for account_id, group in whole.accounts.items()
+        for i, record in zip(group.indexes, group.records, strict=True)
+    } == {i: took for i, took in alone.items() if took is not None}
+    assert all(group.indexes == sorted(group.indexes) for group in whole.accounts.values())
+
+
 def test_every_single_change_of_every_event_type() -> None:
     # Each boundary value and each raw JSON value alone, in every field of every type:
     # the combinations above are random, this covers every single change for sure.

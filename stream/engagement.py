@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import math
 import zlib
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from itertools import islice
 from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -298,6 +298,7 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
     zone = state.zone()
     in_order = state.ids_in_order
     tail = next(reversed(ids.values()), -math.inf)  # the newest id's time, if in order
+    sorted_upto = len(ids) if in_order else 0  # ids known to be in time order
     lateness = policy.lateness_s
     inf = math.inf
     newest = -inf if state.newest_at is None else state.newest_at
@@ -391,7 +392,7 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
     outcome.duplicates = duplicates
     state.ids_in_order = in_order
     state.people_version += people
-    _prune(state, policy, spans, zone)
+    _prune(state, policy, spans, zone, sorted_upto)
     return outcome
 
 
@@ -429,7 +430,11 @@ _NO_USER = UserRecord(0, "", 0.0, 0.0)
 
 
 def _prune(
-    state: EngagementState, policy: StatePolicy, spans: dict[float, Span], zone: ZoneInfo
+    state: EngagementState,
+    policy: StatePolicy,
+    spans: dict[float, Span],
+    zone: ZoneInfo,
+    sorted_upto: int = 0,
 ) -> None:
     """Drop what the horizon and lateness no longer need; keep lists canonical."""
     if state.newest_at is None:
@@ -442,29 +447,21 @@ def _prune(
             del days[day]
     # An id older than the lateness bound can never be accepted again (it would be
     # late), so remembering it is useless; past the capacity keep the newest ids.
-    bound = state.newest_at - policy.lateness_s
-    ids = state.recent_ids
-    if state.ids_in_order and len(ids) <= policy.dedup_capacity:
-        # In time order, the expired ids are the first ones: stop at the first kept.
-        expired = []
-        for event_id, at in ids.items():
-            if at >= bound:
-                break
-            expired.append(event_id)
-        for event_id in expired:
-            del ids[event_id]
-    else:
-        # Back in time order: a stable sort on the time alone (comparing floats, not
-        # (time, id) pairs, ~4x cheaper), which runs through the part already in order.
-        # Ties stay in arrival order: nothing reads their order but the capacity's cut,
-        # which orders them by id.
-        items = sorted(ids.items(), key=_TIME_OF_ID)
-        kept = items[bisect_left(items, bound, key=_TIME_OF_ID) :]
-        if len(kept) > policy.dedup_capacity:
-            kept.sort(key=_TIME_THEN_ID)
-            del kept[: -policy.dedup_capacity]
-        state.recent_ids = dict(kept)
+    if not state.ids_in_order:
+        state.recent_ids = _in_time_order(state.recent_ids, sorted_upto)
         state.ids_in_order = True
+    ids = state.recent_ids
+    bound = state.newest_at - policy.lateness_s
+    expired = []  # in time order, the expired ids are the first ones
+    for event_id, at in ids.items():
+        if at >= bound:
+            break
+        expired.append(event_id)
+    for event_id in expired:
+        del ids[event_id]
+    if len(ids) > policy.dedup_capacity:  # the newest, tied times cut by id
+        kept = sorted(ids.items(), key=_TIME_THEN_ID)
+        state.recent_ids = dict(kept[-policy.dedup_capacity :])
     # Sorted by time, so the same events in any arrival order give the same state.
     changes = state.license_changes
     if len(changes) > 1:
@@ -476,6 +473,32 @@ def _prune(
     if len(state.recent_nps) > 1:
         state.recent_nps.sort(key=lambda answer: (answer["at"], str(answer["user_id"])))
         del state.recent_nps[: -policy.recent_nps]
+
+
+def _in_time_order(ids: dict[str, float], sorted_upto: int) -> dict[str, float]:
+    """``ids`` in time order, as a stable sort of them all would put them (tied times in
+    arrival order).
+
+    ``sorted_upto``: how many of the first ids are in time order already (those a fold
+    found, when it found them in order). Events mostly arrive a little out of order, so
+    only the ids the fold added and the few found before them that come later than the
+    earliest added are sorted and put back at the end, not every id remembered.
+    """
+    if sorted_upto <= 0:
+        return dict(sorted(ids.items(), key=_TIME_OF_ID))
+    added = len(ids) - sorted_upto
+    earliest = min(islice(reversed(ids.values()), added), default=math.inf)
+    later = 0  # ids found before, newest first, that come after the earliest added
+    for at in islice(reversed(ids.values()), added, None):
+        if at <= earliest:
+            break
+        later += 1
+    tail = list(islice(ids.items(), sorted_upto - later, None))
+    tail.sort(key=_TIME_OF_ID)
+    for event_id, _ in tail:
+        del ids[event_id]
+    ids.update(tail)
+    return ids
 
 
 _TIME_OF_ID = itemgetter(1)

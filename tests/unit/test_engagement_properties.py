@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
+import math
 import zoneinfo
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -293,6 +294,25 @@ def test_any_delivery_folds_to_the_reference(scenario: Scenario) -> None:
     )
     assert read(state) == reference(scenario.events, scenario.timezone)
     assert state.total_events == len(scenario.events)
+
+
+@EXAMPLES
+@given(scenarios())
+def test_the_dedup_memory_holds_the_ids_within_the_lateness_in_time_order(
+    scenario: Scenario,
+) -> None:
+    """After every batch, whatever order its events came in: the ids remembered are
+    those of the newest event's lateness window, in time order, which is what lets the
+    next prune stop at the first id it keeps."""
+    state = EngagementState("acme", scenario.timezone)
+    seen: dict[str, float] = {}
+    for batch in scenario.batches:
+        fold_events(state, batch, POLICY)
+        seen |= {event.event_id: event.occurred_at.timestamp() for event in batch}
+        bound = -math.inf if state.newest_at is None else state.newest_at - POLICY.lateness_s
+        assert state.recent_ids == {i: at for i, at in seen.items() if at >= bound}
+        times = list(state.recent_ids.values())
+        assert times == sorted(times)
 
 
 @EXAMPLES

@@ -333,6 +333,15 @@ def test_dedup_capacity_cuts_ties_by_id_whatever_the_arrival_order() -> None:
         assert set(state.recent_ids) == {"e2", "e3", "e4"}
 
 
+def test_dedup_memory_read_back_in_any_order_is_put_in_time_order() -> None:
+    """A state whose ids are not known to be in order (as read back from JSON, or from
+    a version that did not sort them) has all of them sorted, not only the new ones."""
+    at = [minutes_before_now(m).timestamp() for m in (3, 9, 6)]
+    state = EngagementState("acme", recent_ids={"e3": at[0], "e9": at[1], "e6": at[2]})
+    fold_events(state, [usage_event("e1", occurred_at=minutes_before_now(1))])
+    assert list(state.recent_ids) == ["e9", "e6", "e3", "e1"]
+
+
 def test_late_events_are_reported_by_index_and_not_folded() -> None:
     policy = StatePolicy(lateness_s=3_600.0)
     state = EngagementState("acme")

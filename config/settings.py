@@ -67,6 +67,11 @@ class Settings(BaseModel):
     """Event ids remembered per account for duplicate detection (within the lateness)."""
     exact_user_limit: PositiveInt = 50_000
     """Distinct users per account counted exactly; beyond it counts are a lower bound."""
+    max_state_bytes: Annotated[int, Field(ge=1 << 20)] = 16 << 20
+    """Largest table record the worker writes (an account's state is one), for the
+    producer and the changelogs it creates (their ``max.message.bytes``): Kafka's
+    default of 1 MB is the state of an account with ~17,000 events in its lateness
+    window. The default holds an account at the state limits above (docs/state.md)."""
 
     rules_file: str | None = None
     """The rules YAML; ``None`` means the defaults shipped in config/rules.yaml."""

@@ -100,6 +100,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         # one's round trip, and the flush before a commit stalled the reader for 0.1-0.4 s
         # (docs/benchmarks.md). Kept under the broker's default message.max.bytes.
         producer_max_batch_size=1_000_000,
+        # A busy account's state is several megabytes (docs/state.md): the producer's
+        # limit (1 MB by default) is raised to the one its changelogs are created with
+        # (below), and the recovering consumer fetches such a record whole.
+        producer_max_request_size=settings.max_state_bytes,
+        consumer_max_fetch_size=max(settings.max_state_bytes, 4 << 20),
     )
     names = TopicNames.from_settings(settings)
     n = settings.partitions
@@ -109,15 +114,21 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     # Batches mix partitions, so "the current event's partition" is wrong for a table
     # write; partitioning by key (account_id) puts each entry on the same partition
     # number as the account's events, so one worker owns both.
-    engagement_table = app.Table(
-        ENGAGEMENT_TABLE, partitions=n, key_type=bytes, value_type=bytes, use_partitioner=True
-    )
-    accounts_table = app.Table(
-        ACCOUNTS_TABLE, partitions=n, key_type=bytes, value_type=bytes, use_partitioner=True
-    )
-    alerts_table = app.Table(
-        ALERTS_TABLE, partitions=n, key_type=bytes, value_type=bytes, use_partitioner=True
-    )
+    big_records = {"max.message.bytes": str(settings.max_state_bytes)}
+
+    def account_table(name: str) -> Any:
+        return app.Table(
+            name,
+            partitions=n,
+            key_type=bytes,
+            value_type=bytes,
+            use_partitioner=True,
+            extra_topic_configs=big_records,  # for the changelog Faust creates
+        )
+
+    engagement_table = account_table(ENGAGEMENT_TABLE)
+    accounts_table = account_table(ACCOUNTS_TABLE)
+    alerts_table = account_table(ALERTS_TABLE)
     engagement = AccountKeyed(engagement_table)
     accounts = AccountKeyed(accounts_table)
     progress = ReaderProgress()

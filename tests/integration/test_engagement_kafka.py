@@ -232,3 +232,46 @@ def test_read_api_answers_404_for_an_unknown_account_and_400_for_a_bad_query(
         assert empty == {"feature": "reports", "adopted": 0, "accounts": 0, "rate": None}
     finally:
         assert only.stop() == 0
+
+
+def test_an_account_whose_state_outgrows_a_megabyte_is_folded_and_restored(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """A busy enterprise account: 25,000 events in a day from 600 people, with long
+    event ids. Its state (mostly the duplicate memory: up to 20,000 ids of the lateness
+    window) is 2.6 MB, past Kafka's default one-megabyte record, and must still be
+    written to the changelog, read back by the next worker, and served."""
+    settings = engine_settings
+    start = END - timedelta(hours=20)
+    events = [
+        {
+            "schema": 1,
+            "event_id": f"bigco-{n:06d}-" + "x" * 100,
+            "type": "login" if n % 5 == 0 else "feature_used",
+            "account_id": "bigco",
+            "user_id": f"u-{n % 600:03d}",
+            "occurred_at": (start + timedelta(seconds=2 * n)).isoformat().replace("+00:00", "Z"),
+            "properties": {} if n % 5 == 0 else {"feature": f"f-{n % 7}"},
+        }
+        for n in range(25_000)
+    ]
+    expected = reference_states(settings, [], events)
+    assert len(expected["bigco"].to_json()) > 2_500_000
+
+    first = worker(settings, tmp_path / "worker.log")
+    first.start()
+    try:
+        publish(settings, [], events)
+        wait_for(lambda: states_match(settings, expected), 120, "the big account folded", 2)
+        before = get_json(first.settings.web_port, "/accounts/bigco")
+    finally:
+        assert first.stop() == 0
+    second = worker(settings, tmp_path / "worker.log")
+    second.start()
+    try:
+        after = get_json(second.settings.web_port, "/accounts/bigco")
+        assert before["event_counts"] == {"feature_used": 20_000, "login": 5_000}
+        assert after["event_counts"] == before["event_counts"]
+        assert after["metrics"] == before["metrics"]
+    finally:
+        assert second.stop() == 0

@@ -16,7 +16,7 @@ from operator import itemgetter
 
 from alerts.evaluation import AccountRun, Notice, RuleSet
 from alerts.rules import Rule
-from alerts.sweep import AccountAlerts
+from alerts.sweep import AccountAlerts, OnFailure, log_failure
 from stream.accounts import Account
 from stream.engagement import EngagementState, StatePolicy, fold_records
 from stream.events import Record, UsageEvent, record_of
@@ -67,11 +67,14 @@ def backtest_records(
     step: timedelta = DEFAULT_STEP,
     policy: StatePolicy | None = None,
     times: Sequence[float] | None = None,
+    on_failure: OnFailure = log_failure,
 ) -> list[Notice]:
     """:func:`backtest_account` on decoded records (``stream.events.decode_batch``);
-    ``times``: their occurrence times, if the caller has them already."""
+    ``times``: their occurrence times, if the caller has them already; ``on_failure``:
+    told of a rule that raised (it then judged nothing, as live)."""
     state = EngagementState(account.account_id, timezone=account.timezone)
-    run = AccountRun(RuleSet(tuple(rules), step.total_seconds()), state, account, AccountAlerts())
+    ruleset = RuleSet(tuple(rules), step.total_seconds(), on_failure)
+    run = AccountRun(ruleset, state, account, AccountAlerts())
     if times is None:
         times = list(map(_TIME, records))
     codes = list(map(_CODE, records))

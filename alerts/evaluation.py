@@ -19,7 +19,7 @@ from typing import Any
 from alerts.evaluate import Context, evaluate
 from alerts.lifecycle import Change, Finding
 from alerts.rules import Rule
-from alerts.sweep import AccountAlerts, inhibitor, sweep_account
+from alerts.sweep import AccountAlerts, OnFailure, inhibitor, log_failure, sweep_account
 from alerts.timeline import advance, walk
 from stream.accounts import Account
 from stream.engagement import EngagementState
@@ -55,10 +55,12 @@ class Notice:
 
 @dataclass(frozen=True)
 class RuleSet:
-    """The rules, and those of them that events trigger."""
+    """The rules, those of them that events trigger, and who hears of their failures."""
 
     rules: tuple[Rule, ...]
     step_s: float
+    on_failure: OnFailure = field(default=log_failure, compare=False)
+    """Told of a rule that raised on an account (alerts/sweep.py): it judged nothing."""
 
     @cached_property
     def instant_rules(self) -> tuple[Rule, ...]:
@@ -175,7 +177,10 @@ class AccountRun:
         context = Context(self.state, self.account, now, open_rules=open_rules, memo=memo)
         if self.reuse is not None:
             self.reuse.move_to(context)
-        for change in sweep_account(rules, context, self.book, findings, self._judge):
+        changes = sweep_account(
+            rules, context, self.book, findings, self._judge, on_failure=self.ruleset.on_failure
+        )
+        for change in changes:
             self.notices.append(Notice(change, inhibitor(change, self.book)))
         health = [f.evidence for f in findings if f.rule in self.ruleset.health_rules]
         if health and health[0].get("tier") is not None:

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from alerts.backtest import DEFAULT_STEP, Notice, backtest_records
+from alerts.evaluate import Context
 from alerts.events import alert_event
 from alerts.rules import Rule
+from alerts.sweep import log_failure
 from stream import codec
 from stream.accounts import Account, decode_account
 from stream.engagement import StatePolicy
@@ -41,6 +43,9 @@ class ReplayReport:
     rejected: Counter[str] = field(default_factory=Counter)
     accounts: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    """Evaluations in which a rule raised, by rule: it judged nothing then (the first
+    failure of each rule in each account is logged with its traceback)."""
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -49,6 +54,7 @@ class ReplayReport:
             f"replayed {self.events} events of {self.accounts} accounts in {self.seconds:.2f} s "
             f"({rate:,.0f} events/s)",
             f"rejected: {dict(self.rejected) or 'none'}",
+            *([f"rules that failed (see the log): {dict(self.failed)}"] if self.failed else []),
             f"alert events written: {sum(self.alerts.values())}",
             *(f"  {kind}: {count}" for kind, count in sorted(self.alerts.items())),
         ]
@@ -125,15 +131,18 @@ def _replay(  # noqa: PLR0917 - replay()'s arguments, passed on
         try:
             with _FORK.Pool(min(jobs, len(account_ids))) as pool:
                 results = pool.imap_unordered(_run_account, account_ids)
-                for index, found in enumerate(results, 1):
+                for index, (found, failed) in enumerate(results, 1):
                     written.extend(found)
+                    report.failed.update(failed)
                     if progress is not None:
                         _show_progress(progress, index, len(account_ids))
         finally:
             _WORK = None
     else:
         for index, account_id in enumerate(account_ids, 1):
-            written.extend(work.run(account_id))
+            found, failed = work.run(account_id)
+            written.extend(found)
+            report.failed.update(failed)
             if progress is not None:
                 _show_progress(progress, index, len(account_ids))
     for _, _, event in sorted(written, key=lambda item: (item[0], item[1])):
@@ -158,6 +167,8 @@ def _collecting_rarely() -> Iterator[None]:
 
 
 _Written = tuple[datetime, str, dict[str, Any]]
+_Done = tuple[list[_Written], Counter[str]]
+"""One account's alert events, and its rules' failures."""
 
 
 @dataclass(frozen=True)
@@ -174,9 +185,16 @@ class _Work:
     step: timedelta
     policy: StatePolicy | None
 
-    def run(self, account_id: str) -> list[_Written]:
+    def run(self, account_id: str) -> _Done:
         account = self.accounts.get(account_id) or Account(account_id, account_id, 0)
         records = self.by_account[account_id]
+        failed: Counter[str] = Counter()
+
+        def on_failure(rule: Rule, context: Context, error: Exception) -> None:
+            if not failed[rule.name]:
+                log_failure(rule, context, error)
+            failed[rule.name] += 1
+
         notices = backtest_records(
             self.rules,
             account,
@@ -186,8 +204,9 @@ class _Work:
             step=self.step,
             policy=self.policy,
             times=self.times[account_id],
+            on_failure=on_failure,
         )
-        return list(_events(notices, account))
+        return list(_events(notices, account)), failed
 
 
 _FORK = (
@@ -200,7 +219,7 @@ _WORK: _Work | None = None
 from memory they inherited, instead of receiving it pickled."""
 
 
-def _run_account(account_id: str) -> list[_Written]:
+def _run_account(account_id: str) -> _Done:
     assert _WORK is not None, "only called in a forked child"
     return _WORK.run(account_id)
 

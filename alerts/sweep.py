@@ -7,10 +7,16 @@ sweep, and only when something changed.
 
 A person's "resolve" (triage) is applied here too, by the worker that owns the account,
 before the rules run: :func:`resolve_by_hand`.
+
+A rule that raises is a bug (in the engine, or met by an odd account): it is reported
+and judges nothing for that account at that instant, so its alerts stay as they were,
+and the other rules and accounts go on, as a Prometheus rule that fails to evaluate
+does. Live and replay skip the same evaluations, so they still agree.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -31,7 +37,31 @@ from alerts.lifecycle import (
 )
 from alerts.rules import Rule
 
-__all__ = ["AccountAlerts", "inhibitor", "resolve_by_hand", "sweep_account"]
+__all__ = [
+    "AccountAlerts",
+    "OnFailure",
+    "inhibitor",
+    "log_failure",
+    "resolve_by_hand",
+    "sweep_account",
+]
+
+log = logging.getLogger(__name__)
+
+OnFailure = Callable[[Rule, Context, Exception], None]
+"""Told of a rule that raised while judging one account."""
+
+
+def log_failure(rule: Rule, context: Context, error: Exception) -> None:
+    """Log the failure with its traceback."""
+    log.error(
+        "rule %s failed on account %s at %s: %r",
+        rule.name,
+        context.state.account_id,
+        context.now.isoformat(),
+        error,
+        exc_info=error,
+    )
 
 
 class AccountAlerts:
@@ -75,19 +105,27 @@ def sweep_account(
     alerts: AccountAlerts,
     findings: list[Finding] | None = None,
     judge: Callable[[Rule, Context], list[Finding]] = evaluate,
+    *,
+    on_failure: OnFailure = log_failure,
 ) -> list[Change]:
     """Evaluate ``rules`` for the account in ``context``; update ``alerts`` in place.
 
     ``findings``, when given, collects every finding (the health tier is read from
-    them). ``judge`` evaluates one rule (a caching one may stand in for ``evaluate``).
+    them). ``judge`` evaluates one rule (a caching one may stand in for ``evaluate``);
+    ``on_failure`` hears of a rule that raised, which then changes nothing.
     """
     changes: list[Change] = []
     open_rules = frozenset(state.rule for state in alerts.open())
     if context.open_rules != open_rules:
         context = replace(context, open_rules=open_rules)
     for rule in rules:
+        try:
+            found = judge(rule, context)
+        except Exception as error:  # one rule's bug stops nothing else
+            on_failure(rule, context, error)
+            continue
         policy = _policy(rule.for_, rule.repeat_interval)
-        for finding in judge(rule, context):
+        for finding in found:
             if findings is not None:
                 findings.append(finding)
             previous = alerts.states.get(finding.fingerprint)

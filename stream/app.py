@@ -148,10 +148,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         await telemetry.counting_kafka_errors("send_alert", alerts_topic.send(key=key, value=value))
 
     rules = load_rules(Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES).rules
+    telemetry.watch_rules(rule.name for rule in rules)
     # Rules run at the ticks of event time an account's events cross, as they are folded
     # (the same as replay); the sweep below judges the ticks of idle accounts.
     evaluator = LiveEvaluator(
-        RuleSet(tuple(rules), settings.evaluation_step_s),
+        RuleSet(tuple(rules), settings.evaluation_step_s, telemetry.count_rule_failure),
         accounts,
         AccountKeyed(alerts_table),
         publish_alert,
@@ -251,6 +252,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         delay_s=settings.evaluation_delay_s,
         current_state=pipeline.current_state,
         reuse_for=evaluator.reuse_for,
+        on_rule_failure=telemetry.count_rule_failure,
     )
 
     if settings.notifier_enabled:

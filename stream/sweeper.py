@@ -34,7 +34,7 @@ from alerts.evaluation import AccountRun, Notice, Reuse, RuleSet
 from alerts.events import alert_event
 from alerts.lifecycle import AlertState, Change
 from alerts.rules import Rule
-from alerts.sweep import AccountAlerts, resolve_by_hand
+from alerts.sweep import AccountAlerts, OnFailure, log_failure, resolve_by_hand
 from alerts.triage import ResolveRequest
 from stream import codec
 from stream.accounts import Account
@@ -107,8 +107,9 @@ class Sweeper:
         delay_s: float = 0.0,
         current_state: CurrentState | None = None,
         reuse_for: Callable[[str, EngagementState], Reuse] | None = None,
+        on_rule_failure: OnFailure = log_failure,
     ) -> None:
-        self._ruleset = RuleSet(tuple(rules), step_s)
+        self._ruleset = RuleSet(tuple(rules), step_s, on_rule_failure)
         self._current_state = current_state
         """The account's state now (the ingest pipeline's own object); without it, the
         states are decoded from ``owned_states`` at the start of each sweep."""

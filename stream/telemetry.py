@@ -21,7 +21,10 @@ from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from alerts.evaluate import Context
 from alerts.lifecycle import AlertState, Change, ChangeKind
+from alerts.rules import Rule
+from alerts.sweep import log_failure
 from stream.pipeline import IngestTotals
 
 __all__ = [
@@ -185,6 +188,13 @@ class EngineMetrics:
         self.kafka_errors = Counter(
             "engagewatch_kafka_errors", "Failed Kafka operations.", ["operation"], registry=r
         )
+        self.rule_failures = Counter(
+            "engagewatch_rule_failures",
+            "Evaluations of one rule on one account that raised (it judged nothing then).",
+            ["rule"],
+            registry=r,
+        )
+        self._rule_failures_seen: dict[str, int] = {}
         for tier in HEALTH_TIERS:
             self.accounts.labels(tier)
         for operation in KAFKA_OPERATIONS:
@@ -255,6 +265,21 @@ class EngineMetrics:
         for change in changes:
             status = "resolved" if change.kind is ChangeKind.RESOLVED else change.kind.value
             self.alert_changes.labels(change.alert.rule, change.alert.severity, status).inc()
+
+    def watch_rules(self, names: Iterable[str]) -> None:
+        """Create the rules' failure series at zero, so the first failure shows."""
+        for name in names:
+            self.rule_failures.labels(name)
+
+    def count_rule_failure(self, rule: Rule, context: Context, error: Exception) -> None:
+        """Count a rule that raised on an account; log the first failure of each rule
+        and then every hundredth (until fixed, it fails again at each of the account's
+        evaluations, and maybe on every account)."""
+        self.rule_failures.labels(rule.name).inc()
+        seen = self._rule_failures_seen.get(rule.name, 0)
+        self._rule_failures_seen[rule.name] = seen + 1
+        if seen % 100 == 0:
+            log_failure(rule, context, error)
 
     def set_health_tiers(self, counts: Mapping[str, int]) -> None:
         """Replace every tier: a tier missing from ``counts`` has no accounts now."""

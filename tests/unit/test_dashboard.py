@@ -32,6 +32,7 @@ def exported_names() -> set[str]:
     metrics.count_delivery_retry("r")
     metrics.set_delivery_backlog("r", 0)
     metrics.count_redis_error("get")
+    metrics.watch_rules(["r"])
     metrics.set_health_tiers({"green": 1})
     text = metrics.exposition().decode()
     return set(re.findall(r"^(engagewatch_[a-z_]+)", text, re.MULTILINE))

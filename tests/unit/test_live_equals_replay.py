@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +123,40 @@ def test_batching_and_sweeps_never_change_the_alerts(
 ) -> None:
     expected = comparable(replayed(tmp_path))
     assert comparable(asyncio.run(live(cuts, sweeps, shared=shared))) == expected
+
+
+def test_a_rule_that_raises_is_skipped_alike_live_and_in_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug met by one account from some day on: both skip the same evaluations (the
+    rule judges nothing then), so they still publish the same alert events."""
+    from alerts import evaluation
+    from alerts.evaluate import Context, evaluate
+    from alerts.rules import Rule
+
+    healthy = replayed(tmp_path)
+    first = next(e for e in healthy if e["rule"] == "champion-silent")
+    victim = first["account_id"]
+    broken_from = datetime.fromisoformat(first["starts_at"]).date()
+
+    def flaky(rule: Rule, context: Context) -> Any:
+        if (
+            rule.name == "champion-silent"
+            and context.state.account_id == victim
+            and context.today >= broken_from
+        ):
+            raise ArithmeticError("a bug met by this account")
+        return evaluate(rule, context)
+
+    monkeypatch.setattr(evaluation, "evaluate", flaky)  # what AccountRun judges with
+    events, accounts = tmp_path / "events.jsonl", tmp_path / "accounts.jsonl"
+    out = io.StringIO()
+    report = replay(
+        RULES, events, accounts, out, step=timedelta(seconds=STEP), progress=None, until=END
+    )
+    expected = comparable([json.loads(line) for line in out.getvalue().splitlines()])
+
+    assert report.failed["champion-silent"] > 0 and set(report.failed) == {"champion-silent"}
+    assert expected != comparable(healthy)  # the victim's champion alert never fired
+    got = asyncio.run(live(cuts=[len(EVENTS) // 3, len(EVENTS) // 2], sweep_after={0, 1}))
+    assert comparable(got) == expected

@@ -105,3 +105,40 @@ def test_a_rule_with_for_waits_before_firing() -> None:
     assert [s.status for s in book.states.values()] == [Status.PENDING]
     later = sweep_account([rule], Context(state, None, NOW + timedelta(hours=2)), book)
     assert [c.kind for c in later] == [ChangeKind.FIRING]
+
+
+def test_a_rule_that_raises_changes_nothing_and_the_others_still_judge() -> None:
+    from alerts.evaluate import Context, evaluate
+    from alerts.lifecycle import Finding
+    from alerts.rules import NpsRule
+    from alerts.sweep import sweep_account
+    from stream.engagement import EngagementState
+
+    state = EngagementState("acme")
+    state.recent_nps.append(
+        {"user_id": "u-1", "role": "champion", "score": 2, "comment": None, "at": NOW.timestamp()}
+    )
+    state.newest_at = NOW.timestamp()
+    broken, detractor = (
+        NpsRule.model_validate({"name": name, "kind": "nps"}) for name in ("broken", "detractor")
+    )
+    firing = alert("broken", "warning")  # stays as it is: a failure is no verdict
+    book = AccountAlerts({firing.fingerprint: firing})
+    failures: list[tuple[str, Exception]] = []
+
+    def judge(rule: object, context: Context) -> list[Finding]:
+        if rule is broken:
+            raise ZeroDivisionError("a bug met by this account")
+        return evaluate(detractor, context)
+
+    changes = sweep_account(
+        [broken, detractor],
+        Context(state, None, NOW + timedelta(hours=1)),
+        book,
+        judge=judge,
+        on_failure=lambda rule, context, error: failures.append((rule.name, error)),
+    )
+
+    assert [(c.alert.rule, c.kind) for c in changes] == [("detractor", ChangeKind.FIRING)]
+    assert book.states[firing.fingerprint] == firing
+    assert [(name, type(error)) for name, error in failures] == [("broken", ZeroDivisionError)]

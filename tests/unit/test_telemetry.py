@@ -318,3 +318,27 @@ def test_every_metric_passes_promtool_check_metrics() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     labels = {name for (_, pairs) in samples(metrics) for name, _ in pairs}
     assert not labels & {"account_id", "user_id", "fingerprint"}
+
+
+def test_rule_failures_are_counted_from_zero_and_logged_sparingly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from alerts.evaluate import Context
+    from alerts.rules import NpsRule
+    from stream.engagement import EngagementState
+
+    metrics = EngineMetrics()
+    metrics.watch_rules(["detractor", "usage-drop"])
+    failures = ("engagewatch_rule_failures_total", (("rule", "detractor"),))
+    assert samples(metrics)[failures] == 0
+    rule = NpsRule.model_validate({"name": "detractor", "kind": "nps"})
+    context = Context(EngagementState("acme"), None, NOW)
+    with caplog.at_level(logging.ERROR, "alerts.sweep"):
+        for _ in range(150):
+            metrics.count_rule_failure(rule, context, ZeroDivisionError("a bug"))
+    seen = samples(metrics)
+    assert seen[failures] == 150
+    assert seen[("engagewatch_rule_failures_total", (("rule", "usage-drop"),))] == 0
+    logged = [r for r in caplog.records if "rule detractor failed on account acme" in r.message]
+    assert len(logged) == 2  # the first, and the 101st
+    assert logged[0].exc_info is not None

@@ -177,11 +177,19 @@ class AccountRun:
         context = Context(self.state, self.account, now, open_rules=open_rules, memo=memo)
         if self.reuse is not None:
             self.reuse.move_to(context)
+        failed: list[str] = []
+
+        def on_failure(rule: Rule, context: Context, error: Exception) -> None:
+            failed.append(rule.name)
+            self.ruleset.on_failure(rule, context, error)
+
         changes = sweep_account(
-            rules, context, self.book, findings, self._judge, on_failure=self.ruleset.on_failure
+            rules, context, self.book, findings, self._judge, on_failure=on_failure
         )
         for change in changes:
             self.notices.append(Notice(change, inhibitor(change, self.book)))
+        if self.ruleset.health_rules.intersection(failed):
+            return  # a health rule judged nothing: the summary stays what it was
         health = [f.evidence for f in findings if f.rule in self.ruleset.health_rules]
         if health and health[0].get("tier") is not None:
             summary = {"tier": health[0]["tier"], "value": health[0].get("value")}

@@ -71,7 +71,9 @@ class Settings(BaseModel):
     """Largest table record the worker writes (an account's state is one), for the
     producer and the changelogs it creates (their ``max.message.bytes``): Kafka's
     default of 1 MB is the state of an account with ~17,000 events in its lateness
-    window. The default holds an account at the state limits above (docs/state.md)."""
+    window. A state past this cannot be written and stops the worker: docs/state.md
+    gives sizes (16 MiB holds 20,000 ids and 50,000 users with long ids, and their
+    days with a few features)."""
 
     rules_file: str | None = None
     """The rules YAML; ``None`` means the defaults shipped in config/rules.yaml."""

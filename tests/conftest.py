@@ -6,6 +6,7 @@ Unit tests never touch these; a test that asks for ``stack`` gets the real Kafka
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -28,6 +29,33 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _rules_never_raise(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A rule that raises is logged and skipped (alerts/sweep.py), so a test comparing
+    two paths would pass with both failing alike: any failure logged in this process
+    fails the test, unless it is marked ``rule_failures`` (it makes rules raise)."""
+    if request.node.get_closest_marker("rule_failures"):
+        yield
+        return
+    kept = _Kept()
+    logger = logging.getLogger("alerts.sweep")
+    logger.addHandler(kept)
+    try:
+        yield
+    finally:
+        logger.removeHandler(kept)
+    assert not kept.records, f"a rule raised: {kept.records[0].getMessage()}"
 
 
 @pytest.fixture(scope="session")

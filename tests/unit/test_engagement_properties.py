@@ -302,17 +302,21 @@ def test_the_dedup_memory_holds_the_ids_within_the_lateness_in_time_order(
     scenario: Scenario,
 ) -> None:
     """After every batch, whatever order its events came in: the ids remembered are
-    those of the newest event's lateness window, in time order, which is what lets the
-    next prune stop at the first id it keeps."""
-    state = EngagementState("acme", scenario.timezone)
-    seen: dict[str, float] = {}
-    for batch in scenario.batches:
-        fold_events(state, batch, POLICY)
-        seen |= {event.event_id: event.occurred_at.timestamp() for event in batch}
-        bound = -math.inf if state.newest_at is None else state.newest_at - POLICY.lateness_s
-        assert state.recent_ids == {i: at for i, at in seen.items() if at >= bound}
-        times = list(state.recent_ids.values())
-        assert times == sorted(times)
+    those of the newest event's lateness window (the newest by time, then id, past the
+    capacity), in time order, which is what lets the next prune stop at the first id
+    it keeps."""
+    for capacity in (POLICY.dedup_capacity, 3):  # never reached; cut at almost every batch
+        policy = dataclasses.replace(POLICY, dedup_capacity=capacity)
+        state = EngagementState("acme", scenario.timezone)
+        seen: dict[str, float] = {}
+        for batch in scenario.batches:
+            fold_events(state, batch, policy)
+            seen |= {event.event_id: event.occurred_at.timestamp() for event in batch}
+            bound = -math.inf if state.newest_at is None else state.newest_at - policy.lateness_s
+            kept = sorted((at, i) for i, at in seen.items() if at >= bound)[-capacity:]
+            assert state.recent_ids == {i: at for at, i in kept}
+            times = list(state.recent_ids.values())
+            assert times == sorted(times)
 
 
 @EXAMPLES

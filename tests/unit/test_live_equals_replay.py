@@ -125,6 +125,7 @@ def test_batching_and_sweeps_never_change_the_alerts(
     assert comparable(asyncio.run(live(cuts, sweeps, shared=shared))) == expected
 
 
+@pytest.mark.rule_failures
 def test_a_rule_that_raises_is_skipped_alike_live_and_in_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

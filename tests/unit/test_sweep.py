@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from alerts.events import alert_event
 from alerts.lifecycle import AlertState, Change, ChangeKind, Status, fingerprint
 from alerts.sweep import AccountAlerts, inhibitor
@@ -142,3 +144,49 @@ def test_a_rule_that_raises_changes_nothing_and_the_others_still_judge() -> None
     assert [(c.alert.rule, c.kind) for c in changes] == [("detractor", ChangeKind.FIRING)]
     assert book.states[firing.fingerprint] == firing
     assert [(name, type(error)) for name, error in failures] == [("broken", ZeroDivisionError)]
+
+
+def test_a_failing_health_rule_leaves_the_health_summary_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With two health rules, the summary (triage, metrics) comes from the first: when
+    it raises, the summary must not turn into the second rule's tier."""
+    from pathlib import Path
+
+    from alerts import evaluation
+    from alerts.evaluate import Context, evaluate
+    from alerts.evaluation import AccountRun, RuleSet
+    from alerts.lifecycle import Finding
+    from alerts.rules import Rule, load_rules
+    from stream.accounts import Account
+    from stream.engagement import EngagementState, fold_events
+    from stream.events import UsageEvent, validate_event
+    from stream.simulate import FleetSpec, build_fleet, generate_events
+
+    fleet = build_fleet(FleetSpec(accounts=12, seed=7, as_of=NOW.date()))
+    healthy = next(a for a in fleet if a.behaviour == "healthy")
+    state = EngagementState(healthy.account_id, timezone=healthy.timezone)
+    raw = generate_events([healthy], NOW - timedelta(days=28), NOW, seed=7)
+    fold_events(
+        state, [e for e in (validate_event(d, NOW) for d in raw) if isinstance(e, UsageEvent)]
+    )
+    account = Account(healthy.account_id, healthy.name, healthy.licenses, timezone=healthy.timezone)
+    shipped = load_rules(Path(__file__).resolve().parents[2] / "config" / "rules.yaml").rules
+    first = next(rule for rule in shipped if rule.kind == "health")
+    strict = first.model_copy(update={"name": "strict-health", "green": 1.0, "yellow": 0.99})
+    failed: list[str] = []
+    ruleset = RuleSet((first, strict), 6 * 3600.0, lambda r, c, e: failed.append(r.name))
+    run = AccountRun(ruleset, state, account, AccountAlerts(), reuse=None)
+    run.on_clock(NOW.timestamp())
+    before = run.book.health
+    assert before is not None and before["tier"] == "green"
+
+    def broken(rule: Rule, context: Context) -> list[Finding]:
+        if rule is first:
+            raise ZeroDivisionError("a bug")
+        return evaluate(rule, context)
+
+    monkeypatch.setattr(evaluation, "evaluate", broken)
+    run.on_clock((NOW + timedelta(hours=12)).timestamp())
+    assert failed and set(failed) == {first.name}
+    assert run.book.health == before  # not the strict rule's "red"

@@ -320,6 +320,7 @@ def test_every_metric_passes_promtool_check_metrics() -> None:
     assert not labels & {"account_id", "user_id", "fingerprint"}
 
 
+@pytest.mark.rule_failures
 def test_rule_failures_are_counted_from_zero_and_logged_sparingly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

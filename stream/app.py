@@ -157,6 +157,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         AccountKeyed(alerts_table),
         publish_alert,
         on_changes=telemetry.count_alert_changes,
+        reuse_limit=settings.decoded_states,  # its entries hold the state they are for
     )
     pipeline = IngestPipeline(
         engagement,
@@ -165,6 +166,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         limits=EventLimits(settings.max_event_bytes, timedelta(seconds=settings.future_skew_s)),
         policy=state_policy(settings),
         accounts=accounts,
+        cached_states=settings.decoded_states,
         evaluator=evaluator,
     )
     accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)

@@ -120,6 +120,8 @@ class LiveEvaluator:
         sweep shares them too."""
         kept = self._reuse.pop(account_id, None)
         reuse = kept[1] if kept is not None and kept[0] is state else Reuse()
+        if self._reuse_limit <= 0:
+            return reuse
         if len(self._reuse) >= self._reuse_limit:
             del self._reuse[next(iter(self._reuse))]
         self._reuse[account_id] = (state, reuse)

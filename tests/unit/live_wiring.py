@@ -27,12 +27,21 @@ def live_engine(
     clock: Clock,
     catch_up_lag_s: float,
     shared: bool = True,
+    decoded_states: int = 10_000,
 ) -> tuple[IngestPipeline, Sweeper]:
     """``shared``: the sweep judges the pipeline's own states and shares the evaluator's
-    reuse, as in the worker; else it decodes the stored states and judges afresh."""
-    evaluator = LiveEvaluator(RuleSet(tuple(rules), step_s), accounts, alerts, publish)
+    reuse, as in the worker; else it decodes the stored states and judges afresh.
+    ``decoded_states``: the setting of that name (states kept decoded between batches)."""
+    evaluator = LiveEvaluator(
+        RuleSet(tuple(rules), step_s), accounts, alerts, publish, reuse_limit=decoded_states
+    )
     pipeline = IngestPipeline(
-        engagement, dead_letter, clock, accounts=accounts, evaluator=evaluator
+        engagement,
+        dead_letter,
+        clock,
+        accounts=accounts,
+        cached_states=decoded_states,
+        evaluator=evaluator,
     )
     sweeper = Sweeper(
         rules,

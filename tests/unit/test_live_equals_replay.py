@@ -53,7 +53,7 @@ def replayed(tmp: Path) -> list[dict[str, Any]]:
 
 
 async def live(
-    cuts: list[int], sweep_after: set[int], *, shared: bool = True
+    cuts: list[int], sweep_after: set[int], *, shared: bool = True, decoded_states: int = 10_000
 ) -> list[dict[str, Any]]:
     """The events in batches cut at ``cuts``; a sweep after the batches in ``sweep_after``
     (at the clock of the newest event so far, as a worker keeping up would), then a
@@ -89,6 +89,7 @@ async def live(
         clock=clock,
         catch_up_lag_s=40 * 86_400,
         shared=shared,
+        decoded_states=decoded_states,
     )
     bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(EVENTS)), len(EVENTS)]
     for n, (start, end) in enumerate(itertools.pairwise(bounds)):
@@ -117,12 +118,14 @@ def test_the_worker_publishes_what_replay_writes(tmp_path: Path) -> None:
     cuts=st.lists(st.integers(min_value=1, max_value=len(EVENTS) - 1), max_size=6),
     sweeps=st.sets(st.integers(min_value=0, max_value=6), max_size=4),
     shared=st.booleans(),
+    decoded_states=st.sampled_from([10_000, 3, 0]),  # all, fewer than the accounts, none
 )
 def test_batching_and_sweeps_never_change_the_alerts(
-    tmp_path: Path, cuts: list[int], sweeps: set[int], shared: bool
+    tmp_path: Path, cuts: list[int], sweeps: set[int], shared: bool, decoded_states: int
 ) -> None:
     expected = comparable(replayed(tmp_path))
-    assert comparable(asyncio.run(live(cuts, sweeps, shared=shared))) == expected
+    got = asyncio.run(live(cuts, sweeps, shared=shared, decoded_states=decoded_states))
+    assert comparable(got) == expected
 
 
 @pytest.mark.rule_failures

@@ -15,7 +15,7 @@ import pytest
 from alerts.replay import ReplayReport, _load_events, replay
 from alerts.rules import load_rules
 from stream import codec
-from stream.events import Record, UsageEvent, decode_event, record_of
+from stream.events import EventLimits, Record, UsageEvent, decode_event, record_of
 from stream.simulate import FleetSpec, build_fleet, generate_events
 
 END = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -127,6 +127,46 @@ def test_events_the_fast_decoder_leaves_to_the_careful_one_keep_their_place(
     loaded = _load_events(path, report)
     assert loaded == expected
     assert sum(r[2] % 1 == 0.5 for records in loaded.values() for r in records) > 100
+
+
+@pytest.mark.parametrize("chunk_bytes", [8 << 20, 700])  # 700: a chunk every few lines
+def test_lines_are_read_as_their_stripped_selves_whatever_surrounds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int
+) -> None:
+    """CRLF endings, blank lines, lines of spaces, spaces and tabs around an event, an
+    event that fits the size limit only without its spaces, no newline at the end: the
+    events read are those of each line stripped, as the worker would take them."""
+    monkeypatch.setattr("alerts.replay._CHUNK_BYTES", chunk_bytes)
+    write_history(tmp_path)
+    path = tmp_path / "events.jsonl"
+    lines = path.read_bytes().splitlines()[:400]
+    limit = EventLimits().max_bytes
+    model = codec.loads(lines[5])
+    fields = {k: model[k] for k in ("schema", "account_id", "user_id", "occurred_at")}
+    pad = {**fields, "event_id": "pad-1", "type": "feature_used", "properties": {"feature": ""}}
+    padded = codec.dumps(
+        {**pad, "properties": {"feature": "f" * (limit - len(codec.dumps(pad)))}}
+    )  # the size limit exactly
+    assert len(padded) == limit
+    surroundings = [b"", b"\r", b"  ", b"\t", b" \r"]
+    text = b"".join(
+        surroundings[n % 5] + line + surroundings[(n + 2) % 5] + b"\n" + (b"\n" * (n % 3 == 0))
+        for n, line in enumerate([*lines, padded])
+    )
+    path.write_bytes(b"   \n\r\n" + text + b" \t \n" + lines[7])
+    expected: dict[str, list[Record]] = {}
+    events = 0
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
+        events += 1
+        event = decode_event(line.strip(), datetime.now(UTC))
+        if isinstance(event, UsageEvent):
+            expected.setdefault(event.account_id, []).append(record_of(event))
+    report = ReplayReport()
+    assert _load_events(path, report) == expected
+    assert report.events == events == 402
+    assert any(r[0] == "pad-1" for r in expected[model["account_id"]])  # at the limit, in
 
 
 def test_an_answer_that_arrives_late_is_judged_as_live_judges_it(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ return what changed, with the critical alert that quiets each change, if any.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -188,14 +188,26 @@ class AccountRun:
         )
         for change in changes:
             self.notices.append(Notice(change, inhibitor(change, self.book)))
-        if self.ruleset.health_rules.intersection(failed):
-            return  # a health rule judged nothing: the summary stays what it was
-        health = [f.evidence for f in findings if f.rule in self.ruleset.health_rules]
-        if health and health[0].get("tier") is not None:
-            summary = {"tier": health[0]["tier"], "value": health[0].get("value")}
+        evidence = self._health_evidence(rules, findings, failed)
+        if evidence is not None and evidence.get("tier") is not None:
+            summary = {"tier": evidence["tier"], "value": evidence.get("value")}
             if summary != self.book.health:
                 self.book.health = summary
                 self.book.changed = True
+
+    def _health_evidence(
+        self, rules: Sequence[Rule], findings: list[Finding], failed: list[str]
+    ) -> Mapping[str, Any] | None:
+        """The evidence of the first health rule with a finding, which the account's
+        health summary shows; ``None`` (the summary stays as it was) if there is none,
+        or if a health rule before it raised and so might have spoken first."""
+        found = {f.rule: f.evidence for f in findings if f.rule in self.ruleset.health_rules}
+        for rule in rules:
+            if rule.name in failed and rule.name in self.ruleset.health_rules:
+                return None
+            if rule.name in found:
+                return found[rule.name]
+        return None
 
     def _judge(self, rule: Rule, context: Context) -> list[Finding]:
         """``evaluate``, reusing a day-based rule's findings while nothing it reads moved."""

@@ -69,7 +69,7 @@ class Settings(BaseModel):
     """Distinct users per account counted exactly; beyond it counts are a lower bound."""
     decoded_states: Annotated[int, Field(ge=0)] = 10_000
     """Accounts whose state a worker keeps decoded between batches (the most recent):
-    each costs about four times its JSON in memory (docs/state.md), so a worker of
+    each costs three to five times its JSON in memory (docs/state.md), so a worker of
     many busy accounts may want fewer; 0 decodes every state at every batch."""
     max_state_bytes: Annotated[int, Field(ge=1 << 20)] = 16 << 20
     """Largest table record the worker writes (an account's state is one), for the

@@ -114,6 +114,11 @@ class LiveEvaluator:
         self._cursors.clear()
         self._reuse.clear()
 
+    def let_go(self, account_id: str) -> None:
+        """The pipeline dropped the account's decoded state: its shared results, which
+        hold it, go too (a later evaluation starts afresh, as for a state decoded again)."""
+        self._reuse.pop(account_id, None)
+
     def reuse_for(self, account_id: str, state: EngagementState) -> Reuse:
         """The account's shared results, kept only for the very state object they came
         from (a state decoded again starts afresh); the least recent go first. The

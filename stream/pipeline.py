@@ -91,6 +91,9 @@ class Evaluator(Protocol):
 
     async def flush(self) -> int: ...
 
+    def let_go(self, account_id: str) -> None:
+        """The pipeline no longer holds this account's state object decoded."""
+
 
 class IngestPipeline:
     """Folds batches into the engagement table; sends the rejects to the dead letters."""
@@ -189,9 +192,11 @@ class IngestPipeline:
         """The account's state and the bytes it came from (``None`` for a new one)."""
         stored = self._table.get(account_id)
         cached = self._states.pop(account_id, None)  # back only once written or unchanged
+        if stored and cached is not None and (cached[0] is stored or cached[0] == stored):
+            return cached[1], stored
+        if cached is not None:  # written by someone else meanwhile: decoded afresh
+            self._let_go(account_id)
         if stored:
-            if cached is not None and (cached[0] is stored or cached[0] == stored):
-                return cached[1], stored
             return EngagementState.from_json(stored), stored
         account = self._accounts.get(account_id)
         zone = Account.from_json(account).timezone if account else "UTC"
@@ -204,8 +209,16 @@ class IngestPipeline:
             return
         states = self._states
         if len(states) >= self._cached_states:
-            del states[next(iter(states))]
+            oldest = next(iter(states))
+            del states[oldest]
+            self._let_go(oldest)
         states[account_id] = (stored, state)
+
+    def _let_go(self, account_id: str) -> None:
+        """The evaluator's shared results hold the state they were computed on: they go
+        with it, so that no more than ``cached_states`` states stay decoded."""
+        if self._evaluator is not None:
+            self._evaluator.let_go(account_id)
 
     def _count(self, valid: Counter[str], counted: int, late: int, dead: list[DeadLetter]) -> None:
         totals = self.totals

@@ -22,6 +22,7 @@ from alerts.rules import load_rules
 from stream import codec
 from stream.clock import ManualClock
 from stream.deadletter import DeadLetter, SourcePosition
+from stream.evaluator import LiveEvaluator
 from stream.ingest import RawMessage
 from stream.pipeline import AccountsPipeline
 from stream.simulate import FleetSpec, build_fleet, generate_events
@@ -164,3 +165,51 @@ def test_a_rule_that_raises_is_skipped_alike_live_and_in_replay(
     assert expected != comparable(healthy)  # the victim's champion alert never fired
     got = asyncio.run(live(cuts=[len(EVENTS) // 3, len(EVENTS) // 2], sweep_after={0, 1}))
     assert comparable(got) == expected
+
+
+def test_no_more_states_stay_decoded_than_the_setting_allows() -> None:
+    """The evaluator's shared results hold the state they were computed on: when the
+    pipeline lets a state go, they go with it, so ``decoded_states`` bounds both."""
+
+    async def run() -> int:
+        clock = ManualClock(END)
+        engagement: dict[str, Any] = {}
+        accounts: dict[str, Any] = {}
+
+        async def publish(key: bytes, value: bytes) -> None:
+            pass
+
+        async def dead_letter(letter: DeadLetter) -> None:
+            pass
+
+        def raw(obj: dict[str, Any], offset: int) -> RawMessage:
+            key = str(obj["account_id"]).encode()
+            return RawMessage(codec.dumps(obj), SourcePosition("t", 0, offset, key))
+
+        await AccountsPipeline(accounts, dead_letter, clock).process(
+            [raw(a.record(), i) for i, a in enumerate(FLEET)]
+        )
+        pipeline, _ = live_engine(
+            RULES,
+            step_s=STEP,
+            engagement=engagement,
+            accounts=accounts,
+            alerts={},
+            publish=publish,
+            dead_letter=dead_letter,
+            clock=clock,
+            catch_up_lag_s=40 * 86_400,
+            decoded_states=3,
+        )
+        evaluator = pipeline._evaluator
+        assert isinstance(evaluator, LiveEvaluator)
+        worst = 0
+        for start in range(0, len(EVENTS), 50):
+            batch = EVENTS[start : start + 50]
+            await pipeline.process([raw(e, start + i) for i, e in enumerate(batch)])
+            cached = {id(state) for _, state in pipeline._states.values()}
+            shared = {id(state) for state, _ in evaluator._reuse.values()}
+            worst = max(worst, len(cached | shared))
+        return worst
+
+    assert asyncio.run(run()) == 3

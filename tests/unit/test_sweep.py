@@ -181,12 +181,21 @@ def test_a_failing_health_rule_leaves_the_health_summary_as_it_was(
     before = run.book.health
     assert before is not None and before["tier"] == "green"
 
-    def broken(rule: Rule, context: Context) -> list[Finding]:
-        if rule is first:
+    broken: list[Rule] = [first]
+
+    def judge(rule: Rule, context: Context) -> list[Finding]:
+        if any(rule is b for b in broken):
             raise ZeroDivisionError("a bug")
         return evaluate(rule, context)
 
-    monkeypatch.setattr(evaluation, "evaluate", broken)
+    monkeypatch.setattr(evaluation, "evaluate", judge)
     run.on_clock((NOW + timedelta(hours=12)).timestamp())
     assert failed and set(failed) == {first.name}
     assert run.book.health == before  # not the strict rule's "red"
+
+    # The second one failing leaves the first in charge: the summary follows it.
+    broken[:] = [strict]
+    run.book.health = {"tier": "red", "value": 0.0}
+    run.on_clock((NOW + timedelta(hours=24)).timestamp())
+    assert failed[-1] == strict.name
+    assert run.book.health is not None and run.book.health["tier"] == "green"

@@ -24,8 +24,9 @@ from stream.clock import ManualClock
 from stream.deadletter import DeadLetter, SourcePosition
 from stream.evaluator import LiveEvaluator
 from stream.ingest import RawMessage
-from stream.pipeline import AccountsPipeline
+from stream.pipeline import AccountsPipeline, IngestPipeline
 from stream.simulate import FleetSpec, build_fleet, generate_events
+from stream.sweeper import Sweeper
 from tests.unit.live_wiring import live_engine
 
 END = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)  # a Wednesday afternoon
@@ -53,18 +54,19 @@ def replayed(tmp: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
-async def live(
-    cuts: list[int], sweep_after: set[int], *, shared: bool = True, decoded_states: int = 10_000
-) -> list[dict[str, Any]]:
-    """The events in batches cut at ``cuts``; a sweep after the batches in ``sweep_after``
-    (at the clock of the newest event so far, as a worker keeping up would), then a
-    last sweep at the end. ``shared``: wired as the worker is, the sweep judging the
-    pipeline's own states and sharing the evaluator's reuse; else on its own."""
+def raw(obj: dict[str, Any], offset: int) -> RawMessage:
+    """``obj`` as the message a producer keyed by account sends."""
+    key = str(obj["account_id"]).encode()
+    return RawMessage(codec.dumps(obj), SourcePosition("t", 0, offset, key))
+
+
+async def wired(
+    published: list[dict[str, Any]], *, shared: bool = True, decoded_states: int = 10_000
+) -> tuple[IngestPipeline, Sweeper]:
+    """The worker's pure parts over dicts (tests/unit/live_wiring.py), the fleet's
+    account records already in; alert events are appended to ``published``."""
     clock = ManualClock(END)
-    published: list[dict[str, Any]] = []
-    engagement: dict[str, Any] = {}
     accounts: dict[str, Any] = {}
-    alerts: dict[str, Any] = {}
 
     async def publish(key: bytes, value: bytes) -> None:
         published.append(codec.loads(value))
@@ -72,19 +74,15 @@ async def live(
     async def dead_letter(letter: DeadLetter) -> None:
         pass
 
-    def raw(obj: dict[str, Any], offset: int) -> RawMessage:
-        key = str(obj["account_id"]).encode()
-        return RawMessage(codec.dumps(obj), SourcePosition("t", 0, offset, key))
-
     await AccountsPipeline(accounts, dead_letter, clock).process(
         [raw(a.record(), i) for i, a in enumerate(FLEET)]
     )
-    pipeline, sweeper = live_engine(
+    return live_engine(
         RULES,
         step_s=STEP,
-        engagement=engagement,
+        engagement={},
         accounts=accounts,
-        alerts=alerts,
+        alerts={},
         publish=publish,
         dead_letter=dead_letter,
         clock=clock,
@@ -92,6 +90,17 @@ async def live(
         shared=shared,
         decoded_states=decoded_states,
     )
+
+
+async def live(
+    cuts: list[int], sweep_after: set[int], *, shared: bool = True, decoded_states: int = 10_000
+) -> list[dict[str, Any]]:
+    """The events in batches cut at ``cuts``; a sweep after the batches in ``sweep_after``
+    (at the clock of the newest event so far, as a worker keeping up would), then a
+    last sweep at the end. ``shared``: wired as the worker is, the sweep judging the
+    pipeline's own states and sharing the evaluator's reuse; else on its own."""
+    published: list[dict[str, Any]] = []
+    pipeline, sweeper = await wired(published, shared=shared, decoded_states=decoded_states)
     bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(EVENTS)), len(EVENTS)]
     for n, (start, end) in enumerate(itertools.pairwise(bounds)):
         await pipeline.process([raw(e, start + i) for i, e in enumerate(EVENTS[start:end])])
@@ -172,35 +181,7 @@ def test_no_more_states_stay_decoded_than_the_setting_allows() -> None:
     pipeline lets a state go, they go with it, so ``decoded_states`` bounds both."""
 
     async def run() -> int:
-        clock = ManualClock(END)
-        engagement: dict[str, Any] = {}
-        accounts: dict[str, Any] = {}
-
-        async def publish(key: bytes, value: bytes) -> None:
-            pass
-
-        async def dead_letter(letter: DeadLetter) -> None:
-            pass
-
-        def raw(obj: dict[str, Any], offset: int) -> RawMessage:
-            key = str(obj["account_id"]).encode()
-            return RawMessage(codec.dumps(obj), SourcePosition("t", 0, offset, key))
-
-        await AccountsPipeline(accounts, dead_letter, clock).process(
-            [raw(a.record(), i) for i, a in enumerate(FLEET)]
-        )
-        pipeline, _ = live_engine(
-            RULES,
-            step_s=STEP,
-            engagement=engagement,
-            accounts=accounts,
-            alerts={},
-            publish=publish,
-            dead_letter=dead_letter,
-            clock=clock,
-            catch_up_lag_s=40 * 86_400,
-            decoded_states=3,
-        )
+        pipeline, _ = await wired([], decoded_states=3)
         evaluator = pipeline._evaluator
         assert isinstance(evaluator, LiveEvaluator)
         worst = 0

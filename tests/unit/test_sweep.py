@@ -3,14 +3,45 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from alerts.events import alert_event
 from alerts.lifecycle import AlertState, Change, ChangeKind, Status, fingerprint
+from alerts.rules import Rule, load_rules
 from alerts.sweep import AccountAlerts, inhibitor
+from stream.accounts import Account
+from stream.engagement import EngagementState, fold_events
+from stream.events import UsageEvent, validate_event
+from stream.simulate import FleetSpec, build_fleet, generate_events
 
 NOW = datetime(2026, 11, 23, 9, tzinfo=UTC)
+SHIPPED: tuple[Rule, ...] = load_rules(
+    Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
+).rules
+
+
+def simulated(behaviour: str) -> tuple[EngagementState, Account]:
+    """The first demo account of ``behaviour``, its last 28 days folded."""
+    fleet = build_fleet(FleetSpec(accounts=12, seed=7, as_of=NOW.date()))
+    chosen = next(a for a in fleet if a.behaviour == behaviour)
+    state = EngagementState(chosen.account_id, timezone=chosen.timezone)
+    raw = generate_events([chosen], NOW - timedelta(days=28), NOW, seed=7)
+    fold_events(
+        state, [e for e in (validate_event(d, NOW) for d in raw) if isinstance(e, UsageEvent)]
+    )
+    return state, Account(chosen.account_id, chosen.name, chosen.licenses, timezone=chosen.timezone)
+
+
+def detractor_state() -> EngagementState:
+    """An account whose champion answered NPS 2 at ``NOW``."""
+    state = EngagementState("acme")
+    state.recent_nps.append(
+        {"user_id": "u-1", "role": "champion", "score": 2, "comment": None, "at": NOW.timestamp()}
+    )
+    state.newest_at = NOW.timestamp()
+    return state
 
 
 def alert(rule: str, severity: str, status: Status = Status.FIRING) -> AlertState:
@@ -55,27 +86,13 @@ def test_account_alerts_round_trip_through_plain_data() -> None:
 
 
 def test_sweeping_a_quiet_account_fires_once_then_holds() -> None:
-    from pathlib import Path
-
     from alerts.evaluate import Context
-    from alerts.rules import load_rules
     from alerts.sweep import sweep_account
-    from stream.accounts import Account
-    from stream.engagement import EngagementState, fold_events
-    from stream.events import UsageEvent, validate_event
-    from stream.simulate import FleetSpec, build_fleet, generate_events
 
-    fleet = build_fleet(FleetSpec(accounts=12, seed=7, as_of=NOW.date()))
-    quiet = next(a for a in fleet if a.behaviour == "going_quiet")
-    state = EngagementState(quiet.account_id, timezone=quiet.timezone)
-    raw = generate_events([quiet], NOW - timedelta(days=28), NOW, seed=7)
-    events = [e for e in (validate_event(d, NOW) for d in raw) if isinstance(e, UsageEvent)]
-    fold_events(state, events)
-    account = Account(quiet.account_id, quiet.name, quiet.licenses, timezone=quiet.timezone)
-    rules = load_rules(Path(__file__).resolve().parents[2] / "config" / "rules.yaml").rules
+    state, account = simulated("going_quiet")
     book = AccountAlerts()
 
-    first = sweep_account(rules, Context(state, account, NOW), book)
+    first = sweep_account(SHIPPED, Context(state, account, NOW), book)
     # usage-drop fits a trend to the days with activity: a silence is not its business.
     assert {c.alert.rule for c in first} >= {"account-silent", "low-daily-usage"}
     assert all(c.kind is ChangeKind.FIRING for c in first)
@@ -86,20 +103,15 @@ def test_sweeping_a_quiet_account_fires_once_then_holds() -> None:
     assert silent.alert.fingerprint in critical
     assert inhibitor(drop, book) in critical
     # An hour later nothing is new: one alert per problem, no second firing.
-    assert sweep_account(rules, Context(state, account, NOW + timedelta(hours=1)), book) == []
+    assert sweep_account(SHIPPED, Context(state, account, NOW + timedelta(hours=1)), book) == []
 
 
 def test_a_rule_with_for_waits_before_firing() -> None:
     from alerts.evaluate import Context
     from alerts.rules import NpsRule
     from alerts.sweep import sweep_account
-    from stream.engagement import EngagementState
 
-    state = EngagementState("acme")
-    state.recent_nps.append(
-        {"user_id": "u-1", "role": "champion", "score": 2, "comment": None, "at": NOW.timestamp()}
-    )
-    state.newest_at = NOW.timestamp()
+    state = detractor_state()
     rule = NpsRule.model_validate({"name": "detractor", "kind": "nps", "for": "2h"})
     assert rule.for_ == 7200.0
     book = AccountAlerts()
@@ -114,13 +126,8 @@ def test_a_rule_that_raises_changes_nothing_and_the_others_still_judge() -> None
     from alerts.lifecycle import Finding
     from alerts.rules import NpsRule
     from alerts.sweep import sweep_account
-    from stream.engagement import EngagementState
 
-    state = EngagementState("acme")
-    state.recent_nps.append(
-        {"user_id": "u-1", "role": "champion", "score": 2, "comment": None, "at": NOW.timestamp()}
-    )
-    state.newest_at = NOW.timestamp()
+    state = detractor_state()
     broken, detractor = (
         NpsRule.model_validate({"name": name, "kind": "nps"}) for name in ("broken", "detractor")
     )
@@ -151,28 +158,13 @@ def test_a_failing_health_rule_leaves_the_health_summary_as_it_was(
 ) -> None:
     """With two health rules, the summary (triage, metrics) comes from the first: when
     it raises, the summary must not turn into the second rule's tier."""
-    from pathlib import Path
-
     from alerts import evaluation
     from alerts.evaluate import Context, evaluate
     from alerts.evaluation import AccountRun, RuleSet
     from alerts.lifecycle import Finding
-    from alerts.rules import Rule, load_rules
-    from stream.accounts import Account
-    from stream.engagement import EngagementState, fold_events
-    from stream.events import UsageEvent, validate_event
-    from stream.simulate import FleetSpec, build_fleet, generate_events
 
-    fleet = build_fleet(FleetSpec(accounts=12, seed=7, as_of=NOW.date()))
-    healthy = next(a for a in fleet if a.behaviour == "healthy")
-    state = EngagementState(healthy.account_id, timezone=healthy.timezone)
-    raw = generate_events([healthy], NOW - timedelta(days=28), NOW, seed=7)
-    fold_events(
-        state, [e for e in (validate_event(d, NOW) for d in raw) if isinstance(e, UsageEvent)]
-    )
-    account = Account(healthy.account_id, healthy.name, healthy.licenses, timezone=healthy.timezone)
-    shipped = load_rules(Path(__file__).resolve().parents[2] / "config" / "rules.yaml").rules
-    first = next(rule for rule in shipped if rule.kind == "health")
+    state, account = simulated("healthy")
+    first = next(rule for rule in SHIPPED if rule.kind == "health")
     strict = first.model_copy(update={"name": "strict-health", "green": 1.0, "yellow": 0.99})
     failed: list[str] = []
     ruleset = RuleSet((first, strict), 6 * 3600.0, lambda r, c, e: failed.append(r.name))

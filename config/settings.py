@@ -75,9 +75,10 @@ class Settings(BaseModel):
     """Largest table record the worker writes (an account's state is one), for the
     producer and the changelogs it creates (their ``max.message.bytes``): Kafka's
     default of 1 MB is the state of an account with ~17,000 events in its lateness
-    window. A state past this cannot be written and stops the worker: docs/state.md
-    gives sizes (16 MiB holds 20,000 ids and 50,000 users with long ids, and their
-    days with a few features)."""
+    window. A batch that would grow a state past this (less 4 KiB of framing) goes to
+    the dead letters as ``state_too_large`` and the state stays as it was:
+    docs/state.md gives sizes (16 MiB holds 20,000 ids and 50,000 users with long ids,
+    and their days with a few features)."""
 
     rules_file: str | None = None
     """The rules YAML; ``None`` means the defaults shipped in config/rules.yaml."""

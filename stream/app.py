@@ -168,6 +168,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         accounts=accounts,
         cached_states=settings.decoded_states,
         evaluator=evaluator,
+        max_state_bytes=settings.max_state_bytes,
     )
     accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)
 

@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 
 SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 
+STATE_TOO_LARGE = "state_too_large"
+"""The dead-letter reason of events whose fold would outgrow ``max_state_bytes``."""
+RECORD_FRAMING = 4096
+"""Bytes of ``max_state_bytes`` kept for a state record's key (an account id, at most
+512 bytes) and Kafka's record and batch headers (under 100 bytes)."""
+
 
 class KafkaMessage(Protocol):
     """The fields of a consumed message the pipeline reads (Faust's ``Message``)."""
@@ -109,6 +115,7 @@ class IngestPipeline:
         accounts: Mapping[str, Any] | None = None,
         cached_states: int = 10_000,
         evaluator: Evaluator | None = None,
+        max_state_bytes: int | None = None,
     ) -> None:
         self._table = table
         self._send_dead_letter = send_dead_letter
@@ -120,6 +127,9 @@ class IngestPipeline:
         """account_id -> (the bytes in the table, that state decoded), least recent first."""
         self._cached_states = cached_states
         self._evaluator = evaluator
+        self._max_state_bytes = max_state_bytes
+        self._too_large: Counter[str] = Counter()
+        """account_id -> batches refused since the worker started (for sparse logging)."""
         self.totals = IngestTotals()
 
     async def process(self, messages: Batch) -> list[str]:
@@ -135,6 +145,20 @@ class IngestPipeline:
         for account_id, group in outcome.accepted.items():
             state, stored = self._load(account_id)
             folded = self._fold(account_id, state, group.records)
+            if folded.counted:
+                encoded = state.to_json()
+                limit = self._max_state_bytes
+                if limit is not None and len(encoded) > limit - RECORD_FRAMING:
+                    detail = self._refuse(account_id, len(encoded))
+                    dead.extend(
+                        DeadLetter(STATE_TOO_LARGE, detail, values[i] or b"", position(i), now)
+                        for i in group.indexes
+                    )
+                    continue
+                # One assignment per account per batch: each one is a changelog record.
+                stored = encoded
+                self._table[account_id] = stored
+                touched.append(account_id)
             counted += folded.counted
             newest = self.totals.newest_event_at
             if state.newest_at is not None and (newest is None or state.newest_at > newest):
@@ -144,11 +168,6 @@ class IngestPipeline:
                 at = group.records[i][2]
                 source = position(index)
                 dead.append(_late_letter(at, values[index], source, state, self._policy, now=now))
-            if folded.counted:
-                # One assignment per account per batch: each one is a changelog record.
-                stored = state.to_json()
-                self._table[account_id] = stored
-                touched.append(account_id)
             self._remember(account_id, stored, state)
         for letter in dead:
             await self._send_dead_letter(letter)
@@ -174,6 +193,26 @@ class IngestPipeline:
 
         self._evaluator.fold(account_id, state, records, fold)
         return total
+
+    def _refuse(self, account_id: str, size: int) -> str:
+        """The batch would grow the account's state past what the changelog takes: a
+        write Kafka refuses stops the worker, on the write and again after every
+        restart. Instead the state stays as the table holds it (the folded object is
+        dropped, and the evaluator's results on it), and every event of the batch for
+        this account goes to the dead letters, to be published again once the limit is
+        raised (docs/state.md); the other accounts go on. Returns the letters' detail."""
+        self._let_go(account_id)
+        self._too_large[account_id] += 1
+        refused = self._too_large[account_id]
+        detail = (
+            f"account {account_id!r}: its state would be {size:,} bytes with this batch, "
+            f"past max_state_bytes ({self._max_state_bytes:,} bytes, {RECORD_FRAMING:,} of "
+            f"them kept for the record's key and framing); the state stays as it was: raise "
+            f"max_state_bytes (docs/state.md) and publish this event again"
+        )
+        if refused == 1 or refused % 100 == 0:
+            log.warning("%s (%d batches refused)", detail, refused)
+        return detail
 
     def current_state(self, account_id: str, *, decode: bool = True) -> EngagementState | None:
         """The account's state as the table holds it now (``None``: no state), as the
@@ -220,11 +259,15 @@ class IngestPipeline:
         if self._evaluator is not None:
             self._evaluator.let_go(account_id)
 
-    def _count(self, valid: Counter[str], counted: int, late: int, dead: list[DeadLetter]) -> None:
+    def _count(
+        self, valid: Counter[str], counted: int, valid_dead: int, dead: list[DeadLetter]
+    ) -> None:
+        """``valid_dead``: valid events sent to the dead letters (late, or refused with
+        their account's batch); a valid event is counted, a duplicate, or one of them."""
         totals = self.totals
         totals.batches += 1
         totals.valid_by_type.update(valid)
-        totals.duplicates += valid.total() - counted - late
+        totals.duplicates += valid.total() - counted - valid_dead
         totals.dead_by_reason.update(letter.reason for letter in dead)
 
 

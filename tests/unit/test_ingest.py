@@ -20,7 +20,13 @@ from stream.deadletter import DEAD_LETTER_SCHEMA, DeadLetter, SourcePosition
 from stream.engagement import EngagementState, FoldOutcome, StatePolicy, fold_events
 from stream.events import EventLimits, EventType, UsageEvent
 from stream.ingest import RawMessage, triage_batch
-from stream.pipeline import AccountsPipeline, IngestPipeline, raw_message
+from stream.pipeline import (
+    RECORD_FRAMING,
+    STATE_TOO_LARGE,
+    AccountsPipeline,
+    IngestPipeline,
+    raw_message,
+)
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TOPIC = "engagewatch.events"
@@ -1043,3 +1049,92 @@ async def test_the_pipeline_reuses_decoded_state_only_while_the_table_holds_it(
     await pipeline.process([message(event_json("a3"), offset=2)])
     assert decodes["n"] == 1
     assert original(table["acme"]).event_counts == {"login": 42}
+
+
+# --- a state past max_state_bytes -------------------------------------------------------
+
+STATE_LIMIT = RECORD_FRAMING + 2_000
+
+
+def long_id(n: int) -> str:
+    return f"bulk-{n:03d}-" + "x" * 100
+
+
+async def test_a_batch_that_would_outgrow_max_state_bytes_goes_to_the_dead_letters_whole(
+    table: CountingTable, sink: DeadLetterSink
+) -> None:
+    """Kafka refuses a record past the changelog's limit, and a refused write stops the
+    worker, again after every restart: the batch's events of that account are dead
+    lettered instead (each once, with its bytes and position), its state stays as the
+    table holds it, and the other accounts of the batch are folded."""
+    pipeline = IngestPipeline(table, sink, ManualClock(NOW), max_state_bytes=STATE_LIMIT)
+    await pipeline.process(
+        [keyed(event_json("a1"), "acme", 0), keyed(event_json("g1", "globex"), "globex", 1)]
+    )
+    before = table["acme"]
+    assert len(before) < STATE_LIMIT - RECORD_FRAMING - 1_000
+
+    bulk = [keyed(event_json(long_id(n)), "acme", 10 + n) for n in range(40)]
+    again = keyed(event_json("a1"), "acme", 50)  # a duplicate: refused with its batch
+    late = keyed(event_json("a-late", occurred_at=NOW - timedelta(days=30)), "acme", 51)
+    touched = await pipeline.process(
+        [*bulk[:20], keyed(event_json("g2", "globex"), "globex", 9), again, late, *bulk[20:]]
+    )
+
+    assert touched == ["globex"]
+    assert table["acme"] is before and table.writes["acme"] == 1
+    assert stored(table, "globex").event_counts == {"login": 2}
+    refused = [letter for letter in sink.sent if letter.reason == STATE_TOO_LARGE]
+    assert sink.sent == refused
+    assert [letter.original for letter in refused] == [
+        m.value for m in [*bulk[:20], again, late, *bulk[20:]]
+    ]
+    assert [letter.source.offset for letter in refused] == [*range(10, 30), 50, 51, *range(30, 50)]
+    detail = refused[0].detail
+    assert "'acme'" in detail and f"max_state_bytes ({STATE_LIMIT:,} bytes" in detail
+    size = int(detail.split("would be ")[1].split(" bytes")[0].replace(",", ""))
+    assert size > STATE_LIMIT - RECORD_FRAMING
+    assert pipeline.totals.dead_by_reason == Counter({STATE_TOO_LARGE: 42})
+    assert pipeline.totals.duplicates == 0  # each valid event: counted, duplicate or dead
+
+    # The next batch folds into the state as the table holds it, not the refused fold.
+    await pipeline.process([keyed(event_json("a2"), "acme", 60)])
+    assert stored(table, "acme").event_counts == {"login": 2}
+
+    # Nothing is lost: with the limit raised, the dead letters are published again.
+    raised = IngestPipeline(table, sink, ManualClock(NOW))
+    await raised.process(
+        [message(letter.original, letter.source.key, letter.source.offset) for letter in refused]
+    )
+    assert stored(table, "acme").event_counts == {"login": 42}  # a1 again is a duplicate
+    assert raised.totals.dead_by_reason == Counter({"late": 1})
+
+
+async def test_a_new_account_too_large_for_its_first_write_gets_no_state(
+    table: CountingTable, sink: DeadLetterSink
+) -> None:
+    pipeline = IngestPipeline(table, sink, ManualClock(NOW), max_state_bytes=STATE_LIMIT)
+    await pipeline.process([keyed(event_json(long_id(n)), "acme", n) for n in range(40)])
+    assert "acme" not in table
+    assert pipeline.current_state("acme") is None
+    assert Counter(letter.reason for letter in sink.sent) == Counter({STATE_TOO_LARGE: 40})
+
+
+async def test_a_state_exactly_at_the_limit_is_written(
+    table: CountingTable, sink: DeadLetterSink
+) -> None:
+    """The limit is the record Kafka takes: a state of max_state_bytes less the framing
+    kept for key and headers is written, a byte more is not."""
+    batch = [keyed(event_json(long_id(n)), "acme", n) for n in range(5)]
+    reference = CountingTable()
+    await IngestPipeline(reference, DeadLetterSink(), ManualClock(NOW)).process(batch)
+    size = len(reference["acme"])
+
+    at_limit = IngestPipeline(table, sink, ManualClock(NOW), max_state_bytes=size + RECORD_FRAMING)
+    assert await at_limit.process(batch) == ["acme"]
+    assert table["acme"] == reference["acme"] and not sink.sent
+
+    over = CountingTable()
+    past = IngestPipeline(over, sink, ManualClock(NOW), max_state_bytes=size + RECORD_FRAMING - 1)
+    assert await past.process(batch) == []
+    assert "acme" not in over and len(sink.sent) == 5

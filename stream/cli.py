@@ -1,4 +1,4 @@
-"""``engagewatch``: the one command-line entry point (see docs/cli.md)."""
+"""``engagewatch``: the one command-line entry point (the README lists its commands)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--rules", type=Path, help="rules YAML (default: the configured rules)")
     replay.add_argument(
         "--until",
-        type=_moment,
+        type=moment_argument,
         default=None,
         help="judge idle accounts up to this RFC 3339 time (default: the last event)",
     )
@@ -102,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="processes sharing the accounts (the output is the same; default 1)",
     )
-    from stream import triage_cli
+    from stream import deadletters_cli, triage_cli
 
+    deadletters_cli.add_parser(sub)
     triage_cli.add_parser(sub)
     return parser
 
@@ -274,6 +275,12 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from stream import deadletters_cli
+
+    return deadletters_cli.run(settings, args)
+
+
 def _triage(settings: Settings, args: argparse.Namespace) -> int:
     from stream import triage_cli
 
@@ -286,12 +293,13 @@ _COMMANDS = {
     "simulate": _simulate,
     "alerts": _alerts,
     "replay": _replay,
+    "dead-letters": _dead_letters,
     "triage": _triage,
 }
 
 
-def _moment(text: str) -> datetime:
-    """An RFC 3339 time with an offset, for --until."""
+def moment_argument(text: str) -> datetime:
+    """An RFC 3339 time with an offset, for options such as --until."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. Z")

@@ -8,6 +8,7 @@ be byte-for-byte what the pure fold computes, however the batches fell.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import urllib.request
 from collections.abc import Sequence
@@ -16,17 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from config.settings import Settings
-from stream import codec
+from stream import codec, deadletters_cli
 from stream.app import state_policy
+from stream.cli import _parser
 from stream.clock import SystemClock
 from stream.deadletter import DeadLetter, SourcePosition
 from stream.engagement import EngagementState
 from stream.ingest import RawMessage
-from stream.pipeline import AccountsPipeline, IngestPipeline
+from stream.pipeline import RECORD_FRAMING, STATE_TOO_LARGE, AccountsPipeline, IngestPipeline
 from stream.publish import Publisher
 from stream.simulate import FleetSpec, SimAccount, build_fleet, generate_events
+from stream.topics import TopicNames
 from tests.conftest import free_port
 from tests.integration.harness import WorkerProcess, engagement_states, read_topic, wait_for
 
@@ -234,6 +238,36 @@ def test_read_api_answers_404_for_an_unknown_account_and_400_for_a_bad_query(
         assert only.stop() == 0
 
 
+def big_account_event(n: int, start: datetime) -> dict[str, Any]:
+    """The ``n``-th event of a busy account, two seconds apart, with long ids."""
+    return {
+        "schema": 1,
+        "event_id": f"bigco-{n:06d}-" + "x" * 100,
+        "type": "login" if n % 5 == 0 else "feature_used",
+        "account_id": "bigco",
+        "user_id": f"u-{n % 600:03d}",
+        "occurred_at": (start + timedelta(seconds=2 * n)).isoformat().replace("+00:00", "Z"),
+        "properties": {} if n % 5 == 0 else {"feature": f"f-{n % 7}"},
+    }
+
+
+def refused(settings: Settings) -> list[DeadLetter]:
+    """The dead letters of events refused for their account's state size."""
+    topic = TopicNames.from_settings(settings).dead_letters
+    letters = [
+        DeadLetter.from_json(value)
+        for _, value, _, _ in read_topic(settings.kafka_bootstrap, topic)
+        if value is not None
+    ]
+    return [letter for letter in letters if letter.reason == STATE_TOO_LARGE]
+
+
+def folded(settings: Settings, account_id: str) -> int:
+    """Events counted in the account's state on the changelog (0: no state yet)."""
+    state = engagement_states(settings.kafka_bootstrap, changelog(settings)).get(account_id)
+    return sum(state.event_counts.values()) if state is not None else 0
+
+
 def test_an_account_whose_state_outgrows_a_megabyte_is_folded_and_restored(
     engine_settings: Settings, tmp_path: Path
 ) -> None:
@@ -243,18 +277,7 @@ def test_an_account_whose_state_outgrows_a_megabyte_is_folded_and_restored(
     written to the changelog, read back by the next worker, and served."""
     settings = engine_settings
     start = END - timedelta(hours=20)
-    events = [
-        {
-            "schema": 1,
-            "event_id": f"bigco-{n:06d}-" + "x" * 100,
-            "type": "login" if n % 5 == 0 else "feature_used",
-            "account_id": "bigco",
-            "user_id": f"u-{n % 600:03d}",
-            "occurred_at": (start + timedelta(seconds=2 * n)).isoformat().replace("+00:00", "Z"),
-            "properties": {} if n % 5 == 0 else {"feature": f"f-{n % 7}"},
-        }
-        for n in range(25_000)
-    ]
+    events = [big_account_event(n, start) for n in range(25_000)]
     expected = reference_states(settings, [], events)
     assert len(expected["bigco"].to_json()) > 2_500_000
 
@@ -275,3 +298,83 @@ def test_an_account_whose_state_outgrows_a_megabyte_is_folded_and_restored(
         assert after["metrics"] == before["metrics"]
     finally:
         assert second.stop() == 0
+
+
+def test_an_account_outgrowing_max_state_bytes_is_dead_lettered_and_the_worker_goes_on(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """The same busy account with max_state_bytes at its floor, 1 MiB: its state would
+    pass it. Before, the write failed and stopped the worker, on every restart. Now the
+    batches that would outgrow it go to the dead letters (every event is folded or
+    there), the state stays under the limit, the next account is still folded, and a
+    restarted worker reads it all back."""
+    settings = engine_settings.model_copy(update={"max_state_bytes": 1 << 20})
+    start = END - timedelta(hours=20)
+    events = [big_account_event(n, start) for n in range(25_000)]
+    small = [
+        {**big_account_event(n, start), "account_id": "smallco", "event_id": f"small-{n}"}
+        for n in range(10)
+    ]
+    log = tmp_path / "worker.log"
+    first = worker(settings, log)
+    first.start()
+    try:
+        publish(settings, [], events)
+        wait_for(
+            lambda: len(refused(settings)) + folded(settings, "bigco") == len(events),
+            120,
+            "every event of the big account folded or dead-lettered",
+            2,
+        )
+        publish(settings, [], small)
+        wait_for(lambda: folded(settings, "smallco") == len(small), 60, "the next account", 1)
+        served = get_json(first.settings.web_port, "/accounts/bigco")
+    finally:
+        assert first.stop() == 0
+    letters = refused(settings)
+    assert letters and all(letter.source.key == b"bigco" for letter in letters)
+    assert "past max_state_bytes (1,048,576 bytes" in letters[0].detail
+    assert "past max_state_bytes" in log.read_text()
+    sizes = [
+        len(value)
+        for key, value, _, _ in read_topic(settings.kafka_bootstrap, changelog(settings))
+        if key == b"bigco" and value is not None
+    ]
+    assert max(sizes) <= (1 << 20) - RECORD_FRAMING
+    # Nothing lost: each event was counted once or dead-lettered once, never both.
+    remembered = engagement_states(settings.kafka_bootstrap, changelog(settings))["bigco"]
+    refused_ids = {json.loads(letter.original)["event_id"] for letter in letters}
+    assert len(refused_ids) == len(letters)
+    assert not refused_ids & set(remembered.recent_ids)
+
+    # The runbook (docs/state.md): raise the limit, on the changelog too, restart, and
+    # publish the refused events again. The restarted worker reads the state back; the
+    # events it gets again are all counted, once.
+    raised = settings.model_copy(update={"max_state_bytes": 16 << 20})
+    raise_changelog_limit(raised)
+    second = worker(raised, log)
+    second.start()
+    try:
+        after = get_json(second.settings.web_port, "/accounts/bigco")
+        assert after["event_counts"] == served["event_counts"]
+        assert sum(after["event_counts"].values()) == len(events) - len(letters)
+        out = io.StringIO()
+        command = _parser().parse_args(["dead-letters", "--reason", STATE_TOO_LARGE, "--republish"])
+        assert deadletters_cli.run(raised, command, out) == 0
+        assert f"republished {len(letters):,} events" in out.getvalue()
+        wait_for(lambda: folded(raised, "bigco") == len(events), 120, "the events sent again", 2)
+        whole = get_json(second.settings.web_port, "/accounts/bigco")
+        assert whole["event_counts"] == {"feature_used": 20_000, "login": 5_000}
+    finally:
+        assert second.stop() == 0
+    assert len(refused(raised)) == len(letters)  # none refused again
+
+
+def raise_changelog_limit(settings: Settings) -> None:
+    """What ``kafka-configs.sh --alter`` does for a changelog made with a lower limit."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        limit = {"max.message.bytes": str(settings.max_state_bytes)}
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, changelog(settings), limit)])
+    finally:
+        admin.close()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 
 from alerts.evaluation import AccountRun, Notice, RuleSet
-from alerts.rules import Rule
+from alerts.rules import Rule, judged_features
 from alerts.sweep import AccountAlerts, OnFailure, log_failure
 from stream.accounts import Account
 from stream.engagement import EngagementState, StatePolicy, fold_records
@@ -78,7 +78,8 @@ def backtest_records(
     if times is None:
         times = list(map(_TIME, records))
     codes = list(map(_CODE, records))
-    run.on_events(times, codes, lambda i, j: _fold(state, records[i:j], policy))
+    kept = (policy or StatePolicy()).keeping(judged_features(rules))  # as live: stream/app.py
+    run.on_events(times, codes, lambda i, j: _fold(state, records[i:j], kept))
     run.on_clock(end.timestamp())
     return [notice for notice in run.notices if notice.change.at >= start]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -43,6 +43,7 @@ __all__ = [
     "TimeToValueRule",
     "calendars_for",
     "json_schema",
+    "judged_features",
     "load_rules",
     "parse_duration_s",
 ]
@@ -415,6 +416,12 @@ class RuleSet(BaseModel):
         for rule in self.rules:
             rule._calendars = shared
         return self
+
+
+def judged_features(rules: Iterable[Rule]) -> frozenset[str]:
+    """Feature names the rules read: the state keeps them whatever the day's feature
+    limit (``StatePolicy.kept_features``)."""
+    return frozenset(rule.feature for rule in rules if isinstance(rule, AdoptionRule))
 
 
 def load_rules(path: Path) -> RuleSet:

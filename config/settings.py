@@ -67,6 +67,10 @@ class Settings(BaseModel):
     """Event ids remembered per account for duplicate detection (within the lateness)."""
     exact_user_limit: PositiveInt = 50_000
     """Distinct users per account counted exactly; beyond it counts are a lower bound."""
+    features_per_day: PositiveInt = 200
+    """Distinct feature names kept per account and day; a day's later new names are
+    counted together as ``(other)`` (names the rules judge are always kept), so a
+    producer sending ids as feature names cannot grow the state without bound."""
     decoded_states: Annotated[int, Field(ge=0)] = 10_000
     """Accounts whose state a worker keeps decoded between batches (the most recent):
     each costs three to five times its JSON in memory (docs/state.md), so a worker of

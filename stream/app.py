@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from alerts.evaluation import RuleSet
-from alerts.rules import load_rules
+from alerts.rules import Rule, judged_features, load_rules
 from config.settings import Settings
 from stream.accounts import Account
 from stream.bulk import ReaderProgress, bulk_reader_service
@@ -62,14 +63,16 @@ class Engine:
     triage: TriageStore | None = None
 
 
-def state_policy(settings: Settings) -> StatePolicy:
-    """The engagement-state bounds the settings ask for."""
+def state_policy(settings: Settings, rules: Sequence[Rule] = ()) -> StatePolicy:
+    """The engagement-state bounds the settings ask for, keeping the features the
+    ``rules`` read past the day's feature limit (as replay does: alerts/backtest.py)."""
     return StatePolicy(
         horizon_days=settings.horizon_days,
         lateness_s=settings.allowed_lateness_s,
         dedup_capacity=settings.dedup_capacity,
         exact_user_limit=settings.exact_user_limit,
-    )
+        features_per_day=settings.features_per_day,
+    ).keeping(judged_features(rules))
 
 
 def events_group(settings: Settings) -> str:
@@ -164,7 +167,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         send_dead_letter,
         now,
         limits=EventLimits(settings.max_event_bytes, timedelta(seconds=settings.future_skew_s)),
-        policy=state_policy(settings),
+        policy=state_policy(settings, rules),
         accounts=accounts,
         cached_states=settings.decoded_states,
         evaluator=evaluator,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from itertools import islice
@@ -35,6 +35,7 @@ from stream import codec
 from stream.events import KINDS, Record, UsageEvent, record_of
 
 __all__ = [
+    "OTHER_FEATURES",
     "DayBucket",
     "EngagementState",
     "FoldOutcome",
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 STATE_VERSION = 1
+OTHER_FEATURES = "(other)"
+"""Where a day's feature names past ``StatePolicy.features_per_day`` are counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,18 @@ class StatePolicy:
     exact_user_limit: int = 50_000
     """Distinct users tracked exactly per account; beyond it users share bitmap slots."""
     recent_nps: int = 20
+    features_per_day: int = 200
+    """Distinct feature names kept per account and day; later new names that day are
+    counted under :data:`OTHER_FEATURES`, so a producer sending ids as feature names
+    cannot grow the state without bound."""
+    kept_features: frozenset[str] = frozenset()
+    """Names always kept, past the limit too: those the rules judge."""
+
+    def keeping(self, features: frozenset[str]) -> StatePolicy:
+        """This policy, also keeping ``features`` past the day's limit."""
+        if features <= self.kept_features:
+            return self
+        return replace(self, kept_features=self.kept_features | features)
 
 
 @dataclass(slots=True)
@@ -300,6 +315,8 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
     tail = next(reversed(ids.values()), -math.inf)  # the newest id's time, if in order
     sorted_upto = len(ids) if in_order else 0  # ids known to be in time order
     lateness = policy.lateness_s
+    feature_limit = policy.features_per_day
+    kept_features = policy.kept_features
     inf = math.inf
     newest = -inf if state.newest_at is None else state.newest_at
     bound = newest - lateness
@@ -367,7 +384,13 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
                 active = True
         if code == 2:  # feature_used
             features = bucket.features
-            features[value] = features.get(value, 0) | bit
+            used = features.get(value)
+            if used is None:
+                used = 0
+                if len(features) >= feature_limit and value not in kept_features:
+                    value = OTHER_FEATURES
+                    used = features.get(value, 0)
+            features[value] = used | bit
             if at < first_action:  # noqa: PLR1730
                 first_action = at
         elif code == 0:  # login

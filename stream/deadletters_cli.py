@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -51,16 +51,29 @@ class Choice:
 
 @dataclass(slots=True)
 class DeadLetterSummary:
-    """Counts over the whole topic, and over the letters chosen."""
+    """Counts over the whole topic, and over the letters chosen. Letters are not kept
+    (a producer bug can leave millions): each chosen one is handed to ``each`` as it is
+    read, and only the first ``show`` are kept to print."""
 
     total: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
-    chosen: list[DeadLetter] = field(default_factory=list)
     unreadable: int = 0
     """Records that are not dead letters of this schema (counted, never republished)."""
+    chosen: int = 0
+    by_key: Counter[str] = field(default_factory=Counter)
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    shown: list[DeadLetter] = field(default_factory=list)
 
     @classmethod
-    def of(cls, records: Iterable[bytes | None], choice: Choice) -> DeadLetterSummary:
+    def of(
+        cls,
+        records: Iterable[bytes | None],
+        choice: Choice,
+        *,
+        show: int = 0,
+        each: Callable[[DeadLetter], None] | None = None,
+    ) -> DeadLetterSummary:
         summary = cls()
         for value in records:
             summary.total += 1
@@ -71,8 +84,19 @@ class DeadLetterSummary:
                 continue
             summary.by_reason[letter.reason] += 1
             if choice.takes(letter):
-                summary.chosen.append(letter)
+                summary._choose(letter, show)
+                if each is not None:
+                    each(letter)
         return summary
+
+    def _choose(self, letter: DeadLetter, show: int) -> None:
+        self.chosen += 1
+        self.by_key[_key(letter) or "(no key)"] += 1
+        at = letter.rejected_at
+        self.first_at = at if self.first_at is None else min(self.first_at, at)
+        self.last_at = at if self.last_at is None else max(self.last_at, at)
+        if len(self.shown) < show:
+            self.shown.append(letter)
 
     def report(self, topic: str, out: TextIO) -> None:
         print(f"{self.total:,} dead letters on {topic}", file=out)
@@ -80,17 +104,19 @@ class DeadLetterSummary:
             print(f"  {count:>10,}  {reason}", file=out)
         if self.unreadable:
             print(f"  {self.unreadable:>10,}  (not a dead letter: left alone)", file=out)
-        chosen = self.chosen
-        print(f"chosen: {len(chosen):,}", file=out)
-        if not chosen:
+        print(f"chosen: {self.chosen:,}", file=out)
+        if self.first_at is None or self.last_at is None:
             return
-        times = [letter.rejected_at for letter in chosen]
-        print(f"  rejected from {min(times).isoformat()} to {max(times).isoformat()}", file=out)
-        accounts = Counter(_key(letter) or "(no key)" for letter in chosen)
-        top = ", ".join(f"{key} {n:,}" for key, n in accounts.most_common(TOP_ACCOUNTS))
-        more = len(accounts) - TOP_ACCOUNTS
+        print(
+            f"  rejected from {self.first_at.isoformat()} to {self.last_at.isoformat()}", file=out
+        )
+        keys = self.by_key
+        top = ", ".join(f"{key} {n:,}" for key, n in keys.most_common(TOP_ACCOUNTS))
+        more = len(keys) - TOP_ACCOUNTS
         rest = f", {more:,} more" if more > 0 else ""
-        print(f"  {len(accounts):,} keys: {top}{rest}", file=out)
+        print(f"  {len(keys):,} keys: {top}{rest}", file=out)
+        for letter in self.shown:
+            print(_line(letter), file=out)
 
 
 def add_parser(sub: Any) -> None:
@@ -128,25 +154,27 @@ def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) 
 
     topics = TopicNames.from_settings(settings)
     choice = Choice(frozenset(args.reason), frozenset(args.account), args.since)
-    summary = DeadLetterSummary.of(_values(settings, topics.dead_letters), choice)
-    summary.report(topics.dead_letters, out)
-    for letter in summary.chosen[: max(args.show, 0)]:
-        print(_line(letter), file=out)
-    if not args.republish or not summary.chosen:
+    values = _values(settings, topics.dead_letters)
+    if not args.republish:
+        DeadLetterSummary.of(values, choice, show=args.show).report(topics.dead_letters, out)
         return 0
     publisher = Publisher(settings)
     skipped: Counter[str] = Counter()
+
+    def republish(letter: DeadLetter) -> None:
+        if letter.source.topic == topics.events:
+            publisher.send_event(letter.original, letter.source.key)
+        elif letter.source.topic == topics.accounts:
+            publisher.send_account(letter.original, letter.source.key)
+        else:
+            skipped[letter.source.topic] += 1
+
     try:
-        for letter in summary.chosen:
-            if letter.source.topic == topics.events:
-                publisher.send_event(letter.original, letter.source.key)
-            elif letter.source.topic == topics.accounts:
-                publisher.send_account(letter.original, letter.source.key)
-            else:
-                skipped[letter.source.topic] += 1
+        summary = DeadLetterSummary.of(values, choice, show=args.show, each=republish)
         publisher.flush()
     finally:
         publisher.close()
+    summary.report(topics.dead_letters, out)
     report = publisher.report
     print(
         f"republished {report.events:,} events to {topics.events} and "

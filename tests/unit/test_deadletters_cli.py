@@ -7,6 +7,7 @@ in tests/integration/test_engagement_kafka.py.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,17 +26,31 @@ def letter(
     return DeadLetter(reason, f"why {reason}", b'{"x": 1}', source, AT + timedelta(minutes=minutes))
 
 
-def summary_of(letters: list[DeadLetter | bytes | None], choice: Choice) -> DeadLetterSummary:
+def chosen(letters: list[DeadLetter | bytes | None], choice: Choice) -> list[DeadLetter]:
+    """The letters handed on for republishing, in topic order."""
+    handed: list[DeadLetter] = []
+    summary = summary_of(letters, choice, handed.append)
+    assert summary.chosen == len(handed)
+    return handed
+
+
+def summary_of(
+    letters: list[DeadLetter | bytes | None],
+    choice: Choice,
+    each: Callable[[DeadLetter], None] | None = None,
+    show: int = 0,
+) -> DeadLetterSummary:
     values = [item.to_json() if isinstance(item, DeadLetter) else item for item in letters]
-    return DeadLetterSummary.of(values, choice)
+    return DeadLetterSummary.of(values, choice, show=show, each=each)
 
 
 def test_no_filter_chooses_every_letter_and_counts_reasons() -> None:
     letters = [letter("late"), letter("state_too_large"), letter("late", b"globex")]
-    summary = summary_of(list(letters), Choice())
+    summary = summary_of(list(letters), Choice(), show=2)
     assert summary.total == 3
     assert summary.by_reason == {"late": 2, "state_too_large": 1}
-    assert summary.chosen == letters  # read back equal, bytes and position included
+    assert summary.shown == letters[:2]  # kept to print: only as many as shown
+    assert chosen(list(letters), Choice()) == letters  # read back equal, bytes and position
 
 
 def test_filters_combine_reason_prefix_account_and_time() -> None:
@@ -46,37 +61,39 @@ def test_filters_combine_reason_prefix_account_and_time() -> None:
         letter("late", minutes=30),
         letter("bad_value:role", None, minutes=40),
     ]
-    assert summary_of(list(letters), Choice(frozenset({"bad_value:"}))).chosen == [
+    assert chosen(list(letters), Choice(frozenset({"bad_value:"}))) == [
         letters[0],
         letters[1],
         letters[4],
     ]
     # A reason without the colon is exact: "bad_value" names no letter.
-    assert summary_of(list(letters), Choice(frozenset({"bad_value"}))).chosen == []
-    assert summary_of(list(letters), Choice(frozenset({"late", "bad_type:role"}))).chosen == [
+    assert chosen(list(letters), Choice(frozenset({"bad_value"}))) == []
+    assert chosen(list(letters), Choice(frozenset({"late", "bad_type:role"}))) == [
         letters[2],
         letters[3],
     ]
-    assert summary_of(list(letters), Choice(accounts=frozenset({"acme"}))).chosen == [
+    assert chosen(list(letters), Choice(accounts=frozenset({"acme"}))) == [
         letters[0],
         letters[2],
         letters[3],
     ]
     since = Choice(frozenset({"bad_value:"}), since=AT + timedelta(minutes=10))
-    assert summary_of(list(letters), since).chosen == [letters[1], letters[4]]
+    assert chosen(list(letters), since) == [letters[1], letters[4]]
 
 
 def test_records_that_are_not_dead_letters_are_counted_and_never_chosen() -> None:
-    summary = summary_of([b"not json", None, b'{"schema": 1}', letter("late")], Choice())
-    assert (summary.total, summary.unreadable) == (4, 3)
-    assert [item.reason for item in summary.chosen] == ["late"]
+    records: list[DeadLetter | bytes | None] = [b"not json", None, b'{"schema": 1}', letter("late")]
+    summary = summary_of(records, Choice())
+    assert (summary.total, summary.unreadable, summary.chosen) == (4, 3, 1)
+    assert [item.reason for item in chosen(records, Choice())] == ["late"]
 
 
 def test_the_report_names_counts_reasons_time_span_and_busiest_keys() -> None:
     letters = [letter("state_too_large", b"bigco", minutes=m) for m in range(3)]
     letters += [letter("late", b"acme", minutes=90)]
     out = io.StringIO()
-    summary_of(list(letters), Choice(frozenset({"state_too_large"}))).report("ew.events.dlq", out)
+    summary = summary_of(list(letters), Choice(frozenset({"state_too_large"})), show=1)
+    summary.report("ew.events.dlq", out)
     assert out.getvalue().splitlines() == [
         "4 dead letters on ew.events.dlq",
         "           3  state_too_large",
@@ -84,6 +101,7 @@ def test_the_report_names_counts_reasons_time_span_and_busiest_keys() -> None:
         "chosen: 3",
         "  rejected from 2026-11-23T05:00:00+00:00 to 2026-11-23T05:02:00+00:00",
         "  1 keys: bigco 3",
+        "2026-11-23T05:00:00+00:00  state_too_large  bigco  ew.events/2@0  why state_too_large",
     ]
 
 

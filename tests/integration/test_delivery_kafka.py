@@ -232,7 +232,9 @@ def alert_event(n: int) -> dict[str, Any]:
         "ends_at": None,
         "repeat": False,
         "inhibited_by": None,
-        "generated_at": "2026-11-23T00:00:00Z",
+        # Judged just now: an alert judged over a day ago is old news that the notifier
+        # holds back for catch_up_wait (a fixed date here broke the test a day later).
+        "generated_at": datetime.now(UTC).isoformat(),
     }
 
 

@@ -38,8 +38,10 @@ from alerts.lifecycle import (
 from alerts.rules import Rule
 
 __all__ = [
+    "ACCOUNT_DELETED",
     "AccountAlerts",
     "OnFailure",
+    "close_deleted_account",
     "inhibitor",
     "log_failure",
     "resolve_by_hand",
@@ -156,6 +158,23 @@ def resolve_by_hand(
         alerts.states[fingerprint] = state
         alerts.changed = True
     return change
+
+
+ACCOUNT_DELETED = "account record deleted"
+"""The reason on the alerts an account's deletion resolves (``resolved_by: engagewatch``)."""
+
+
+def close_deleted_account(alerts: AccountAlerts, now: datetime) -> list[Change]:
+    """The account's record was deleted (a tombstone on the accounts topic): each
+    firing alert resolves, annotated as a person's resolve is, so that whoever heard
+    of it hears it is over and why; pending ones end unseen. The caller then drops
+    the whole book: nothing of the account is judged any more."""
+    changes = []
+    for fingerprint in sorted(alerts.states):
+        change = resolve_by_hand(alerts, fingerprint, now, "engagewatch", ACCOUNT_DELETED)
+        if change is not None:
+            changes.append(change)
+    return changes
 
 
 def inhibitor(change: Change, alerts: AccountAlerts) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +30,7 @@ from stream.evaluator import LiveEvaluator
 from stream.events import EventLimits
 from stream.ingest import Batch
 from stream.notify import register_notifier
-from stream.pipeline import AccountsPipeline, IngestPipeline, raw_message
+from stream.pipeline import AccountsPipeline, IngestPipeline, OnDeleted, raw_message
 from stream.portfolio import register_portfolio_view
 from stream.snapshot import account_snapshot
 from stream.sweeper import Sweeper, SweepReport
@@ -173,7 +173,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         evaluator=evaluator,
         max_state_bytes=settings.max_state_bytes,
     )
-    accounts_pipeline = AccountsPipeline(accounts, send_dead_letter, now)
 
     async def ingest_batch(messages: Batch) -> None:
         await ensure_metadata(app, engagement_table, alerts_table)
@@ -203,7 +202,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     async def account_records(stream: Any) -> None:
         """Keep the accounts table in step with the compacted accounts topic."""
         async for batch in stream.take_events(500, within=1.0):
-            await ensure_metadata(app, accounts_table)
+            await ensure_metadata(app, accounts_table, engagement_table, alerts_table)
             await accounts_pipeline.process([raw_message(event.message) for event in batch])
 
     @app.timer(STATS_INTERVAL_S)
@@ -249,7 +248,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         lambda: owned_items(app, engagement_table),
         accounts,
         AccountKeyed(alerts_table),
-        publish=publish_alert,
+        publish=evaluator.publish,  # in order with the events judged as they are folded
         catch_up_lag_s=settings.catch_up_lag_s,
         behind=lambda account_id: progress.behind(key_partition(account_id.encode(), n)),
         triage=triage,
@@ -259,6 +258,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         current_state=pipeline.current_state,
         reuse_for=evaluator.reuse_for,
         on_rule_failure=telemetry.count_rule_failure,
+        forget_state=pipeline.forget,
+    )
+    accounts_pipeline = AccountsPipeline(
+        accounts, send_dead_letter, now, _account_removal(sweeper, telemetry, now)
     )
 
     if settings.notifier_enabled:
@@ -287,6 +290,18 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         sweeper=sweeper,
         triage=triage,
     )
+
+
+def _account_removal(sweeper: Sweeper, telemetry: EngineMetrics, clock: Clock) -> OnDeleted:
+    """Tombstones on the accounts topic: the accounts' state and alerts go too."""
+
+    async def remove(deleted: Mapping[str, bytes | None]) -> None:
+        resolved = await sweeper.remove(deleted, clock.now())
+        telemetry.count_alert_changes(resolved)
+        names = ", ".join(sorted(deleted)[:10]) + (" ..." if len(deleted) > 10 else "")
+        log.info("accounts deleted: %s; state dropped, %d alerts resolved", names, len(resolved))
+
+    return remove
 
 
 def _report_sweep(telemetry: EngineMetrics, report: SweepReport, backlog: int | None) -> None:

@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     produce = sub.add_parser("produce", help="publish JSONL events or account records to Kafka")
     produce.add_argument("file", type=Path)
 
+    delete = sub.add_parser(
+        "delete-account",
+        help="delete accounts: their state goes, their firing alerts resolve (a tombstone)",
+    )
+    delete.add_argument("account_ids", nargs="+", metavar="ACCOUNT_ID")
+
     simulate = sub.add_parser("simulate", help="publish (or write) a deterministic demo fleet")
     simulate.add_argument("--accounts", type=int, default=36)
     simulate.add_argument("--days", type=int, default=42, help="days of history, ending now")
@@ -142,6 +148,23 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
         f"published {report.events} events to {publisher.topics.events} "
         f"and {report.accounts} account records to {publisher.topics.accounts}"
     )
+    return 0
+
+
+def _delete_account(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.publish import Publisher
+
+    publisher = Publisher(settings)
+    try:
+        for account_id in args.account_ids:
+            publisher.delete_account(account_id)
+        publisher.flush()
+    finally:
+        publisher.close()
+    if publisher.report.failed:
+        print(f"engagewatch: {publisher.report.failed} tombstones undelivered", file=sys.stderr)
+        return 1
+    print(f"published {len(args.account_ids)} tombstones to {publisher.topics.accounts}")
     return 0
 
 
@@ -290,6 +313,7 @@ def _triage(settings: Settings, args: argparse.Namespace) -> int:
 _COMMANDS = {
     "worker": _worker,
     "produce": _produce,
+    "delete-account": _delete_account,
     "simulate": _simulate,
     "alerts": _alerts,
     "replay": _replay,

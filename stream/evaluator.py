@@ -14,6 +14,7 @@ without Kafka.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -58,6 +59,7 @@ class LiveEvaluator:
         self._reuse_limit = reuse_limit
         self._trigger_codes = ruleset.trigger_codes
         self.pending: list[tuple[bytes, bytes]] = []
+        self._flushing = asyncio.Lock()
 
     def fold(
         self,
@@ -103,16 +105,29 @@ class LiveEvaluator:
             self._on_changes([notice.change for notice in notices])
 
     async def flush(self) -> int:
-        """Publish the batch's alert events, in the order they were judged."""
-        pending, self.pending = self.pending, []
-        for key, value in pending:
-            await self._publish(key, value)
+        """Publish the alert events waiting, in the order they were judged (after any
+        flush already under way)."""
+        async with self._flushing:
+            pending, self.pending = self.pending, []
+            for key, value in pending:
+                await self._publish(key, value)
         return len(pending)
+
+    async def publish(self, key: bytes, value: bytes) -> None:
+        """Publish one alert event after those judged before it (the sweep's way)."""
+        self.pending.append((key, value))
+        await self.flush()
 
     def forget(self) -> None:
         """Drop the cursors (partitions moved): the books are the truth."""
         self._cursors.clear()
         self._reuse.clear()
+
+    def forget_account(self, account_id: str) -> None:
+        """The account was deleted, its book with it: its cursor must not skip the
+        first ticks of an account of the same id started afresh."""
+        self._cursors.pop(account_id, None)
+        self._reuse.pop(account_id, None)
 
     def let_go(self, account_id: str) -> None:
         """The pipeline dropped the account's decoded state: its shared results, which

@@ -30,6 +30,7 @@ __all__ = [
     "AccountsPipeline",
     "IngestPipeline",
     "IngestTotals",
+    "OnDeleted",
     "raw_message",
 ]
 
@@ -99,6 +100,9 @@ class Evaluator(Protocol):
 
     def let_go(self, account_id: str) -> None:
         """The pipeline no longer holds this account's state object decoded."""
+
+    def forget_account(self, account_id: str) -> None:
+        """The account was deleted: whatever is kept about it goes."""
 
 
 class IngestPipeline:
@@ -227,6 +231,16 @@ class IngestPipeline:
             return cached[1]
         return EngagementState.from_json(stored) if decode else None
 
+    def forget(self, account_id: str) -> bool:
+        """The account was deleted: its state leaves the table (a changelog tombstone)
+        and the cache; events that come for it later start a new state. Returns
+        whether there was one."""
+        self._states.pop(account_id, None)
+        self._too_large.pop(account_id, None)
+        if self._evaluator is not None:
+            self._evaluator.forget_account(account_id)
+        return self._table.pop(account_id, None) is not None
+
     def _load(self, account_id: str) -> tuple[EngagementState, bytes | None]:
         """The account's state and the bytes it came from (``None`` for a new one)."""
         stored = self._table.get(account_id)
@@ -305,15 +319,31 @@ def _late_letter(
     return DeadLetter("late", detail, value or b"", source, now)
 
 
+OnDeleted = Callable[[Mapping[str, bytes | None]], Awaitable[None]]
+"""Told of the accounts a batch deleted, with the record each had (``None``: none)."""
+
+
+async def _nothing_more(deleted: Mapping[str, bytes | None]) -> None:
+    return None
+
+
 class AccountsPipeline:
-    """Keeps the accounts table in step with the compacted accounts topic."""
+    """Keeps the accounts table in step with the compacted accounts topic.
+
+    A tombstone deletes the record, then ``on_deleted`` hears of it: in the worker,
+    the account's state and alerts go too (``Sweeper.remove``)."""
 
     def __init__(
-        self, table: MutableMapping[str, Any], send_dead_letter: SendDeadLetter, clock: Clock
+        self,
+        table: MutableMapping[str, Any],
+        send_dead_letter: SendDeadLetter,
+        clock: Clock,
+        on_deleted: OnDeleted = _nothing_more,
     ) -> None:
         self._table = table
         self._send_dead_letter = send_dead_letter
         self._clock = clock
+        self._on_deleted = on_deleted
 
     async def process(self, messages: Sequence[RawMessage]) -> None:
         latest: dict[str, bytes | None] = {}
@@ -339,11 +369,14 @@ class AccountsPipeline:
                     )
                 else:
                     latest[result.account_id] = result.to_json()
+        deleted: dict[str, bytes | None] = {}
         for account_id, value in latest.items():  # compacted: only the last one matters
             if value is None:
-                self._table.pop(account_id, None)
+                deleted[account_id] = self._table.pop(account_id, None)
             else:
                 self._table[account_id] = value
+        if deleted:
+            await self._on_deleted(deleted)
 
     async def _reject(self, message: RawMessage, rejection: Rejection) -> None:
         await self._send_dead_letter(

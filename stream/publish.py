@@ -99,6 +99,11 @@ class Publisher:
         self._send(self.topics.accounts, value, key)
         self.report.accounts += 1
 
+    def delete_account(self, account_id: str) -> None:
+        """A tombstone on the accounts topic: the engine forgets the account."""
+        self._send(self.topics.accounts, None, account_id.encode())
+        self.report.accounts += 1
+
     def send_json(self, obj: dict[str, Any]) -> None:
         """An event or an account record built in code; keyed by its account_id."""
         line = codec.dumps(obj)
@@ -115,7 +120,7 @@ class Publisher:
             self._failed("flush", exc)
             raise
 
-    def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
+    def _send(self, topic: str, value: bytes | None, key: bytes | None) -> None:
         try:
             future = self._producer.send(topic, value=value, key=key)
         except Exception as exc:

@@ -18,6 +18,10 @@ An account whose partition still has events not folded is left for the next swee
 (judged now, it would look quieter than it is). While the newest event the worker
 holds is older than ``catch_up_lag_s`` (producers stopped: "our pipeline went quiet"
 must not page anyone as "the account went quiet"), nothing is judged by the clock.
+
+An account deleted from the accounts topic (a tombstone) is removed here too
+(:meth:`Sweeper.remove`): its state and alert book go, its firing alerts resolve, and
+it leaves the triage index; a sweep under way passes it by.
 """
 
 from __future__ import annotations
@@ -34,7 +38,13 @@ from alerts.evaluation import AccountRun, Notice, Reuse, RuleSet
 from alerts.events import alert_event
 from alerts.lifecycle import AlertState, Change
 from alerts.rules import Rule
-from alerts.sweep import AccountAlerts, OnFailure, log_failure, resolve_by_hand
+from alerts.sweep import (
+    AccountAlerts,
+    OnFailure,
+    close_deleted_account,
+    log_failure,
+    resolve_by_hand,
+)
 from alerts.triage import ResolveRequest
 from stream import codec
 from stream.accounts import Account
@@ -108,6 +118,7 @@ class Sweeper:
         current_state: CurrentState | None = None,
         reuse_for: Callable[[str, EngagementState], Reuse] | None = None,
         on_rule_failure: OnFailure = log_failure,
+        forget_state: Callable[[str], object] = lambda account_id: None,
     ) -> None:
         self._ruleset = RuleSet(tuple(rules), step_s, on_rule_failure)
         self._current_state = current_state
@@ -130,10 +141,18 @@ class Sweeper:
         self._indexed: dict[str, tuple[Any, int]] = {}
         """account_id -> what its last written triage entry was built from, and the
         sweeps since that kept it as it was."""
+        self._forget_state = forget_state
+        """Drops a deleted account's engagement state (the ingest pipeline's ``forget``)."""
+        self._removed: set[str] = set()
+        """Accounts deleted since the current sweep began: it passes them by."""
+        self._one_account = asyncio.Lock()
+        """Held while one account is judged and its changes published, and while
+        accounts are removed: a removal never lands between an account's changes."""
 
     async def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport()
         started = time.perf_counter()
+        self._removed.clear()
         states = self._states()
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
         stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
@@ -158,15 +177,19 @@ class Sweeper:
             if self._current_state is not None:
                 held = self._current_state(first_read.account_id, decode=False)
             state = held or first_read
-            report.accounts += 1
             requests = resolves.get(state.account_id, [])
-            await self._sweep_one(state, now, report, requests, batch, shared=held is not None)
+            async with self._one_account:
+                if state.account_id in self._removed:
+                    continue  # deleted since this sweep read the states
+                report.accounts += 1
+                await self._sweep_one(state, now, report, requests, batch, shared=held is not None)
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let ingest and the web server run between accounts
         report.seconds = time.perf_counter() - started
         report.behind = len(waiting)
         if batch is not None:
-            owned = {state.account_id for state in states}
+            owned = {state.account_id for state in states} - self._removed
+            batch.leave_out(self._removed)
             self._indexed = {a: v for a, v in self._indexed.items() if a in owned}
             lost = await self._redis("index_write", lambda t: t.write_index(batch))
             if lost is None:  # not written: build them all again next time
@@ -178,6 +201,32 @@ class Sweeper:
             if waiting:
                 await self._redis("index_refresh", lambda t: t.refresh_index(waiting))
         return report
+
+    async def remove(self, deleted: Mapping[str, bytes | None], now: datetime) -> list[Change]:
+        """Deleted accounts (account_id -> the record each had, for the alert events):
+        each one's state and alert book go, its firing alerts resolve, annotated
+        ``resolved_by: engagewatch`` (published), and it leaves the triage index.
+        Returns the resolves."""
+        async with self._one_account:
+            self._removed.update(deleted)
+            resolved: list[tuple[str, Change]] = []
+            events: list[tuple[bytes, bytes]] = []
+            fingerprints: dict[str, list[str]] = {}
+            for account_id, record in deleted.items():
+                self._forget_state(account_id)
+                self._indexed.pop(account_id, None)
+                stored = self._alerts.pop(account_id, None)
+                book = AccountAlerts.from_dict(codec.loads(stored) if stored else None)
+                fingerprints[account_id] = sorted(book.states)
+                account = Account.from_json(record) if record else None
+                for change in close_deleted_account(book, now):
+                    event = alert_event(change, account, change.at)
+                    events.append((change.alert.fingerprint.encode(), codec.dumps(event)))
+                    resolved.append((account_id, change))
+            for key, value in events:
+                await self._publish(key, value)
+        await self._redis("forget_accounts", lambda t: t.forget_accounts(fingerprints, resolved))
+        return [change for _, change in resolved]
 
     def _states(self) -> list[EngagementState]:
         owned = self._owned_states()

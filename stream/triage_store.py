@@ -27,7 +27,7 @@ callers treat its errors (:data:`REDIS_ERRORS`) as "the index is behind", nothin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -92,6 +92,15 @@ class IndexBatch:
         self.closed.extend(fp for fp, s in alert_states.items() if not s.is_open)
         for change in changes:
             self.history.append((state.account_id, _change_record(change)))
+
+    def leave_out(self, account_ids: Collection[str]) -> None:
+        """Accounts deleted while the sweep ran: nothing of theirs is written back to
+        the index (their history of alert changes is kept)."""
+        self.entries = [e for e in self.entries if e["account_id"] not in account_ids]
+        self.open_alerts = [a for a in self.open_alerts if a["account_id"] not in account_ids]
+        self.kept = [a for a in self.kept if a not in account_ids]
+        for account_id in account_ids:
+            self.built.pop(account_id, None)
 
 
 def _change_record(change: Change) -> dict[str, Any]:
@@ -170,6 +179,23 @@ class TriageStore:
         results = await pipe.execute()
         renewed = results[len(results) - len(batch.kept) :] if batch.kept else []
         return [a for a, found in zip(batch.kept, renewed, strict=True) if not found]
+
+    async def forget_accounts(
+        self, fingerprints: Mapping[str, Sequence[str]], history: Sequence[tuple[str, Change]]
+    ) -> None:
+        """Deleted accounts (account_id -> their alerts' fingerprints) leave the index
+        at once, with their alerts, acks and resolve requests; their history keeps the
+        ``history`` changes (the resolves the deletion made) until it expires."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.key("rank"), *fingerprints)
+        pipe.delete(*(self.key(f"account:{account_id}") for account_id in fingerprints))
+        gone = [fp for fps in fingerprints.values() for fp in fps]
+        if gone:
+            for name in ("alerts", "acks", "resolves"):
+                pipe.hdel(self.key(name), *gone)
+        for account_id, change in history:
+            self._push_history(pipe, account_id, _change_record(change))
+        await pipe.execute()
 
     async def refresh_index(self, account_ids: Iterable[str]) -> None:
         """Keep entries alive through sweeps that hold evaluation (input behind)."""

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from alerts.sweep import ACCOUNT_DELETED
 from alerts.triage import Silence
 from config.settings import ConfigError, Settings
 from stream.app import create_app
@@ -309,6 +310,48 @@ def test_the_cli_prints_the_ranked_table_and_acknowledges(fleet: Fleet) -> None:
     assert bad.returncode == 2 and "duration" in bad.stderr
     drill = cli("account", alert["account_id"])
     assert drill.returncode == 0 and "History (newest first):" in drill.stdout
+
+
+def test_a_deleted_account_resolves_its_alerts_and_leaves_triage(fleet: Fleet) -> None:
+    """``engagewatch delete-account`` (a tombstone on the accounts topic): the firing
+    alerts resolve, saying why, the account leaves the index and the worker, and the
+    sweeps that follow judge it no more."""
+    champions = call(fleet, "GET", "/api/v1/alerts?rule=champion-silent")[2]["alerts"]
+    account_id = max(a["account_id"] for a in champions if a["account_id"] not in fleet.quiet)
+    firing = open_fingerprints(fleet, f"account_id={account_id}&include_snoozed=true")
+    assert firing
+
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "delete-account", account_id],
+        capture_output=True,
+        text=True,
+        env=fleet.worker.env(),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    accounts_topic = f"{fleet.settings.topic_prefix}.accounts"
+    assert done.stdout.strip() == f"published 1 tombstones to {accounts_topic}"
+
+    def resolves() -> list[dict[str, Any]]:
+        mine = [e for e in alert_events(fleet.settings) if e["account_id"] == account_id]
+        ended = [e for e in mine if e["annotations"].get("resolve_reason") == ACCOUNT_DELETED]
+        return ended if {e["fingerprint"] for e in ended} == firing else []
+
+    ended = wait_for(resolves, 30, "the deleted account's alerts resolved", 0.5)
+    assert all(e["status"] == "resolved" and e["account"] is not None for e in ended)
+    assert all(e["annotations"]["resolved_by"] == "engagewatch" for e in ended)
+
+    status, _, _ = call(fleet, "GET", f"/accounts/{account_id}")
+    assert status == 404  # the worker holds neither its state nor its record
+    status, _, body = call(fleet, "GET", f"/api/v1/accounts/{account_id}")
+    assert status == 200 and body["account"] is None and body["alerts"] == []
+    assert body["snapshot"] is None
+    assert {h["fingerprint"] for h in body["history"] if h["kind"] == "resolved"} >= firing
+    assert account_id not in listed_accounts(fleet)
+    seen = [e for e in alert_events(fleet.settings) if e["account_id"] == account_id]
+    time.sleep(4)  # four more sweeps
+    after = [e for e in alert_events(fleet.settings) if e["account_id"] == account_id]
+    assert len(after) == len(seen)  # nothing was judged since
 
 
 # --- without a token, and without Redis ---------------------------------------------------

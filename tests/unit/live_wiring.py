@@ -48,10 +48,11 @@ def live_engine(
         lambda: list(engagement.items()),
         accounts,
         alerts,
-        publish=publish,
+        publish=evaluator.publish,
         catch_up_lag_s=catch_up_lag_s,
         step_s=step_s,
         current_state=pipeline.current_state if shared else None,
         reuse_for=evaluator.reuse_for if shared else None,
+        forget_state=pipeline.forget,
     )
     return pipeline, sweeper

@@ -1,0 +1,281 @@
+"""Deleting an account (a tombstone on the accounts topic): its state and alert book
+go, its firing alerts resolve with a reason, and nothing of it is judged any more."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alerts.evaluation import RuleSet
+from alerts.lifecycle import ChangeKind, Finding, LifecyclePolicy, Status, transition
+from alerts.rules import load_rules
+from alerts.sweep import ACCOUNT_DELETED, AccountAlerts, close_deleted_account
+from stream import codec
+from stream import sweeper as sweeper_module
+from stream.accounts import Account
+from stream.clock import ManualClock
+from stream.deadletter import DeadLetter, SourcePosition
+from stream.evaluator import LiveEvaluator
+from stream.ingest import RawMessage
+from stream.pipeline import AccountsPipeline, IngestPipeline
+from stream.sweeper import Sweeper
+from stream.triage_store import IndexBatch
+from tests.unit.live_wiring import live_engine
+
+RULES = load_rules(Path(__file__).resolve().parents[2] / "config" / "rules.yaml").rules
+MIDNIGHT = datetime(2026, 11, 24, tzinfo=UTC)
+STEP_S = 6 * 3600.0
+
+
+def finding(rule: str, *, active: bool = True) -> Finding:
+    return Finding(rule=rule, account_id="acme", active=active)
+
+
+def test_closing_a_deleted_account_resolves_what_fires_and_leaves_the_rest() -> None:
+    """Firing alerts resolve, annotated as a person's resolve is; a pending one (never
+    told to anyone) and one already resolved make no change."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    book = AccountAlerts()
+    for rule, wait_s in (("firing", 0.0), ("pending", 3600.0), ("over", 0.0)):
+        state, _ = transition(None, finding(rule), start, LifecyclePolicy(for_s=wait_s))
+        assert state is not None
+        book.states[state.fingerprint] = state
+    over = finding("over").fingerprint
+    cleared = finding("over", active=False)
+    resolved, _ = transition(book.states[over], cleared, start + timedelta(hours=1))
+    assert resolved is not None and resolved.status is Status.RESOLVED
+    book.states[over] = resolved
+    now = start + timedelta(days=1)
+    changes = close_deleted_account(book, now)
+    assert [(c.kind, c.alert.rule, c.at) for c in changes] == [(ChangeKind.RESOLVED, "firing", now)]
+    annotations = changes[0].alert.annotations
+    assert annotations["resolved_by"] == "engagewatch"
+    assert annotations["resolve_reason"] == ACCOUNT_DELETED
+    assert close_deleted_account(book, now + timedelta(hours=1)) == []  # nothing twice
+
+
+class Fleet:
+    """Two accounts that worked every weekday for six weeks; "quiet" stopped two
+    weeks ago, so its silence alerts fire. The worker's parts over plain dicts."""
+
+    def __init__(self) -> None:
+        self.clock = ManualClock(MIDNIGHT)
+        self.engagement: dict[str, Any] = {}
+        self.alerts: dict[str, Any] = {}
+        self.accounts = {
+            a: Account(a, a.title(), 5, owner_email=f"csm@{a}.example").to_json()
+            for a in ("busy", "quiet")
+        }
+        self.published: list[dict[str, Any]] = []
+
+        async def publish(key: bytes, value: bytes) -> None:
+            event = codec.loads(value)
+            assert key.decode() == event["fingerprint"]
+            self.published.append(event)
+
+        async def dead_letter(letter: DeadLetter) -> None:
+            raise AssertionError(letter)
+
+        self.pipeline, self.sweeper = live_engine(
+            RULES,
+            step_s=STEP_S,
+            engagement=self.engagement,
+            accounts=self.accounts,
+            alerts=self.alerts,
+            publish=publish,
+            dead_letter=dead_letter,
+            clock=self.clock,
+            catch_up_lag_s=30 * 86_400,
+        )
+
+        async def remove(deleted: Any) -> None:
+            await self.sweeper.remove(deleted, self.clock.now())
+
+        self.records = AccountsPipeline(self.accounts, dead_letter, self.clock, remove)
+        self.offset = 0
+
+    def login(self, account_id: str, at: datetime) -> RawMessage:
+        self.offset += 1
+        event = {
+            "schema": 1,
+            "event_id": f"{account_id}-{self.offset}",
+            "type": "login",
+            "account_id": account_id,
+            "user_id": f"{account_id}-u1",
+            "role": "champion",
+            "occurred_at": at.isoformat().replace("+00:00", "Z"),
+            "properties": {},
+        }
+        return RawMessage(
+            codec.dumps(event), SourcePosition("events", 0, self.offset, account_id.encode())
+        )
+
+    async def history(self) -> None:
+        days = [MIDNIGHT - timedelta(days=42 - d, hours=-10) for d in range(42)]
+        weekdays = [d for d in days if d.weekday() < 5]
+        await self.pipeline.process(
+            [self.login("busy", d) for d in weekdays]
+            + [self.login("quiet", d) for d in weekdays if d < MIDNIGHT - timedelta(days=14)]
+        )
+        await self.sweeper.sweep(MIDNIGHT - timedelta(hours=1))
+
+    def tombstone(self, account_id: str) -> RawMessage:
+        self.offset += 1
+        return RawMessage(None, SourcePosition("accounts", 0, self.offset, account_id.encode()))
+
+    def firing(self, account_id: str) -> set[str]:
+        """Fingerprints of the account's alerts whose last event says firing."""
+        last: dict[str, str] = {}
+        for event in self.published:
+            if event["account_id"] == account_id:
+                last[event["fingerprint"]] = event["status"]
+        return {fp for fp, status in last.items() if status == "firing"}
+
+
+async def test_a_deleted_account_resolves_its_alerts_and_is_judged_no_more() -> None:
+    fleet = Fleet()
+    await fleet.history()
+    silent = fleet.firing("quiet")
+    assert any(e["rule"] == "account-silent" for e in fleet.published if e["account_id"] == "quiet")
+    told = len(fleet.published)
+
+    await fleet.records.process([fleet.tombstone("quiet")])
+
+    resolves = fleet.published[told:]
+    assert {e["fingerprint"] for e in resolves} == silent
+    assert all(e["status"] == "resolved" for e in resolves)
+    assert all(e["annotations"]["resolve_reason"] == ACCOUNT_DELETED for e in resolves)
+    assert all(e["annotations"]["resolved_by"] == "engagewatch" for e in resolves)
+    # The record it had still tells receivers whose account it was.
+    assert all(e["account"]["owner_email"] == "csm@quiet.example" for e in resolves)
+    assert fleet.firing("quiet") == set()
+    assert "quiet" not in fleet.engagement and "quiet" not in fleet.alerts
+    assert "quiet" not in fleet.accounts and fleet.pipeline.current_state("quiet") is None
+
+    later = len(fleet.published)
+    for days in (1, 7, 30):
+        await fleet.sweeper.sweep(MIDNIGHT + timedelta(days=days))
+    assert [e for e in fleet.published[later:] if e["account_id"] == "quiet"] == []
+    assert "busy" in fleet.engagement and "busy" in fleet.alerts  # the other one goes on
+
+
+async def test_events_after_the_deletion_start_the_account_afresh() -> None:
+    """The state is gone, not the id: a new event starts an account with no history,
+    which the silence rules leave alone until it has one."""
+    fleet = Fleet()
+    await fleet.history()
+    await fleet.records.process([fleet.tombstone("quiet")])
+    fleet.clock.set(MIDNIGHT + timedelta(hours=10))
+    await fleet.pipeline.process([fleet.login("quiet", MIDNIGHT + timedelta(hours=9))])
+    state = fleet.pipeline.current_state("quiet")
+    assert state is not None and state.total_events == 1
+    told = len(fleet.published)
+    await fleet.sweeper.sweep(MIDNIGHT + timedelta(days=5))
+    assert [e for e in fleet.published[told:] if e["account_id"] == "quiet"] == []
+
+
+async def test_an_account_deleted_while_a_sweep_runs_is_passed_by(monkeypatch: Any) -> None:
+    """The sweep read its states before the tombstone came: judged on that copy with
+    the book gone, "quiet" would fire again as a new episode after its resolve."""
+    monkeypatch.setattr(sweeper_module, "YIELD_EVERY", 1)  # yield after each account
+    fleet = Fleet()
+    await fleet.history()
+    told = len(fleet.published)
+
+    async def tombstone_meanwhile() -> None:  # runs when the sweep yields after "busy"
+        await fleet.records.process([fleet.tombstone("quiet")])
+
+    report, _ = await asyncio.gather(
+        fleet.sweeper.sweep(MIDNIGHT + timedelta(days=2)), tombstone_meanwhile()
+    )
+    assert list(fleet.engagement) == ["busy"] and report.accounts == 1
+    after = [e for e in fleet.published[told:] if e["account_id"] == "quiet"]
+    assert after and all(e["status"] == "resolved" for e in after)
+    assert "quiet" not in fleet.alerts
+
+
+async def test_a_tombstone_tells_of_the_record_it_deleted() -> None:
+    """In one batch only the last message of a key counts; an unknown account's
+    tombstone still reaches ``on_deleted`` (its state, if any, must go)."""
+    clock = ManualClock(MIDNIGHT)
+    table = {"acme": Account("acme", "Acme", 3).to_json()}
+    heard: list[dict[str, bytes | None]] = []
+
+    async def on_deleted(deleted: Any) -> None:
+        heard.append(dict(deleted))
+
+    async def dead_letter(letter: DeadLetter) -> None:
+        raise AssertionError(letter)
+
+    records = AccountsPipeline(table, dead_letter, clock, on_deleted)
+    acme = Account("acme", "Acme", 3).to_json()
+    globex = Account("globex", "Globex", 9).to_json()
+
+    def message(key: str, value: bytes | None, offset: int) -> RawMessage:
+        return RawMessage(value, SourcePosition("accounts", 0, offset, key.encode()))
+
+    await records.process([message("acme", None, 1), message("ghost", None, 2)])
+    await records.process([message("globex", globex, 3), message("globex", None, 4)])
+    await records.process([message("acme", None, 5), message("acme", acme, 6)])
+    assert heard == [{"acme": acme, "ghost": None}, {"globex": None}]
+    assert table == {"acme": acme}
+
+
+async def test_an_alert_event_published_during_a_flush_waits_for_it() -> None:
+    """A batch's events are being published when the sweep (or a deletion) publishes
+    one more: it must go after them, or a resolve could overtake its firing."""
+    sent: list[bytes] = []
+    first_send = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def publish(key: bytes, value: bytes) -> None:
+        if not sent and not first_send.is_set():
+            first_send.set()
+            await go_on.wait()  # the broker is slow to take the batch's first event
+        sent.append(value)
+
+    evaluator = LiveEvaluator(RuleSet((), STEP_S), {}, {}, publish)
+    evaluator.pending.extend([(b"a", b"firing-1"), (b"b", b"firing-2")])
+    batch_flush = asyncio.create_task(evaluator.flush())
+    await first_send.wait()
+    sweep_publish = asyncio.create_task(evaluator.publish(b"a", b"resolved-1"))
+    await asyncio.sleep(0)
+    go_on.set()
+    await asyncio.gather(batch_flush, sweep_publish)
+    assert sent == [b"firing-1", b"firing-2", b"resolved-1"]
+
+
+def test_forgetting_an_account_the_pipeline_never_saw_is_harmless() -> None:
+    async def dead_letter(letter: DeadLetter) -> None:
+        raise AssertionError(letter)
+
+    table: dict[str, Any] = {}
+    pipeline = IngestPipeline(table, dead_letter, ManualClock(MIDNIGHT))
+    assert pipeline.forget("nobody") is False and table == {}
+
+
+def test_the_sweeper_removes_without_a_triage_store() -> None:
+    async def publish(key: bytes, value: bytes) -> None:
+        raise AssertionError("nothing fires for an account with no book")
+
+    sweeper = Sweeper(RULES, list, {}, {}, publish=publish, catch_up_lag_s=86_400)
+    assert asyncio.run(sweeper.remove({"nobody": None}, MIDNIGHT)) == []
+
+
+def test_a_sweeps_index_leaves_out_the_accounts_deleted_while_it_ran() -> None:
+    """Built before the deletion, written after it: the entry and open alerts would
+    put the account back in the triage list until they expired."""
+    batch = IndexBatch(
+        entries=[{"account_id": "gone"}, {"account_id": "kept"}],
+        open_alerts=[{"account_id": "gone", "fingerprint": "g"}, {"account_id": "kept"}],
+        history=[("gone", {"kind": "firing"})],
+        kept=["gone", "other"],
+        built={"gone": 1, "kept": 2},
+    )
+    batch.leave_out({"gone"})
+    assert batch.entries == [{"account_id": "kept"}]
+    assert batch.open_alerts == [{"account_id": "kept"}]
+    assert batch.kept == ["other"] and batch.built == {"kept": 2}
+    assert batch.history == [("gone", {"kind": "firing"})]  # what was published stays told

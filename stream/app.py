@@ -248,7 +248,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         lambda: owned_items(app, engagement_table),
         accounts,
         AccountKeyed(alerts_table),
-        publish=evaluator.publish,  # in order with the events judged as they are folded
+        publish=evaluator.publish_all,  # in order with those judged as events are folded
         catch_up_lag_s=settings.catch_up_lag_s,
         behind=lambda account_id: progress.behind(key_partition(account_id.encode(), n)),
         triage=triage,

@@ -8,6 +8,11 @@ answer arrives) the book is loaded, the rules run through
 :class:`~alerts.evaluation.AccountRun`, the book is written back once, and the alert
 events wait in :attr:`pending` until the batch's state is written.
 
+Every alert event the worker publishes goes through :meth:`flush`, one flush at a
+time, in the order judged: the sweep and an account's deletion queue theirs with
+:meth:`publish_all`, so an alert's ``resolved`` never overtakes its ``firing`` on the
+alerts topic.
+
 Tables are plain mappings (Faust tables in the worker), so this stays testable
 without Kafka.
 """
@@ -113,9 +118,10 @@ class LiveEvaluator:
                 await self._publish(key, value)
         return len(pending)
 
-    async def publish(self, key: bytes, value: bytes) -> None:
-        """Publish one alert event after those judged before it (the sweep's way)."""
-        self.pending.append((key, value))
+    async def publish_all(self, events: Sequence[tuple[bytes, bytes]]) -> None:
+        """Publish alert events after those judged before them (the sweep's way): queued
+        at once, so that nothing judged meanwhile can come between them."""
+        self.pending.extend(events)
         await self.flush()
 
     def forget(self) -> None:

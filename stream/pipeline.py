@@ -372,11 +372,15 @@ class AccountsPipeline:
         deleted: dict[str, bytes | None] = {}
         for account_id, value in latest.items():  # compacted: only the last one matters
             if value is None:
-                deleted[account_id] = self._table.pop(account_id, None)
+                deleted[account_id] = self._table.get(account_id)
             else:
                 self._table[account_id] = value
         if deleted:
+            # Told first, the records still there: if that fails, the tombstones are read
+            # again and the accounts closed again with the same records.
             await self._on_deleted(deleted)
+            for account_id in deleted:
+                self._table.pop(account_id, None)
 
     async def _reject(self, message: RawMessage, rejection: Rejection) -> None:
         await self._send_dead_letter(

@@ -65,7 +65,8 @@ REBUILD_EVERY = 5
 """Sweeps an unchanged triage entry is kept (its expiry renewed) before it is built and
 written again anyway (Redis may have lost it)."""
 
-Publish = Callable[[bytes, bytes], Awaitable[None]]
+PublishAll = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[None]]
+"""Publishes alert events (key, value), in order, after any judged before them."""
 
 
 class CurrentState(Protocol):
@@ -108,7 +109,7 @@ class Sweeper:
         accounts: Mapping[str, Any],
         alerts: Any,
         *,
-        publish: Publish,
+        publish: PublishAll,
         catch_up_lag_s: float,
         behind: Callable[[str], bool] = lambda account_id: False,
         triage: TriageStore | None = None,
@@ -145,6 +146,8 @@ class Sweeper:
         """Drops a deleted account's engagement state (the ingest pipeline's ``forget``)."""
         self._removed: set[str] = set()
         """Accounts deleted since the current sweep began: it passes them by."""
+        self._unindexed: dict[str, list[str]] = {}
+        """Deleted accounts (and their alerts' fingerprints) Redis has yet to forget."""
         self._one_account = asyncio.Lock()
         """Held while one account is judged and its changes published, and while
         accounts are removed: a removal never lands between an account's changes."""
@@ -162,6 +165,8 @@ class Sweeper:
                 ids = [s.account_id for s in states]
                 await self._redis("index_refresh", lambda t: t.refresh_index(ids))
             return report
+        if self._unindexed:
+            await self._forget_in_index()
         resolves = await self._resolve_requests(now)
         batch = IndexBatch() if self._triage is not None else None
         waiting: list[str] = []
@@ -204,29 +209,62 @@ class Sweeper:
 
     async def remove(self, deleted: Mapping[str, bytes | None], now: datetime) -> list[Change]:
         """Deleted accounts (account_id -> the record each had, for the alert events):
-        each one's state and alert book go, its firing alerts resolve, annotated
-        ``resolved_by: engagewatch`` (published), and it leaves the triage index.
-        Returns the resolves."""
+        their firing alerts resolve, annotated ``resolved_by: engagewatch`` and
+        published; then their state and alert book go, and they leave the triage index.
+        Returns the resolves.
+
+        The resolves are published before anything is deleted: the accounts pipeline
+        deletes the records only after this returns, so a failure on the way leaves
+        the tombstone to be read again, and the account to be closed again. Ingest may
+        fire one of its alerts while they are published: the books are read again
+        until none is open, and deleted with no await since that last look."""
         async with self._one_account:
             self._removed.update(deleted)
-            resolved: list[tuple[str, Change]] = []
-            events: list[tuple[bytes, bytes]] = []
+            resolved: list[Change] = []
+            while events := self._close_books(deleted, now, resolved):
+                await self._publish(events)
             fingerprints: dict[str, list[str]] = {}
-            for account_id, record in deleted.items():
+            for account_id in deleted:
                 self._forget_state(account_id)
                 self._indexed.pop(account_id, None)
                 stored = self._alerts.pop(account_id, None)
                 book = AccountAlerts.from_dict(codec.loads(stored) if stored else None)
                 fingerprints[account_id] = sorted(book.states)
-                account = Account.from_json(record) if record else None
-                for change in close_deleted_account(book, now):
-                    event = alert_event(change, account, change.at)
-                    events.append((change.alert.fingerprint.encode(), codec.dumps(event)))
-                    resolved.append((account_id, change))
-            for key, value in events:
-                await self._publish(key, value)
-        await self._redis("forget_accounts", lambda t: t.forget_accounts(fingerprints, resolved))
-        return [change for _, change in resolved]
+        if self._triage is not None:
+            self._unindexed.update(fingerprints)
+            await self._forget_in_index()
+        return resolved
+
+    def _close_books(
+        self, deleted: Mapping[str, bytes | None], now: datetime, resolved: list[Change]
+    ) -> list[tuple[bytes, bytes]]:
+        """Resolve the deleted accounts' firing alerts in their books (held: not to fire
+        again before they go); returns the alert events, adds the changes to ``resolved``."""
+        events = []
+        for account_id, record in deleted.items():
+            stored = self._alerts.get(account_id)
+            if not stored:
+                continue
+            book = AccountAlerts.from_dict(codec.loads(stored))
+            changes = close_deleted_account(book, now)
+            if not changes:
+                continue
+            self._alerts[account_id] = codec.dumps(book.to_dict())
+            account = Account.from_json(record) if record else None
+            for change in changes:
+                event = alert_event(change, account, change.at)
+                events.append((change.alert.fingerprint.encode(), codec.dumps(event)))
+            resolved.extend(changes)
+        return events
+
+    async def _forget_in_index(self) -> None:
+        """Take the deleted accounts out of the triage index; kept for the next sweep
+        to try again if Redis fails (an entry left would show for ``entry_ttl_s``, the
+        history for 90 days)."""
+        gone = dict(self._unindexed)
+        if await self._redis("forget_accounts", lambda t: t.forget_accounts(gone)):
+            for account_id in gone:
+                self._unindexed.pop(account_id, None)
 
     def _states(self) -> list[EngagementState]:
         owned = self._owned_states()
@@ -296,11 +334,14 @@ class Sweeper:
         written = stored
         if book.changed:
             written = self._alerts[state.account_id] = codec.dumps(book.to_dict())
+        events = []
         for notice in changes:
             change = notice.change
             # Generated at the instant judged (a tick; now for a person's resolve).
             event = alert_event(change, account, change.at, inhibited_by=notice.inhibited_by)
-            await self._publish(change.alert.fingerprint.encode(), codec.dumps(event))
+            events.append((change.alert.fingerprint.encode(), codec.dumps(event)))
+        if events:
+            await self._publish(events)  # queued at once, behind what ingest judged before
         report.changed.extend(notice.change for notice in changes)
         report.open.extend(book.open())
         if batch is not None:

@@ -95,9 +95,10 @@ class IndexBatch:
 
     def leave_out(self, account_ids: Collection[str]) -> None:
         """Accounts deleted while the sweep ran: nothing of theirs is written back to
-        the index (their history of alert changes is kept)."""
+        the index (the deletion took their entry and history out)."""
         self.entries = [e for e in self.entries if e["account_id"] not in account_ids]
         self.open_alerts = [a for a in self.open_alerts if a["account_id"] not in account_ids]
+        self.history = [(a, record) for a, record in self.history if a not in account_ids]
         self.kept = [a for a in self.kept if a not in account_ids]
         for account_id in account_ids:
             self.built.pop(account_id, None)
@@ -180,22 +181,31 @@ class TriageStore:
         renewed = results[len(results) - len(batch.kept) :] if batch.kept else []
         return [a for a, found in zip(batch.kept, renewed, strict=True) if not found]
 
-    async def forget_accounts(
-        self, fingerprints: Mapping[str, Sequence[str]], history: Sequence[tuple[str, Change]]
-    ) -> None:
+    async def forget_accounts(self, fingerprints: Mapping[str, Sequence[str]]) -> bool:
         """Deleted accounts (account_id -> their alerts' fingerprints) leave the index
-        at once, with their alerts, acks and resolve requests; their history keeps the
-        ``history`` changes (the resolves the deletion made) until it expires."""
+        with everything recorded about them: entry, rank, open alerts, acks, resolve
+        requests, snoozes and history (it names people). Returns True once done."""
+        if not fingerprints:
+            return True
+        gone = [fp for fps in fingerprints.values() for fp in fps]
+        raw = await self.redis.hgetall(self.key("silences"))
+        held = {_text(i): Silence.from_dict(codec.loads(v)) for i, v in raw.items()}
+        snoozes = [
+            silence_id
+            for silence_id, silence in held.items()
+            if silence.account_id in fingerprints or silence.fingerprint in gone
+        ]
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrem(self.key("rank"), *fingerprints)
-        pipe.delete(*(self.key(f"account:{account_id}") for account_id in fingerprints))
-        gone = [fp for fps in fingerprints.values() for fp in fps]
+        for account_id in fingerprints:
+            pipe.delete(self.key(f"account:{account_id}"), self.key(f"history:{account_id}"))
         if gone:
             for name in ("alerts", "acks", "resolves"):
                 pipe.hdel(self.key(name), *gone)
-        for account_id, change in history:
-            self._push_history(pipe, account_id, _change_record(change))
+        if snoozes:
+            pipe.hdel(self.key("silences"), *snoozes)
         await pipe.execute()
+        return True
 
     async def refresh_index(self, account_ids: Iterable[str]) -> None:
         """Keep entries alive through sweeps that hold evaluation (input behind)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -270,8 +270,8 @@ async def test_alerts_written_while_a_sweep_publishes_are_shown_next_sweep(
     publish = harness.sweeper._publish
     account_id = state.account_id
 
-    async def publish_while_ingest_writes(key: bytes, value: bytes) -> None:
-        await publish(key, value)
+    async def publish_while_ingest_writes(events: Sequence[tuple[bytes, bytes]]) -> None:
+        await publish(events)
         stored = harness.alerts.get(account_id)
         if stored is not None:  # ingest judges a tick meanwhile: the health moved
             book = codec.loads(stored)
@@ -295,3 +295,36 @@ async def test_an_entry_redis_lost_is_built_again_at_the_next_sweep(store: Triag
     assert await store.account(account_id) is None
     await harness.sweeper.sweep(NOW + timedelta(minutes=2))
     assert await store.account(account_id) is not None
+
+
+async def test_a_deleted_account_leaves_the_index_with_all_recorded_about_it(
+    store: TriageStore,
+) -> None:
+    """Entry, rank, open alerts, acks, resolve requests, snoozes and history (which names
+    people) go; another account's snooze and everything of the fleet's stay."""
+    harness, account_id = await swept(store)
+    alerts = await store.alerts(NOW)
+    first, last = alerts[0], alerts[-1]
+    await store.ack(first, Ack(first["fingerprint"], "dana", NOW, "calling"))
+    await store.request_resolve(
+        last, ResolveRequest(last["fingerprint"], account_id, "dana", "gone", NOW)
+    )
+    until = NOW + timedelta(days=1)
+    await store.snooze(first, until=until, author="d", reason="r", now=NOW, scope="account")
+    await store.snooze(first, until=until, author="d", reason="r", now=NOW)
+    other = {**first, "fingerprint": "f-other", "account_id": "other-account"}
+    kept = await store.snooze(other, until=until, author="d", reason="r", now=NOW, scope="account")
+    assert await store.history(account_id)
+
+    book = codec.loads(harness.alerts[account_id])
+    assert await store.forget_accounts({account_id: sorted(book["states"])}) is True
+
+    assert await store.account(account_id) is None
+    assert await store.history(account_id) == []
+    assert await store.alerts(NOW, include_snoozed=True) == []
+    assert await store.silent_accounts(NOW, include_snoozed=True) == []
+    assert await store.redis.zscore(store.key("rank"), account_id) is None
+    for name in ("alerts", "acks", "resolves"):
+        assert await store.redis.hlen(store.key(name)) == 0, name
+    assert [s.id for s in await store.silences(NOW)] == [kept.id]
+    assert await store.forget_accounts({}) is True

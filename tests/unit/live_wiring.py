@@ -13,6 +13,7 @@ from stream.deadletter import DeadLetter
 from stream.evaluator import LiveEvaluator
 from stream.pipeline import IngestPipeline
 from stream.sweeper import Sweeper
+from stream.triage_store import TriageStore
 
 
 def live_engine(
@@ -28,6 +29,7 @@ def live_engine(
     catch_up_lag_s: float,
     shared: bool = True,
     decoded_states: int = 10_000,
+    triage: TriageStore | None = None,
 ) -> tuple[IngestPipeline, Sweeper]:
     """``shared``: the sweep judges the pipeline's own states and shares the evaluator's
     reuse, as in the worker; else it decodes the stored states and judges afresh.
@@ -48,11 +50,12 @@ def live_engine(
         lambda: list(engagement.items()),
         accounts,
         alerts,
-        publish=evaluator.publish,
+        publish=evaluator.publish_all,
         catch_up_lag_s=catch_up_lag_s,
         step_s=step_s,
         current_state=pipeline.current_state if shared else None,
         reuse_for=evaluator.reuse_for if shared else None,
         forget_state=pipeline.forget,
+        triage=triage,
     )
     return pipeline, sweeper

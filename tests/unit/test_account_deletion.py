@@ -4,9 +4,12 @@ go, its firing alerts resolve with a reason, and nothing of it is judged any mor
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import pytest
 
 from alerts.evaluation import RuleSet
 from alerts.lifecycle import ChangeKind, Finding, LifecyclePolicy, Status, transition
@@ -21,7 +24,7 @@ from stream.evaluator import LiveEvaluator
 from stream.ingest import RawMessage
 from stream.pipeline import AccountsPipeline, IngestPipeline
 from stream.sweeper import Sweeper
-from stream.triage_store import IndexBatch
+from stream.triage_store import IndexBatch, TriageStore
 from tests.unit.live_wiring import live_engine
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "config" / "rules.yaml").rules
@@ -56,12 +59,39 @@ def test_closing_a_deleted_account_resolves_what_fires_and_leaves_the_rest() -> 
     assert close_deleted_account(book, now + timedelta(hours=1)) == []  # nothing twice
 
 
+class RecordingIndex:
+    """The triage store's side the sweep calls, recorded (Redis itself is tested in
+    tests/integration/test_triage_store.py); ``failing``: Redis is down."""
+
+    def __init__(self) -> None:
+        self.written: list[IndexBatch] = []
+        self.forgotten: list[dict[str, list[str]]] = []
+        self.failing = False
+
+    async def resolve_requests(self, now: datetime) -> dict[str, Any]:
+        return {}
+
+    async def write_index(self, batch: IndexBatch) -> list[str]:
+        self.written.append(batch)
+        return []
+
+    async def refresh_index(self, account_ids: Any) -> None:
+        pass
+
+    async def forget_accounts(self, fingerprints: dict[str, list[str]]) -> bool:
+        if self.failing:
+            raise ConnectionError("redis is down")
+        self.forgotten.append(dict(fingerprints))
+        return True
+
+
 class Fleet:
     """Two accounts that worked every weekday for six weeks; "quiet" stopped two
     weeks ago, so its silence alerts fire. The worker's parts over plain dicts."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: RecordingIndex | None = None) -> None:
         self.clock = ManualClock(MIDNIGHT)
+        self.index = index
         self.engagement: dict[str, Any] = {}
         self.alerts: dict[str, Any] = {}
         self.accounts = {
@@ -69,11 +99,14 @@ class Fleet:
             for a in ("busy", "quiet")
         }
         self.published: list[dict[str, Any]] = []
+        self.on_publish: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
         async def publish(key: bytes, value: bytes) -> None:
             event = codec.loads(value)
             assert key.decode() == event["fingerprint"]
             self.published.append(event)
+            if self.on_publish is not None:
+                await self.on_publish(event)
 
         async def dead_letter(letter: DeadLetter) -> None:
             raise AssertionError(letter)
@@ -88,6 +121,7 @@ class Fleet:
             dead_letter=dead_letter,
             clock=self.clock,
             catch_up_lag_s=30 * 86_400,
+            triage=cast(TriageStore, index),
         )
 
         async def remove(deleted: Any) -> None:
@@ -120,6 +154,22 @@ class Fleet:
             + [self.login("quiet", d) for d in weekdays if d < MIDNIGHT - timedelta(days=14)]
         )
         await self.sweeper.sweep(MIDNIGHT - timedelta(hours=1))
+
+    def detractor(self, account_id: str, at: datetime) -> RawMessage:
+        self.offset += 1
+        event = {
+            "schema": 1,
+            "event_id": f"{account_id}-{self.offset}",
+            "type": "nps_response",
+            "account_id": account_id,
+            "user_id": f"{account_id}-u1",
+            "role": "champion",
+            "occurred_at": at.isoformat().replace("+00:00", "Z"),
+            "properties": {"score": 2, "comment": "we are leaving"},
+        }
+        return RawMessage(
+            codec.dumps(event), SourcePosition("events", 0, self.offset, account_id.encode())
+        )
 
     def tombstone(self, account_id: str) -> RawMessage:
         self.offset += 1
@@ -240,7 +290,7 @@ async def test_an_alert_event_published_during_a_flush_waits_for_it() -> None:
     evaluator.pending.extend([(b"a", b"firing-1"), (b"b", b"firing-2")])
     batch_flush = asyncio.create_task(evaluator.flush())
     await first_send.wait()
-    sweep_publish = asyncio.create_task(evaluator.publish(b"a", b"resolved-1"))
+    sweep_publish = asyncio.create_task(evaluator.publish_all([(b"a", b"resolved-1")]))
     await asyncio.sleep(0)
     go_on.set()
     await asyncio.gather(batch_flush, sweep_publish)
@@ -257,7 +307,7 @@ def test_forgetting_an_account_the_pipeline_never_saw_is_harmless() -> None:
 
 
 def test_the_sweeper_removes_without_a_triage_store() -> None:
-    async def publish(key: bytes, value: bytes) -> None:
+    async def publish(events: Sequence[tuple[bytes, bytes]]) -> None:
         raise AssertionError("nothing fires for an account with no book")
 
     sweeper = Sweeper(RULES, list, {}, {}, publish=publish, catch_up_lag_s=86_400)
@@ -278,4 +328,86 @@ def test_a_sweeps_index_leaves_out_the_accounts_deleted_while_it_ran() -> None:
     assert batch.entries == [{"account_id": "kept"}]
     assert batch.open_alerts == [{"account_id": "kept"}]
     assert batch.kept == ["other"] and batch.built == {"kept": 2}
-    assert batch.history == [("gone", {"kind": "firing"})]  # what was published stays told
+    assert batch.history == []  # the deletion took the account's history out
+
+
+async def test_an_alert_ingest_fires_while_the_resolves_go_out_is_resolved_too() -> None:
+    """Publishing takes time, and events keep coming: a detractor answer read while
+    the deletion's resolves are sent fires at once; its book must not be deleted with
+    that alert open and never resolved."""
+    fleet = Fleet()
+    await fleet.history()
+    fleet.clock.set(MIDNIGHT + timedelta(hours=1))
+    ingest: list[asyncio.Task[list[str]]] = []
+
+    async def answer_meanwhile(event: dict[str, Any]) -> None:
+        if event["annotations"].get("resolve_reason") == ACCOUNT_DELETED and not ingest:
+            answer = fleet.detractor("quiet", MIDNIGHT + timedelta(minutes=30))
+            ingest.append(asyncio.create_task(fleet.pipeline.process([answer])))
+            for _ in range(5):
+                await asyncio.sleep(0)  # the batch is judged, then waits for the flush
+
+    fleet.on_publish = answer_meanwhile
+    told = len(fleet.published)
+    await fleet.records.process([fleet.tombstone("quiet")])
+    await asyncio.gather(*ingest)
+    mine = [e for e in fleet.published[told:] if e["account_id"] == "quiet"]
+    detractor = [e["status"] for e in mine if e["rule"] == "detractor"]
+    assert detractor == ["firing", "resolved"]
+    assert fleet.firing("quiet") == set()
+    assert "quiet" not in fleet.alerts and "quiet" not in fleet.engagement
+
+
+async def test_a_sweeps_index_write_leaves_out_an_account_deleted_meanwhile(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(sweeper_module, "YIELD_EVERY", 1)
+    index = RecordingIndex()
+    fleet = Fleet(index)
+    await fleet.history()
+    quiet_alerts = sorted(codec.loads(fleet.alerts["quiet"])["states"])
+
+    async def tombstone_meanwhile() -> None:  # after the sweep judged both accounts
+        await asyncio.sleep(0)
+        await fleet.records.process([fleet.tombstone("quiet")])
+
+    report, _ = await asyncio.gather(
+        fleet.sweeper.sweep(MIDNIGHT + timedelta(days=2)), tombstone_meanwhile()
+    )
+    assert report.accounts == 2  # "quiet" was judged, its entry built, before it went
+    written = index.written[-1]
+    assert [e["account_id"] for e in written.entries] == ["busy"]
+    assert {a["account_id"] for a in written.open_alerts} <= {"busy"}
+    assert {account_id for account_id, _ in written.history} <= {"busy"}
+    assert index.forgotten == [{"quiet": quiet_alerts}]
+
+
+async def test_the_index_forgets_a_deleted_account_once_redis_is_back() -> None:
+    index = RecordingIndex()
+    fleet = Fleet(index)
+    await fleet.history()
+    index.failing = True
+    await fleet.records.process([fleet.tombstone("quiet")])
+    assert index.forgotten == [] and "quiet" not in fleet.alerts  # alerting did not wait
+    await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=1))  # Redis still down
+    index.failing = False
+    await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=2))
+    assert [set(f) for f in index.forgotten] == [{"quiet"}]
+    await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=3))
+    assert len(index.forgotten) == 1  # done once
+
+
+async def test_a_failed_deletion_keeps_the_record_for_the_tombstone_read_again() -> None:
+    table = {"acme": Account("acme", "Acme", 3).to_json()}
+
+    async def on_deleted(deleted: Any) -> None:
+        raise ConnectionError("the broker is away")
+
+    async def dead_letter(letter: DeadLetter) -> None:
+        raise AssertionError(letter)
+
+    records = AccountsPipeline(table, dead_letter, ManualClock(MIDNIGHT), on_deleted)
+    tombstone = RawMessage(None, SourcePosition("accounts", 0, 1, b"acme"))
+    with pytest.raises(ConnectionError):
+        await records.process([tombstone])
+    assert "acme" in table

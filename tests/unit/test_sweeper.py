@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,8 @@ class Harness:
         self.alerts: dict[str, bytes] = {}
         self.backlog = backlog
 
-        async def publish(key: bytes, value: bytes) -> None:
-            self.published.append((key, value))
+        async def publish(events: Sequence[tuple[bytes, bytes]]) -> None:
+            self.published.extend(events)
 
         self.sweeper = Sweeper(
             RULES,
@@ -173,7 +174,7 @@ async def test_a_copy_decoded_by_the_sweep_gets_no_reuse_entry() -> None:
     def current_state(account_id: str, *, decode: bool = True) -> EngagementState | None:
         return EngagementState.from_json(state.to_json()) if decode else None  # not held
 
-    async def publish(key: bytes, value: bytes) -> None:
+    async def publish(events: Sequence[tuple[bytes, bytes]]) -> None:
         pass
 
     sweeper = Sweeper(

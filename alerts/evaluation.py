@@ -19,7 +19,14 @@ from typing import Any
 from alerts.evaluate import Context, evaluate
 from alerts.lifecycle import Change, Finding
 from alerts.rules import Rule
-from alerts.sweep import AccountAlerts, OnFailure, inhibitor, log_failure, sweep_account
+from alerts.sweep import (
+    AccountAlerts,
+    OnFailure,
+    inhibitor,
+    log_failure,
+    stand_down_alerts,
+    sweep_account,
+)
 from alerts.timeline import advance, walk
 from stream.accounts import Account
 from stream.engagement import EngagementState
@@ -61,6 +68,10 @@ class RuleSet:
     step_s: float
     on_failure: OnFailure = field(default=log_failure, compare=False)
     """Told of a rule that raised on an account (alerts/sweep.py): it judged nothing."""
+
+    @cached_property
+    def names(self) -> frozenset[str]:
+        return frozenset(rule.name for rule in self.rules)
 
     @cached_property
     def instant_rules(self) -> tuple[Rule, ...]:
@@ -186,6 +197,8 @@ class AccountRun:
         changes = sweep_account(
             rules, context, self.book, findings, self._judge, on_failure=on_failure
         )
+        if rules is self.ruleset.rules:
+            changes += self._stand_down_removed_rules(now)
         for change in changes:
             self.notices.append(Notice(change, inhibitor(change, self.book)))
         evidence = self._health_evidence(rules, findings, failed)
@@ -194,6 +207,14 @@ class AccountRun:
             if summary != self.book.health:
                 self.book.health = summary
                 self.book.changed = True
+
+    def _stand_down_removed_rules(self, now: datetime) -> list[Change]:
+        """Alerts of rules no longer in the rules file resolve: nothing would judge them."""
+        names = self.ruleset.names
+        if all(state.rule in names for state in self.book.states.values()):
+            return []
+        removed = "rule removed from the rules file"
+        return stand_down_alerts(self.book, now, removed, lambda s: s.rule not in names)
 
     def _health_evidence(
         self, rules: Sequence[Rule], findings: list[Finding], failed: list[str]

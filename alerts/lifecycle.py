@@ -15,7 +15,10 @@ the new state plus the :class:`Change` worth publishing, if any:
 * a person may resolve a firing alert (:func:`resolve_manually`, the triage "resolve"):
   that publishes ``resolved`` at once, and the alert stays resolved while its condition
   still holds; it can fire again only after the condition has cleared at least once
-  (otherwise the next sweep would re-fire what the person just closed).
+  (otherwise the next sweep would re-fire what the person just closed);
+* an alert its rule stops judging (:func:`stand_down`: the account's status exempts it,
+  the rule left the rules file, the person no longer holds the role) resolves, saying
+  why, rather than staying open with nothing to close it.
 
 Silences, acknowledgements and inhibition do not change this state: evaluation
 always runs, and they only decide whether a change is delivered (DOMAIN.md: "evaluate
@@ -43,10 +46,15 @@ __all__ = [
     "Status",
     "fingerprint",
     "resolve_manually",
+    "stand_down",
     "state_from_dict",
     "state_to_dict",
     "transition",
 ]
+
+
+ENGINE = "engagewatch"
+"""``resolved_by`` of the alerts the engine itself closes without a verdict."""
 
 
 class Status(StrEnum):
@@ -170,6 +178,24 @@ def resolve_manually(
         annotations=annotations,
         resolved_by=by,
         held_until_clear=True,
+    )
+    return resolved, Change(ChangeKind.RESOLVED, resolved, now)
+
+
+def stand_down(
+    previous: AlertState | None, now: datetime, reason: str
+) -> tuple[AlertState | None, Change | None]:
+    """Its rule will judge this alert no more: a firing alert resolves, its annotations
+    saying ``resolved_by: engagewatch`` and ``reason``; a pending one is forgotten (it
+    never fired); a resolved one stays as it is. Not held: should the rule judge it
+    again (the account active again), a condition that holds is a new episode."""
+    if previous is None or previous.status is Status.PENDING:
+        return None, None
+    if previous.status is Status.RESOLVED:
+        return previous, None
+    annotations = {**previous.annotations, "resolved_by": ENGINE, "resolve_reason": reason}
+    resolved = replace(
+        previous, status=Status.RESOLVED, ends_at=now, annotations=annotations, resolved_by=ENGINE
     )
     return resolved, Change(ChangeKind.RESOLVED, resolved, now)
 

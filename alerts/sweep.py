@@ -25,17 +25,19 @@ from typing import Any
 
 from alerts.evaluate import Context, evaluate
 from alerts.lifecycle import (
+    ENGINE,
     AlertState,
     Change,
     ChangeKind,
     Finding,
     LifecyclePolicy,
     resolve_manually,
+    stand_down,
     state_from_dict,
     state_to_dict,
     transition,
 )
-from alerts.rules import Rule
+from alerts.rules import Rule, SilenceRule
 
 __all__ = [
     "ACCOUNT_DELETED",
@@ -45,6 +47,7 @@ __all__ = [
     "inhibitor",
     "log_failure",
     "resolve_by_hand",
+    "stand_down_alerts",
     "sweep_account",
 ]
 
@@ -120,7 +123,13 @@ def sweep_account(
     open_rules = frozenset(state.rule for state in alerts.open())
     if context.open_rules != open_rules:
         context = replace(context, open_rules=open_rules)
+    status = context.account.status if context.account is not None else None
     for rule in rules:
+        if status is not None and status in rule.skip_statuses:
+            # No verdict for such an account: what it had open must not stay open.
+            reason = f"account status {status}"
+            changes += stand_down_alerts(alerts, context.now, reason, _of_rule(rule.name))
+            continue
         try:
             found = judge(rule, context)
         except Exception as error:  # one rule's bug stops nothing else
@@ -140,7 +149,49 @@ def sweep_account(
                     alerts.states[finding.fingerprint] = state
             if change is not None:
                 changes.append(change)
+        if rule.name in open_rules and isinstance(rule, SilenceRule) and rule.scope != "account":
+            changes += _stand_down_former_holders(rule, context, alerts)
     return changes
+
+
+def stand_down_alerts(
+    alerts: AccountAlerts, now: datetime, reason: str, which: Callable[[AlertState], bool]
+) -> list[Change]:
+    """:func:`~alerts.lifecycle.stand_down` the account's alerts ``which`` selects."""
+    changes = []
+    for fingerprint, previous in sorted(alerts.states.items()):
+        if not which(previous):
+            continue
+        state, change = stand_down(previous, now, reason)
+        if state is not previous:
+            alerts.changed = True
+            if state is None:
+                del alerts.states[fingerprint]
+            else:
+                alerts.states[fingerprint] = state
+        if change is not None:
+            changes.append(change)
+    return changes
+
+
+def _of_rule(name: str) -> Callable[[AlertState], bool]:
+    return lambda state: state.rule == name
+
+
+def _stand_down_former_holders(
+    rule: SilenceRule, context: Context, alerts: AccountAlerts
+) -> list[Change]:
+    """A person watched for a role stops being judged once their newest event names
+    another role (the champion handed over): their alert ends, saying so."""
+    holders = {user_id for user_id, _ in context.state.holding(rule.roles)}
+    roles = " or ".join(rule.roles)
+
+    def former(state: AlertState) -> bool:
+        return state.rule == rule.name and state.is_open and state.subject not in holders
+
+    if not any(former(state) for state in alerts.states.values()):
+        return []
+    return stand_down_alerts(alerts, context.now, f"no longer holds the role {roles}", former)
 
 
 @lru_cache(maxsize=256)
@@ -171,7 +222,7 @@ def close_deleted_account(alerts: AccountAlerts, now: datetime) -> list[Change]:
     the whole book: nothing of the account is judged any more."""
     changes = []
     for fingerprint in sorted(alerts.states):
-        change = resolve_by_hand(alerts, fingerprint, now, "engagewatch", ACCOUNT_DELETED)
+        change = resolve_by_hand(alerts, fingerprint, now, ENGINE, ACCOUNT_DELETED)
         if change is not None:
             changes.append(change)
     return changes

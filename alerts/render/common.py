@@ -29,6 +29,7 @@ __all__ = [
     "format_value",
     "headline",
     "last_seen_lines",
+    "resolved_by_fact",
     "severity",
     "status_fact",
     "status_tag",
@@ -154,7 +155,24 @@ def alert_facts(alert: Mapping[str, Any], options: RenderOptions) -> list[tuple[
         ("Severity", severity(alert)),
         status_fact(alert, options),
     ]
+    closed = resolved_by_fact(alert)
+    if closed is not None:
+        facts.append(closed)
     return [(label, value) for label, value in facts if value]
+
+
+def resolved_by_fact(alert: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Who closed a resolved alert that did not clear by itself, and why: a person
+    (triage), or engagewatch (the account deleted or churned, the rule removed)."""
+    if transition(alert) != "resolved":
+        return None
+    notes = _mapping(alert.get("annotations"))
+    by = notes.get("resolved_by")
+    if not isinstance(by, str) or not by.strip():
+        return None
+    reason = notes.get("resolve_reason")
+    text = f"{by.strip()}: {reason.strip()}" if isinstance(reason, str) and reason.strip() else by
+    return "Resolved by", clip(text, 300)
 
 
 _EVIDENCE_FIRST = ("metric", "value", "threshold", "baseline", "change", "window")

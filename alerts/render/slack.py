@@ -30,6 +30,7 @@ from alerts.render.common import (
     format_value,
     headline,
     last_seen_lines,
+    resolved_by_fact,
     severity,
     status_fact,
     status_tag,
@@ -189,6 +190,9 @@ def _entry(alert: Mapping[str, Any], options: RenderOptions) -> dict[str, Any]:
     what = escape(clip(f"{alert.get('rule') or 'alert'} · {_status_word(alert)}", 200))
     facts = dict(alert_facts(alert, options))
     details = [" ".join(status_fact(alert, options))]
+    closed = resolved_by_fact(alert)
+    if closed is not None:
+        details.append(" ".join(closed))
     details += [
         f"{label} {facts[label]}" for label in ("ARR", "Renewal", "Owner") if label in facts
     ]

@@ -174,3 +174,12 @@ def test_missing_account_and_no_triage_url_still_render() -> None:
 def test_nothing_to_render_is_an_error() -> None:
     with pytest.raises(ValueError, match="no alerts"):
         email_message([], OPTIONS, sender="a@x.com", recipients=["b@x.com"])
+
+
+def test_a_resolve_someone_made_says_who_and_why() -> None:
+    closed = event(ChangeKind.RESOLVED)
+    closed["annotations"] |= {"resolved_by": "dana", "resolve_reason": "called them, all fine"}
+    text, rich = parts(render([closed]))
+    assert "Resolved by: dana: called them, all fine" in text
+    assert "called them, all fine" in rich
+    assert "Resolved by" not in parts(render([event(ChangeKind.RESOLVED)]))[0]

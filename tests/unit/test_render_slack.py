@@ -308,3 +308,17 @@ def test_any_text_and_any_number_of_alerts_make_a_valid_message(
     ]
     blocks = valid(slack_message(alerts, OPTIONS))
     assert len(blocks) <= 50
+
+
+def test_a_resolve_the_engine_or_a_person_made_says_who_and_why() -> None:
+    closed = event(ChangeKind.RESOLVED)
+    closed["annotations"] |= {
+        "resolved_by": "engagewatch",
+        "resolve_reason": "account status churned",
+    }
+    text = all_text(valid(slack_message([closed], OPTIONS)))
+    assert "*Resolved by*\nengagewatch: account status churned" in text
+    digest = all_text(valid(slack_message([closed, event(ChangeKind.RESOLVED)], OPTIONS)))
+    assert "Resolved by engagewatch: account status churned" in digest
+    by_itself = all_text(valid(slack_message([event(ChangeKind.RESOLVED)], OPTIONS)))
+    assert "Resolved by" not in by_itself  # it cleared: nobody closed it

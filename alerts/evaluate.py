@@ -409,7 +409,11 @@ def _threshold(rule: Any, context: Context) -> list[Finding]:
         return []
     values = [_daily_value(rule.metric, context, day) for day in days]
     if any(value is None for value in values):
-        return []
+        if rule.metric != "daily_usage_rate":
+            return []  # a day without logins has no time per login: no verdict
+        # No licenses on record (or a change to 0): a share of them means nothing, and
+        # an alert about it must not stay open.
+        return [_gone(rule, context, rule.metric, "no licenses on record")]
     breached = all(_OPS[rule.op](float(v), rule.value) for v in values if v is not None)
     evidence = {
         "metric": rule.metric,
@@ -606,10 +610,18 @@ def _adoption(rule: Any, context: Context) -> list[Finding]:
     )
 
 
+def _gone(rule: Rule, context: Context, metric: str, reason: str) -> Finding:
+    """An inactive finding for a rule whose premise the account no longer meets (its
+    record changed): what it had open resolves, the evidence saying why."""
+    return _finding(rule, context, False, None, {"metric": metric, "value": None, "reason": reason})
+
+
 def _judge_adoption(rule: AdoptionRule, context: Context) -> list[Finding]:
     account = context.account
-    if account is None or account.contract_start is None:
-        return []
+    if account is None:
+        return []  # no record yet: no verdict
+    if account.contract_start is None:
+        return [_gone(rule, context, f"adopted:{rule.feature}", "no contract_start on record")]
     if _history_days(context) < rule.window_days:
         return []  # too little history to tell "not adopted" from "not seen yet"
     start = max(account.contract_start, rule.launched_on or account.contract_start)
@@ -634,13 +646,16 @@ def _judge_adoption(rule: AdoptionRule, context: Context) -> list[Finding]:
 def _time_to_value(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, TimeToValueRule)
     account = context.account
-    if account is None or account.contract_start is None:
-        return []
+    if account is None:
+        return []  # no record yet: no verdict
+    if account.contract_start is None:
+        return [_gone(rule, context, "days_without_value", "no contract_start on record")]
     first = context.state.first_seen_at
-    if first is None or context.state.local_day(first) > account.contract_start + timedelta(
-        days=rule.max_days
-    ):
-        return []  # we did not watch its onboarding: a milestone may predate our history
+    if first is None:
+        return []
+    if context.state.local_day(first) > account.contract_start + timedelta(days=rule.max_days):
+        # We did not watch its onboarding: a milestone may predate our history.
+        return [_gone(rule, context, "days_without_value", "onboarding before our history")]
     ttv = metrics.time_to_value(context.state, account)
     waited = (context.today - account.contract_start).days
     late = ttv is None and waited > rule.max_days

@@ -209,12 +209,18 @@ class AccountRun:
                 self.book.changed = True
 
     def _stand_down_removed_rules(self, now: datetime) -> list[Change]:
-        """Alerts of rules no longer in the rules file resolve: nothing would judge them."""
+        """Alerts of rules no longer in the rules file resolve (nothing would judge them),
+        and then leave the book: it only holds alerts of the rules there are."""
         names = self.ruleset.names
-        if all(state.rule in names for state in self.book.states.values()):
+        states = self.book.states
+        if all(state.rule in names for state in states.values()):
             return []
         removed = "rule removed from the rules file"
-        return stand_down_alerts(self.book, now, removed, lambda s: s.rule not in names)
+        changes = stand_down_alerts(self.book, now, removed, lambda s: s.rule not in names)
+        for fingerprint in [fp for fp, state in states.items() if state.rule not in names]:
+            del states[fingerprint]
+        self.book.changed = True
+        return changes
 
     def _health_evidence(
         self, rules: Sequence[Rule], findings: list[Finding], failed: list[str]

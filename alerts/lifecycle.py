@@ -130,6 +130,11 @@ class AlertState:
     def is_open(self) -> bool:
         return self.status is Status.FIRING
 
+    @property
+    def is_over(self) -> bool:
+        """Resolved: neither firing nor pending."""
+        return self.status is Status.RESOLVED
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -183,19 +188,25 @@ def resolve_manually(
 
 
 def stand_down(
-    previous: AlertState | None, now: datetime, reason: str
+    previous: AlertState | None, now: datetime, reason: str, *, hold: bool = False
 ) -> tuple[AlertState | None, Change | None]:
     """Its rule will judge this alert no more: a firing alert resolves, its annotations
     saying ``resolved_by: engagewatch`` and ``reason``; a pending one is forgotten (it
-    never fired); a resolved one stays as it is. Not held: should the rule judge it
-    again (the account active again), a condition that holds is a new episode."""
+    never fired); a resolved one stays as it is. Not held unless ``hold``: should the
+    rule judge it again and the condition hold, that is a new episode (held: not until
+    the condition has cleared once, as after a person's resolve)."""
     if previous is None or previous.status is Status.PENDING:
         return None, None
     if previous.status is Status.RESOLVED:
         return previous, None
     annotations = {**previous.annotations, "resolved_by": ENGINE, "resolve_reason": reason}
     resolved = replace(
-        previous, status=Status.RESOLVED, ends_at=now, annotations=annotations, resolved_by=ENGINE
+        previous,
+        status=Status.RESOLVED,
+        ends_at=now,
+        annotations=annotations,
+        resolved_by=ENGINE,
+        held_until_clear=hold,
     )
     return resolved, Change(ChangeKind.RESOLVED, resolved, now)
 

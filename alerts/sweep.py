@@ -124,11 +124,14 @@ def sweep_account(
     if context.open_rules != open_rules:
         context = replace(context, open_rules=open_rules)
     status = context.account.status if context.account is not None else None
+    # Rules with an alert firing or pending: only theirs can need standing down.
+    unresolved = frozenset(s.rule for s in alerts.states.values() if not s.is_over)
     for rule in rules:
         if status is not None and status in rule.skip_statuses:
             # No verdict for such an account: what it had open must not stay open.
-            reason = f"account status {status}"
-            changes += stand_down_alerts(alerts, context.now, reason, _of_rule(rule.name))
+            if rule.name in unresolved:
+                reason = f"account status {status}"
+                changes += stand_down_alerts(alerts, context.now, reason, _of_rule(rule.name))
             continue
         try:
             found = judge(rule, context)
@@ -149,20 +152,25 @@ def sweep_account(
                     alerts.states[finding.fingerprint] = state
             if change is not None:
                 changes.append(change)
-        if rule.name in open_rules and isinstance(rule, SilenceRule) and rule.scope != "account":
+        if rule.name in unresolved and isinstance(rule, SilenceRule) and rule.scope != "account":
             changes += _stand_down_former_holders(rule, context, alerts)
     return changes
 
 
 def stand_down_alerts(
-    alerts: AccountAlerts, now: datetime, reason: str, which: Callable[[AlertState], bool]
+    alerts: AccountAlerts,
+    now: datetime,
+    reason: str,
+    which: Callable[[AlertState], bool],
+    *,
+    hold: bool = False,
 ) -> list[Change]:
     """:func:`~alerts.lifecycle.stand_down` the account's alerts ``which`` selects."""
     changes = []
     for fingerprint, previous in sorted(alerts.states.items()):
         if not which(previous):
             continue
-        state, change = stand_down(previous, now, reason)
+        state, change = stand_down(previous, now, reason, hold=hold)
         if state is not previous:
             alerts.changed = True
             if state is None:
@@ -182,16 +190,19 @@ def _stand_down_former_holders(
     rule: SilenceRule, context: Context, alerts: AccountAlerts
 ) -> list[Change]:
     """A person watched for a role stops being judged once their newest event names
-    another role (the champion handed over): their alert ends, saying so."""
+    another role (the champion handed over): their alert ends, saying so, held until
+    its condition clears (they may take the role back the same day: judged on the days
+    before, they would look silent again and fire twice more)."""
     holders = {user_id for user_id, _ in context.state.holding(rule.roles)}
     roles = " or ".join(rule.roles)
 
     def former(state: AlertState) -> bool:
-        return state.rule == rule.name and state.is_open and state.subject not in holders
+        return state.rule == rule.name and not state.is_over and state.subject not in holders
 
     if not any(former(state) for state in alerts.states.values()):
         return []
-    return stand_down_alerts(alerts, context.now, f"no longer holds the role {roles}", former)
+    reason = f"no longer holds the role {roles}"
+    return stand_down_alerts(alerts, context.now, reason, former, hold=True)
 
 
 @lru_cache(maxsize=256)

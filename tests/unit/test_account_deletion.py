@@ -13,7 +13,7 @@ import pytest
 
 from alerts.evaluation import RuleSet
 from alerts.lifecycle import ChangeKind, Finding, LifecyclePolicy, Status, transition
-from alerts.rules import load_rules
+from alerts.rules import Rule, load_rules
 from alerts.sweep import ACCOUNT_DELETED, AccountAlerts, close_deleted_account
 from stream import codec
 from stream import sweeper as sweeper_module
@@ -89,7 +89,7 @@ class Fleet:
     """Two accounts that worked every weekday for six weeks; "quiet" stopped two
     weeks ago, so its silence alerts fire. The worker's parts over plain dicts."""
 
-    def __init__(self, index: RecordingIndex | None = None) -> None:
+    def __init__(self, index: RecordingIndex | None = None, rules: Sequence[Rule] = RULES) -> None:
         self.clock = ManualClock(MIDNIGHT)
         self.index = index
         self.engagement: dict[str, Any] = {}
@@ -112,7 +112,7 @@ class Fleet:
             raise AssertionError(letter)
 
         self.pipeline, self.sweeper = live_engine(
-            RULES,
+            rules,
             step_s=STEP_S,
             engagement=self.engagement,
             accounts=self.accounts,
@@ -130,15 +130,17 @@ class Fleet:
         self.records = AccountsPipeline(self.accounts, dead_letter, self.clock, remove)
         self.offset = 0
 
-    def login(self, account_id: str, at: datetime) -> RawMessage:
+    def login(
+        self, account_id: str, at: datetime, user: str = "u1", role: str = "champion"
+    ) -> RawMessage:
         self.offset += 1
         event = {
             "schema": 1,
             "event_id": f"{account_id}-{self.offset}",
             "type": "login",
             "account_id": account_id,
-            "user_id": f"{account_id}-u1",
-            "role": "champion",
+            "user_id": f"{account_id}-{user}",
+            "role": role,
             "occurred_at": at.isoformat().replace("+00:00", "Z"),
             "properties": {},
         }
@@ -146,12 +148,13 @@ class Fleet:
             codec.dumps(event), SourcePosition("events", 0, self.offset, account_id.encode())
         )
 
-    async def history(self) -> None:
+    async def history(self, quiet_users: Sequence[str] = ("u1",)) -> None:
         days = [MIDNIGHT - timedelta(days=42 - d, hours=-10) for d in range(42)]
         weekdays = [d for d in days if d.weekday() < 5]
+        before = [d for d in weekdays if d < MIDNIGHT - timedelta(days=14)]
         await self.pipeline.process(
             [self.login("busy", d) for d in weekdays]
-            + [self.login("quiet", d) for d in weekdays if d < MIDNIGHT - timedelta(days=14)]
+            + [self.login("quiet", d, user) for d in before for user in quiet_users]
         )
         await self.sweeper.sweep(MIDNIGHT - timedelta(hours=1))
 

@@ -593,9 +593,23 @@ def test_one_good_working_day_clears_it() -> None:
 @pytest.mark.parametrize(
     "account", [dataclasses.replace(ACCOUNT, licenses=0), None], ids=["zero-licenses", "no-account"]
 )
-def test_unknown_licenses_give_no_verdict(account: Account | None) -> None:
+def test_unknown_licenses_clear_the_usage_rate(account: Account | None) -> None:
+    """A share of no licenses means nothing: the finding is inactive, saying why, so an
+    alert from before the licenses went resolves rather than staying open for good."""
     state = usage(weekdays(W1, date(2026, 6, 5)), weekdays(W6, FRI))
-    assert evaluate(LOW_USAGE, context(state, MON, account)) == []
+    finding = one(evaluate(LOW_USAGE, context(state, MON, account)))
+    assert not finding.active
+    assert finding.evidence == {
+        "metric": "daily_usage_rate",
+        "value": None,
+        "reason": "no licenses on record",
+    }
+
+
+def test_a_day_without_logins_gives_time_per_login_no_verdict() -> None:
+    rule = LOW_USAGE.model_copy(update={"metric": "average_time_per_login", "value": 60.0})
+    state = usage(weekdays(W1, date(2026, 6, 5)), [])
+    assert evaluate(rule, context(state, MON)) == []
 
 
 def test_license_change_events_beat_the_metadata() -> None:
@@ -893,9 +907,21 @@ def test_adoption_counts_from_the_feature_launch() -> None:
 
 
 @pytest.mark.parametrize("name", ["reports-not-adopted", "slow-time-to-value"])
-def test_no_contract_start_no_verdict(name: str) -> None:
+def test_no_contract_start_clears_the_onboarding_rules(name: str) -> None:
+    """Their deadline counts from it: without it (removed from the record) they find
+    nothing active, saying why; without a record at all they give no verdict."""
     account = dataclasses.replace(ACCOUNT, contract_start=None)
-    assert evaluate(RULES[name], context(reports_used([], []), MON, account)) == []
+    finding = one(evaluate(RULES[name], context(reports_used([], []), MON, account)))
+    assert not finding.active
+    assert finding.evidence["reason"] == "no contract_start on record"
+    assert evaluate(RULES[name], context(reports_used([], []), MON, None)) == []
+
+
+def test_time_to_value_is_not_judged_on_an_onboarding_before_our_history() -> None:
+    account = dataclasses.replace(ACCOUNT, contract_start=date(2026, 1, 5))  # months before
+    finding = one(evaluate(SLOW_VALUE, context(reports_used([], []), MON, account)))
+    assert not finding.active
+    assert finding.evidence["reason"] == "onboarding before our history"
 
 
 SLOW_VALUE = shipped("slow-time-to-value", TimeToValueRule)

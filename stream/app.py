@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 ENGAGEMENT_TABLE = "engagement"
 ACCOUNTS_TABLE = "accounts"
 ALERTS_TABLE = "alerts"
+DELETED_TABLE = "deleted-accounts"
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "config" / "rules.yaml"
 STATS_INTERVAL_S = 10.0
 
@@ -130,10 +131,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         )
 
     engagement_table = account_table(ENGAGEMENT_TABLE)
-    accounts_table = account_table(ACCOUNTS_TABLE)
-    alerts_table = account_table(ALERTS_TABLE)
     engagement = AccountKeyed(engagement_table)
-    accounts = AccountKeyed(accounts_table)
+    accounts = AccountKeyed(account_table(ACCOUNTS_TABLE))
+    alerts = AccountKeyed(account_table(ALERTS_TABLE))
+    deleted = AccountKeyed(account_table(DELETED_TABLE))  # markers (stream/pipeline.py)
     progress = ReaderProgress()
     telemetry = EngineMetrics(reader=progress)  # per-partition lag is computed at scrape
 
@@ -157,7 +158,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     evaluator = LiveEvaluator(
         RuleSet(tuple(rules), settings.evaluation_step_s, telemetry.count_rule_failure),
         accounts,
-        AccountKeyed(alerts_table),
+        alerts,
         publish_alert,
         on_changes=telemetry.count_alert_changes,
         reuse_limit=settings.decoded_states,  # its entries hold the state they are for
@@ -172,10 +173,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         cached_states=settings.decoded_states,
         evaluator=evaluator,
         max_state_bytes=settings.max_state_bytes,
+        deleted=deleted,
     )
 
     async def ingest_batch(messages: Batch) -> None:
-        await ensure_metadata(app, engagement_table, alerts_table)
+        await ensure_metadata(app, engagement_table, alerts.table)
         started = time.perf_counter()
         await pipeline.process(messages)
         telemetry.observe_batch(pipeline.totals, len(messages), time.perf_counter() - started)
@@ -202,7 +204,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     async def account_records(stream: Any) -> None:
         """Keep the accounts table in step with the compacted accounts topic."""
         async for batch in stream.take_events(500, within=1.0):
-            await ensure_metadata(app, accounts_table, engagement_table, alerts_table)
+            await ensure_metadata(
+                app, accounts.table, engagement_table, alerts.table, deleted.table
+            )
             await accounts_pipeline.process([raw_message(event.message) for event in batch])
 
     @app.timer(STATS_INTERVAL_S)
@@ -247,7 +251,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         rules,
         lambda: owned_items(app, engagement_table),
         accounts,
-        AccountKeyed(alerts_table),
+        alerts,
         publish=evaluator.publish_all,  # in order with those judged as events are folded
         catch_up_lag_s=settings.catch_up_lag_s,
         behind=lambda account_id: progress.behind(key_partition(account_id.encode(), n)),
@@ -261,7 +265,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         forget_state=pipeline.forget,
     )
     accounts_pipeline = AccountsPipeline(
-        accounts, send_dead_letter, now, _account_removal(sweeper, telemetry, now)
+        accounts, send_dead_letter, now, _account_removal(sweeper, telemetry, now), deleted
     )
 
     if settings.notifier_enabled:
@@ -278,7 +282,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     @app.timer(settings.sweep_interval_s)
     async def sweep_rules() -> None:
         """Evaluate the rules over the accounts this worker owns."""
-        await ensure_metadata(app, alerts_table)
+        await ensure_metadata(app, alerts.table)
         report = await sweeper.sweep(now.now())
         _report_sweep(telemetry, report, progress.backlog)
 

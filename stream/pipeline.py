@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
+from stream import codec
 from stream.accounts import Account, decode_account
 from stream.clock import Clock
 from stream.deadletter import DeadLetter, SourcePosition
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 
+ACCOUNT_DELETED = "account_deleted"
+"""The dead-letter reason of events for an account deleted since (a tombstone)."""
 STATE_TOO_LARGE = "state_too_large"
 """The dead-letter reason of events whose fold would outgrow ``max_state_bytes``."""
 RECORD_FRAMING = 4096
@@ -120,8 +123,12 @@ class IngestPipeline:
         cached_states: int = 10_000,
         evaluator: Evaluator | None = None,
         max_state_bytes: int | None = None,
+        deleted: Mapping[str, Any] | None = None,
     ) -> None:
         self._table = table
+        self._deleted = deleted if deleted is not None else {}
+        """account_id -> when it was deleted: its events are refused until a record for
+        it arrives again (AccountsPipeline keeps it)."""
         self._send_dead_letter = send_dead_letter
         self._clock = clock
         self._limits = limits or EventLimits()
@@ -148,6 +155,14 @@ class IngestPipeline:
         touched: list[str] = []
         for account_id, group in outcome.accepted.items():
             state, stored = self._load(account_id)
+            # A deleted account has no state: only a new one is checked for a marker.
+            if stored is None and account_id in self._deleted:
+                detail = _deleted_detail(account_id, self._deleted[account_id])
+                dead.extend(
+                    DeadLetter(ACCOUNT_DELETED, detail, values[i] or b"", position(i), now)
+                    for i in group.indexes
+                )
+                continue
             folded = self._fold(account_id, state, group.records)
             if folded.counted:
                 encoded = state.to_json()
@@ -301,6 +316,15 @@ def _columns(
     return [r.value for r in records], [r.key for r in records], position
 
 
+def _deleted_detail(account_id: str, marker: Any) -> str:
+    deleted_at = codec.loads(marker).get("deleted_at") if marker else None
+    when = datetime.fromtimestamp(deleted_at, UTC).isoformat() if deleted_at else "earlier"
+    return (
+        f"account {account_id!r} was deleted ({when}): its events are refused until a "
+        f"record for it is published again (then republish these)"
+    )
+
+
 def _late_letter(
     at: float,
     value: bytes | None,
@@ -339,11 +363,15 @@ class AccountsPipeline:
         send_dead_letter: SendDeadLetter,
         clock: Clock,
         on_deleted: OnDeleted = _nothing_more,
+        deleted: MutableMapping[str, Any] | None = None,
     ) -> None:
         self._table = table
         self._send_dead_letter = send_dead_letter
         self._clock = clock
         self._on_deleted = on_deleted
+        self._deleted = deleted if deleted is not None else {}
+        """account_id -> its deletion marker (``{"deleted_at": epoch s}``), until a record
+        for it arrives again."""
 
     async def process(self, messages: Sequence[RawMessage]) -> None:
         latest: dict[str, bytes | None] = {}
@@ -370,11 +398,16 @@ class AccountsPipeline:
                 else:
                     latest[result.account_id] = result.to_json()
         deleted: dict[str, bytes | None] = {}
+        marker = codec.dumps({"deleted_at": self._clock.now().timestamp()})
         for account_id, value in latest.items():  # compacted: only the last one matters
             if value is None:
                 deleted[account_id] = self._table.get(account_id)
+                # Before anything goes: from when its state is gone, events that come
+                # for it (a backlog read late) must not start it afresh.
+                self._deleted[account_id] = marker
             else:
                 self._table[account_id] = value
+                self._deleted.pop(account_id, None)  # published again: it lives
         if deleted:
             # Told first, the records still there: if that fails, the tombstones are read
             # again and the accounts closed again with the same records.

@@ -28,11 +28,12 @@ from alerts.sweep import ACCOUNT_DELETED
 from alerts.triage import Silence
 from config.settings import ConfigError, Settings
 from stream.app import create_app
+from stream.deadletter import DeadLetter
 from stream.simulate import FleetSpec, build_fleet, generate_events
 from stream.triage_api import Access, load_api_token
 from stream.triage_store import TriageStore
 from tests.conftest import REPO, free_port
-from tests.integration.harness import WorkerProcess, wait_for
+from tests.integration.harness import WorkerProcess, read_topic, wait_for
 from tests.integration.test_alerts_kafka import alert_events, scrape
 from tests.integration.test_engagement_kafka import publish
 
@@ -312,7 +313,9 @@ def test_the_cli_prints_the_ranked_table_and_acknowledges(fleet: Fleet) -> None:
     assert drill.returncode == 0 and "History (newest first):" in drill.stdout
 
 
-def test_a_deleted_account_resolves_its_alerts_and_leaves_triage(fleet: Fleet) -> None:
+def test_a_deleted_account_resolves_its_alerts_and_leaves_triage(
+    fleet: Fleet, tmp_path: Path
+) -> None:
     """``engagewatch delete-account`` (a tombstone on the accounts topic): the firing
     alerts resolve, saying why, the account leaves the index and the worker, and the
     sweeps that follow judge it no more. Runs last on the fleet: it deletes one of the
@@ -354,6 +357,38 @@ def test_a_deleted_account_resolves_its_alerts_and_leaves_triage(fleet: Fleet) -
     assert not open_fingerprints(fleet, f"account_id={account_id}&include_snoozed=true")
     after = [e for e in alert_events(fleet.settings) if e["account_id"] == account_id]
     assert len(after) == len(mine)  # nothing was judged since
+
+    # An event read after the deletion does not bring it back: it is dead-lettered.
+    late = tmp_path / "late.jsonl"
+    occurred = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    event = {
+        "schema": 1,
+        "event_id": f"late-{uuid.uuid4().hex}",
+        "type": "login",
+        "account_id": account_id,
+        "user_id": "u-late",
+        "occurred_at": occurred,
+        "properties": {},
+    }
+    late.write_text(json.dumps(event) + "\n")
+    sent = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "produce", str(late)],
+        capture_output=True,
+        text=True,
+        env=fleet.worker.env(),
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    dead_letters = f"{fleet.settings.topic_prefix}.events.dlq"
+
+    def refused() -> list[DeadLetter]:
+        letters = read_topic(fleet.settings.kafka_bootstrap, dead_letters)
+        found = [DeadLetter.from_json(value) for _, value, _, _ in letters if value]
+        return [d for d in found if d.reason == "account_deleted"]
+
+    [letter] = wait_for(refused, 30, "the late event in the dead letters", 0.5)
+    assert json.loads(letter.original)["event_id"] == event["event_id"]
+    assert call(fleet, "GET", f"/accounts/{account_id}")[0] == 404
 
 
 # --- without a token, and without Redis ---------------------------------------------------

@@ -30,6 +30,7 @@ def live_engine(
     shared: bool = True,
     decoded_states: int = 10_000,
     triage: TriageStore | None = None,
+    deleted: MutableMapping[str, Any] | None = None,
 ) -> tuple[IngestPipeline, Sweeper]:
     """``shared``: the sweep judges the pipeline's own states and shares the evaluator's
     reuse, as in the worker; else it decodes the stored states and judges afresh.
@@ -44,6 +45,7 @@ def live_engine(
         accounts=accounts,
         cached_states=decoded_states,
         evaluator=evaluator,
+        deleted=deleted,
     )
     sweeper = Sweeper(
         rules,

@@ -108,8 +108,11 @@ class Fleet:
             if self.on_publish is not None:
                 await self.on_publish(event)
 
+        self.dead_letters: list[DeadLetter] = []
+        self.deleted: dict[str, Any] = {}
+
         async def dead_letter(letter: DeadLetter) -> None:
-            raise AssertionError(letter)
+            self.dead_letters.append(letter)
 
         self.pipeline, self.sweeper = live_engine(
             rules,
@@ -122,12 +125,15 @@ class Fleet:
             clock=self.clock,
             catch_up_lag_s=30 * 86_400,
             triage=cast(TriageStore, index),
+            deleted=self.deleted,
         )
 
         async def remove(deleted: Any) -> None:
             await self.sweeper.remove(deleted, self.clock.now())
 
-        self.records = AccountsPipeline(self.accounts, dead_letter, self.clock, remove)
+        self.records = AccountsPipeline(
+            self.accounts, dead_letter, self.clock, remove, self.deleted
+        )
         self.offset = 0
 
     def login(
@@ -214,16 +220,29 @@ async def test_a_deleted_account_resolves_its_alerts_and_is_judged_no_more() -> 
     assert "busy" in fleet.engagement and "busy" in fleet.alerts  # the other one goes on
 
 
-async def test_events_after_the_deletion_start_the_account_afresh() -> None:
-    """The state is gone, not the id: a new event starts an account with no history,
-    which the silence rules leave alone until it has one."""
+async def test_events_after_the_deletion_go_to_the_dead_letters_until_a_record_comes() -> None:
+    """A backlog read after the tombstone must not start the account afresh (its user
+    ids back in the state, judged with no record); once a record for it is published
+    again, its events are welcome, and the silence rules leave the new account alone."""
     fleet = Fleet()
     await fleet.history()
+    assert fleet.dead_letters == []
     await fleet.records.process([fleet.tombstone("quiet")])
     fleet.clock.set(MIDNIGHT + timedelta(hours=10))
+    backlog = [fleet.login("quiet", MIDNIGHT - timedelta(hours=1)), fleet.login("busy", MIDNIGHT)]
+    await fleet.pipeline.process(backlog)
+    [letter] = fleet.dead_letters
+    assert letter.reason == "account_deleted" and letter.original == backlog[0].value
+    assert "'quiet' was deleted (2026-11-24T00:00:00+00:00)" in letter.detail
+    assert fleet.pipeline.current_state("quiet") is None
+    assert fleet.pipeline.current_state("busy") is not None  # the others go on
+
+    again = Account("quiet", "Quiet again", 5).to_json()
+    await fleet.records.process([RawMessage(again, SourcePosition("accounts", 0, 99, b"quiet"))])
+    assert fleet.deleted == {}
     await fleet.pipeline.process([fleet.login("quiet", MIDNIGHT + timedelta(hours=9))])
     state = fleet.pipeline.current_state("quiet")
-    assert state is not None and state.total_events == 1
+    assert state is not None and state.total_events == 1 and len(fleet.dead_letters) == 1
     told = len(fleet.published)
     await fleet.sweeper.sweep(MIDNIGHT + timedelta(days=5))
     assert [e for e in fleet.published[told:] if e["account_id"] == "quiet"] == []

@@ -155,7 +155,8 @@ class Sweeper:
     async def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport()
         started = time.perf_counter()
-        self._removed.clear()
+        if not self._one_account.locked():  # a removal under way keeps its accounts out
+            self._removed.clear()
         states = self._states()
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
         stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s

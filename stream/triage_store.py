@@ -187,7 +187,7 @@ class TriageStore:
         requests, snoozes and history (it names people). Returns True once done."""
         if not fingerprints:
             return True
-        gone = [fp for fps in fingerprints.values() for fp in fps]
+        gone = {fp for fps in fingerprints.values() for fp in fps}
         raw = await self.redis.hgetall(self.key("silences"))
         held = {_text(i): Silence.from_dict(codec.loads(v)) for i, v in raw.items()}
         snoozes = [

@@ -433,3 +433,26 @@ async def test_a_failed_deletion_keeps_the_record_for_the_tombstone_read_again()
     with pytest.raises(ConnectionError):
         await records.process([tombstone])
     assert "acme" in table
+
+
+async def test_a_sweep_that_starts_while_the_resolves_go_out_passes_the_account_by() -> None:
+    """It reads the states before the deletion deletes them, then waits for it: judged
+    on that copy with the book gone, the account would fire again as a new episode."""
+    fleet = Fleet()
+    await fleet.history()
+    sweeps: list[asyncio.Task[Any]] = []
+
+    async def sweep_meanwhile(event: dict[str, Any]) -> None:
+        if event["annotations"].get("resolve_reason") == ACCOUNT_DELETED and not sweeps:
+            sweeps.append(asyncio.create_task(fleet.sweeper.sweep(MIDNIGHT + timedelta(days=2))))
+            for _ in range(5):
+                await asyncio.sleep(0)  # it reads the states, then waits for the removal
+
+    fleet.on_publish = sweep_meanwhile
+    told = len(fleet.published)
+    await fleet.records.process([fleet.tombstone("quiet")])
+    [report] = await asyncio.gather(*sweeps)
+    assert report.accounts == 1
+    mine = [e["status"] for e in fleet.published[told:] if e["account_id"] == "quiet"]
+    assert mine and set(mine) == {"resolved"}
+    assert "quiet" not in fleet.alerts

@@ -263,6 +263,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         reuse_for=evaluator.reuse_for,
         on_rule_failure=telemetry.count_rule_failure,
         forget_state=pipeline.forget,
+        retire_states=pipeline.retire,
     )
     accounts_pipeline = AccountsPipeline(
         accounts, send_dead_letter, now, _account_removal(sweeper, telemetry, now), deleted

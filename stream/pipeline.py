@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -129,6 +129,8 @@ class IngestPipeline:
         self._deleted = deleted if deleted is not None else {}
         """account_id -> when it was deleted: its events are refused until a record for
         it arrives again (AccountsPipeline keeps it)."""
+        self._retiring: set[str] = set()
+        """Accounts being deleted (:meth:`retire`): their events are refused already."""
         self._send_dead_letter = send_dead_letter
         self._clock = clock
         self._limits = limits or EventLimits()
@@ -155,8 +157,9 @@ class IngestPipeline:
         touched: list[str] = []
         for account_id, group in outcome.accepted.items():
             state, stored = self._load(account_id)
-            # A deleted account has no state: only a new one is checked for a marker.
-            if stored is None and account_id in self._deleted:
+            # A deleted account is being removed, or has no state: only then is its
+            # marker looked up.
+            if account_id in self._retiring or (stored is None and account_id in self._deleted):
                 detail = _deleted_detail(account_id, self._deleted[account_id])
                 dead.extend(
                     DeadLetter(ACCOUNT_DELETED, detail, values[i] or b"", position(i), now)
@@ -246,10 +249,15 @@ class IngestPipeline:
             return cached[1]
         return EngagementState.from_json(stored) if decode else None
 
+    def retire(self, account_ids: Collection[str]) -> None:
+        """These accounts are being deleted: from now on their events are refused (as
+        they will be once their state is gone), not folded into a state about to go."""
+        self._retiring.update(account_ids)
+
     def forget(self, account_id: str) -> bool:
         """The account was deleted: its state leaves the table (a changelog tombstone)
-        and the cache; events that come for it later start a new state. Returns
-        whether there was one."""
+        and the cache. Returns whether there was one."""
+        self._retiring.discard(account_id)
         self._states.pop(account_id, None)
         self._too_large.pop(account_id, None)
         if self._evaluator is not None:
@@ -375,6 +383,7 @@ class AccountsPipeline:
 
     async def process(self, messages: Sequence[RawMessage]) -> None:
         latest: dict[str, bytes | None] = {}
+        tombstoned: set[str] = set()
         for message in messages:
             key = message.position.key
             account_id = _utf8(key)
@@ -384,6 +393,7 @@ class AccountsPipeline:
                 )
             elif message.value is None:
                 latest[account_id] = None  # a tombstone: the account is gone
+                tombstoned.add(account_id)
             else:
                 result = decode_account(message.value)
                 if isinstance(result, Rejection):
@@ -397,23 +407,24 @@ class AccountsPipeline:
                     )
                 else:
                     latest[result.account_id] = result.to_json()
-        deleted: dict[str, bytes | None] = {}
-        marker = codec.dumps({"deleted_at": self._clock.now().timestamp()})
-        for account_id, value in latest.items():  # compacted: only the last one matters
-            if value is None:
-                deleted[account_id] = self._table.get(account_id)
-                # Before anything goes: from when its state is gone, events that come
-                # for it (a backlog read late) must not start it afresh.
-                self._deleted[account_id] = marker
-            else:
-                self._table[account_id] = value
-                self._deleted.pop(account_id, None)  # published again: it lives
+        # A tombstone deletes even when a record for the account follows in the batch
+        # (deleted, then created again): what was kept of it goes first.
+        deleted = {account_id: self._table.get(account_id) for account_id in sorted(tombstoned)}
         if deleted:
-            # Told first, the records still there: if that fails, the tombstones are read
+            marker = codec.dumps({"deleted_at": self._clock.now().timestamp()})
+            for account_id in deleted:
+                # Before anything goes: once its state is gone, events that come for it
+                # (a backlog read late) must not start it afresh.
+                self._deleted[account_id] = marker
+            # Told with the records still there: if that fails, the tombstones are read
             # again and the accounts closed again with the same records.
             await self._on_deleted(deleted)
-            for account_id in deleted:
+        for account_id, value in latest.items():  # compacted: only the last one matters
+            if value is None:
                 self._table.pop(account_id, None)
+            else:
+                self._table[account_id] = value
+                self._deleted.pop(account_id, None)  # published (again): it lives
 
     async def _reject(self, message: RawMessage, rejection: Rejection) -> None:
         await self._send_dead_letter(

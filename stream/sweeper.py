@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -120,6 +120,7 @@ class Sweeper:
         reuse_for: Callable[[str, EngagementState], Reuse] | None = None,
         on_rule_failure: OnFailure = log_failure,
         forget_state: Callable[[str], object] = lambda account_id: None,
+        retire_states: Callable[[Collection[str]], object] = lambda account_ids: None,
     ) -> None:
         self._ruleset = RuleSet(tuple(rules), step_s, on_rule_failure)
         self._current_state = current_state
@@ -144,8 +145,12 @@ class Sweeper:
         sweeps since that kept it as it was."""
         self._forget_state = forget_state
         """Drops a deleted account's engagement state (the ingest pipeline's ``forget``)."""
+        self._retire_states = retire_states
+        """Tells ingest that accounts are being deleted (the pipeline's ``retire``)."""
         self._removed: set[str] = set()
         """Accounts deleted since the current sweep began: it passes them by."""
+        self._removing: frozenset[str] = frozenset()
+        """The accounts of the removal under way, if any."""
         self._unindexed: dict[str, list[str]] = {}
         """Deleted accounts (and their alerts' fingerprints) Redis has yet to forget."""
         self._one_account = asyncio.Lock()
@@ -155,8 +160,9 @@ class Sweeper:
     async def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport()
         started = time.perf_counter()
-        if not self._one_account.locked():  # a removal under way keeps its accounts out
-            self._removed.clear()
+        # A removal under way (it holds the lock) keeps its accounts out: their states
+        # are read below, before it deletes them.
+        self._removed = set(self._removing)
         states = self._states()
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
         stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
@@ -216,14 +222,20 @@ class Sweeper:
 
         The resolves are published before anything is deleted: the accounts pipeline
         deletes the records only after this returns, so a failure on the way leaves
-        the tombstone to be read again, and the account to be closed again. Ingest may
-        fire one of its alerts while they are published: the books are read again
-        until none is open, and deleted with no await since that last look."""
+        the tombstone to be read again, and the account to be closed again. Nothing
+        writes the books meanwhile: ingest refuses the accounts' events from the start
+        (``retire_states``), and sweeps wait for the lock, then pass them by."""
         async with self._one_account:
+            self._removing = frozenset(deleted)
             self._removed.update(deleted)
+            self._retire_states(self._removing)
             resolved: list[Change] = []
-            while events := self._close_books(deleted, now, resolved):
-                await self._publish(events)
+            try:
+                events = self._resolves(deleted, now, resolved)
+                if events:
+                    await self._publish(events)
+            finally:
+                self._removing = frozenset()
             fingerprints: dict[str, list[str]] = {}
             for account_id in deleted:
                 self._forget_state(account_id)
@@ -236,21 +248,18 @@ class Sweeper:
             await self._forget_in_index()
         return resolved
 
-    def _close_books(
+    def _resolves(
         self, deleted: Mapping[str, bytes | None], now: datetime, resolved: list[Change]
     ) -> list[tuple[bytes, bytes]]:
-        """Resolve the deleted accounts' firing alerts in their books (held: not to fire
-        again before they go); returns the alert events, adds the changes to ``resolved``."""
+        """The resolves of the deleted accounts' firing alerts, as alert events; adds the
+        changes to ``resolved``. The books are not written: they are deleted once these
+        are published, and after a failure they are read again, still firing."""
         events = []
         for account_id, record in deleted.items():
             stored = self._alerts.get(account_id)
             if not stored:
                 continue
-            book = AccountAlerts.from_dict(codec.loads(stored))
-            changes = close_deleted_account(book, now)
-            if not changes:
-                continue
-            self._alerts[account_id] = codec.dumps(book.to_dict())
+            changes = close_deleted_account(AccountAlerts.from_dict(codec.loads(stored)), now)
             account = Account.from_json(record) if record else None
             for change in changes:
                 event = alert_event(change, account, change.at)

@@ -58,6 +58,7 @@ def live_engine(
         current_state=pipeline.current_state if shared else None,
         reuse_for=evaluator.reuse_for if shared else None,
         forget_state=pipeline.forget,
+        retire_states=pipeline.retire,
         triage=triage,
     )
     return pipeline, sweeper

@@ -67,6 +67,8 @@ class RecordingIndex:
         self.written: list[IndexBatch] = []
         self.forgotten: list[dict[str, list[str]]] = []
         self.failing = False
+        self.meanwhile: Callable[[], Awaitable[Any]] | None = None
+        """Runs while a forget waits for Redis (the accounts' states are gone then)."""
 
     async def resolve_requests(self, now: datetime) -> dict[str, Any]:
         return {}
@@ -79,6 +81,8 @@ class RecordingIndex:
         pass
 
     async def forget_accounts(self, fingerprints: dict[str, list[str]]) -> bool:
+        if self.meanwhile is not None:
+            await self.meanwhile()
         if self.failing:
             raise ConnectionError("redis is down")
         self.forgotten.append(dict(fingerprints))
@@ -269,8 +273,10 @@ async def test_an_account_deleted_while_a_sweep_runs_is_passed_by(monkeypatch: A
 
 
 async def test_a_tombstone_tells_of_the_record_it_deleted() -> None:
-    """In one batch only the last message of a key counts; an unknown account's
-    tombstone still reaches ``on_deleted`` (its state, if any, must go)."""
+    """In one batch the last message of a key is the record kept, but a tombstone
+    anywhere deletes what was kept before it (deleted, then created again); an
+    unknown account's tombstone still reaches ``on_deleted`` (its state, if any, must
+    go). Each tombstone leaves a marker; a record removes it."""
     clock = ManualClock(MIDNIGHT)
     table = {"acme": Account("acme", "Acme", 3).to_json()}
     heard: list[dict[str, bytes | None]] = []
@@ -281,7 +287,8 @@ async def test_a_tombstone_tells_of_the_record_it_deleted() -> None:
     async def dead_letter(letter: DeadLetter) -> None:
         raise AssertionError(letter)
 
-    records = AccountsPipeline(table, dead_letter, clock, on_deleted)
+    markers: dict[str, Any] = {}
+    records = AccountsPipeline(table, dead_letter, clock, on_deleted, markers)
     acme = Account("acme", "Acme", 3).to_json()
     globex = Account("globex", "Globex", 9).to_json()
 
@@ -289,10 +296,13 @@ async def test_a_tombstone_tells_of_the_record_it_deleted() -> None:
         return RawMessage(value, SourcePosition("accounts", 0, offset, key.encode()))
 
     await records.process([message("acme", None, 1), message("ghost", None, 2)])
+    assert sorted(markers) == ["acme", "ghost"]
     await records.process([message("globex", globex, 3), message("globex", None, 4)])
+    table["acme"] = acme  # created again, then deleted and created again in one batch
+    del markers["acme"]
     await records.process([message("acme", None, 5), message("acme", acme, 6)])
-    assert heard == [{"acme": acme, "ghost": None}, {"globex": None}]
-    assert table == {"acme": acme}
+    assert heard == [{"acme": acme, "ghost": None}, {"globex": None}, {"acme": acme}]
+    assert table == {"acme": acme} and sorted(markers) == ["ghost", "globex"]
 
 
 async def test_an_alert_event_published_during_a_flush_waits_for_it() -> None:
@@ -353,10 +363,10 @@ def test_a_sweeps_index_leaves_out_the_accounts_deleted_while_it_ran() -> None:
     assert batch.history == []  # the deletion took the account's history out
 
 
-async def test_an_alert_ingest_fires_while_the_resolves_go_out_is_resolved_too() -> None:
-    """Publishing takes time, and events keep coming: a detractor answer read while
-    the deletion's resolves are sent fires at once; its book must not be deleted with
-    that alert open and never resolved."""
+async def test_events_read_while_the_resolves_go_out_are_refused() -> None:
+    """Publishing takes time, and events keep coming: a detractor answer read then
+    would fire at once, and be deleted with the book, open and never resolved, or
+    fold into a state about to go. It is refused, as it would be a moment later."""
     fleet = Fleet()
     await fleet.history()
     fleet.clock.set(MIDNIGHT + timedelta(hours=1))
@@ -374,8 +384,9 @@ async def test_an_alert_ingest_fires_while_the_resolves_go_out_is_resolved_too()
     await fleet.records.process([fleet.tombstone("quiet")])
     await asyncio.gather(*ingest)
     mine = [e for e in fleet.published[told:] if e["account_id"] == "quiet"]
-    detractor = [e["status"] for e in mine if e["rule"] == "detractor"]
-    assert detractor == ["firing", "resolved"]
+    assert mine and {e["status"] for e in mine} == {"resolved"}
+    assert "detractor" not in {e["rule"] for e in mine}
+    assert [letter.reason for letter in fleet.dead_letters] == ["account_deleted"]
     assert fleet.firing("quiet") == set()
     assert "quiet" not in fleet.alerts and "quiet" not in fleet.engagement
 
@@ -456,3 +467,21 @@ async def test_a_sweep_that_starts_while_the_resolves_go_out_passes_the_account_
     mine = [e["status"] for e in fleet.published[told:] if e["account_id"] == "quiet"]
     assert mine and set(mine) == {"resolved"}
     assert "quiet" not in fleet.alerts
+
+
+async def test_an_event_read_once_the_state_is_gone_is_refused_too() -> None:
+    """The marker is in place before the state goes: between the two, an event would
+    start the account afresh."""
+    index = RecordingIndex()
+    fleet = Fleet(index)
+    await fleet.history()
+    fleet.clock.set(MIDNIGHT + timedelta(hours=1))
+
+    async def event_meanwhile() -> None:
+        assert fleet.pipeline.current_state("quiet") is None  # gone already
+        await fleet.pipeline.process([fleet.login("quiet", MIDNIGHT)])
+
+    index.meanwhile = event_meanwhile
+    await fleet.records.process([fleet.tombstone("quiet")])
+    assert [letter.reason for letter in fleet.dead_letters] == ["account_deleted"]
+    assert fleet.pipeline.current_state("quiet") is None

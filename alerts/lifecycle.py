@@ -173,18 +173,7 @@ def resolve_manually(
     """
     if previous is None or previous.status is not Status.FIRING:
         return previous, None
-    annotations = {**previous.annotations, "resolved_by": by}
-    if reason:
-        annotations["resolve_reason"] = reason
-    resolved = replace(
-        previous,
-        status=Status.RESOLVED,
-        ends_at=now,
-        annotations=annotations,
-        resolved_by=by,
-        held_until_clear=True,
-    )
-    return resolved, Change(ChangeKind.RESOLVED, resolved, now)
+    return _resolved_by(previous, now, by, reason, hold=True)
 
 
 def stand_down(
@@ -199,13 +188,23 @@ def stand_down(
         return None, None
     if previous.status is Status.RESOLVED:
         return previous, None
-    annotations = {**previous.annotations, "resolved_by": ENGINE, "resolve_reason": reason}
+    return _resolved_by(previous, now, ENGINE, reason, hold=hold)
+
+
+def _resolved_by(
+    previous: AlertState, now: datetime, by: str, reason: str, *, hold: bool
+) -> tuple[AlertState, Change]:
+    """A firing alert closed without a verdict: an ordinary ``resolved`` whose
+    annotations say who closed it and why."""
+    annotations = {**previous.annotations, "resolved_by": by}
+    if reason:
+        annotations["resolve_reason"] = reason
     resolved = replace(
         previous,
         status=Status.RESOLVED,
         ends_at=now,
         annotations=annotations,
-        resolved_by=ENGINE,
+        resolved_by=by,
         held_until_clear=hold,
     )
     return resolved, Change(ChangeKind.RESOLVED, resolved, now)

@@ -331,15 +331,15 @@ def test_a_deleted_account_resolves_its_alerts_and_leaves_triage(
                 last[event["fingerprint"]] = event["status"]
         return {fp for fp, status in last.items() if status == "firing"}
 
+    def engagewatch(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "stream.cli", *args]
+        env = fleet.worker.env()
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done
+
     assert firing()
-    done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "delete-account", account_id],
-        capture_output=True,
-        text=True,
-        env=fleet.worker.env(),
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = engagewatch("delete-account", account_id)
     accounts_topic = f"{fleet.settings.topic_prefix}.accounts"
     assert done.stdout.strip() == f"published 1 tombstones to {accounts_topic}"
 
@@ -371,14 +371,7 @@ def test_a_deleted_account_resolves_its_alerts_and_leaves_triage(
         "properties": {},
     }
     late.write_text(json.dumps(event) + "\n")
-    sent = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "produce", str(late)],
-        capture_output=True,
-        text=True,
-        env=fleet.worker.env(),
-        timeout=60,
-    )
-    assert sent.returncode == 0, sent.stderr
+    engagewatch("produce", str(late))
     dead_letters = f"{fleet.settings.topic_prefix}.events.dlq"
 
     def refused() -> list[DeadLetter]:

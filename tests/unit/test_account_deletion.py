@@ -143,16 +143,29 @@ class Fleet:
     def login(
         self, account_id: str, at: datetime, user: str = "u1", role: str = "champion"
     ) -> RawMessage:
+        return self.event(account_id, at, "login", user=user, role=role)
+
+    def event(
+        self,
+        account_id: str,
+        at: datetime,
+        kind: str,
+        *,
+        user: str = "u1",
+        role: str = "champion",
+        properties: dict[str, Any] | None = None,
+    ) -> RawMessage:
+        """One usage event as it arrives, keyed by its account, at the next offset."""
         self.offset += 1
         event = {
             "schema": 1,
             "event_id": f"{account_id}-{self.offset}",
-            "type": "login",
+            "type": kind,
             "account_id": account_id,
             "user_id": f"{account_id}-{user}",
             "role": role,
             "occurred_at": at.isoformat().replace("+00:00", "Z"),
-            "properties": {},
+            "properties": properties or {},
         }
         return RawMessage(
             codec.dumps(event), SourcePosition("events", 0, self.offset, account_id.encode())
@@ -169,20 +182,8 @@ class Fleet:
         await self.sweeper.sweep(MIDNIGHT - timedelta(hours=1))
 
     def detractor(self, account_id: str, at: datetime) -> RawMessage:
-        self.offset += 1
-        event = {
-            "schema": 1,
-            "event_id": f"{account_id}-{self.offset}",
-            "type": "nps_response",
-            "account_id": account_id,
-            "user_id": f"{account_id}-u1",
-            "role": "champion",
-            "occurred_at": at.isoformat().replace("+00:00", "Z"),
-            "properties": {"score": 2, "comment": "we are leaving"},
-        }
-        return RawMessage(
-            codec.dumps(event), SourcePosition("events", 0, self.offset, account_id.encode())
-        )
+        answer = {"score": 2, "comment": "we are leaving"}
+        return self.event(account_id, at, "nps_response", properties=answer)
 
     def tombstone(self, account_id: str) -> RawMessage:
         self.offset += 1

@@ -25,6 +25,7 @@ from alerts.sweep import AccountAlerts
 from stream import codec
 from stream.accounts import Account
 from tests.unit.test_account_deletion import MIDNIGHT, RULES, STEP_S, Fleet
+from tests.unit.test_lifecycle_manual import policies
 
 T0 = datetime(2026, 11, 23, tzinfo=UTC)
 
@@ -151,11 +152,6 @@ def _message(event: dict[str, Any], offset: int) -> Any:
 steps = st.lists(
     st.tuples(st.sampled_from([True, False, "S"]), st.integers(min_value=0, max_value=30)),
     max_size=60,
-)
-policies = st.builds(
-    LifecyclePolicy,
-    for_s=st.sampled_from([0.0, 3600.0]),
-    repeat_interval_s=st.sampled_from([3600.0, 1e9]),
 )
 
 

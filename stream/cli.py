@@ -108,10 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="processes sharing the accounts (the output is the same; default 1)",
     )
-    from stream import deadletters_cli, triage_cli
+    from stream import check_cli, deadletters_cli, triage_cli
 
     deadletters_cli.add_parser(sub)
     triage_cli.add_parser(sub)
+    check_cli.add_parser(sub)
     return parser
 
 
@@ -304,6 +305,12 @@ def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     return deadletters_cli.run(settings, args)
 
 
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from stream import check_cli
+
+    return check_cli.run(settings, args)
+
+
 def _triage(settings: Settings, args: argparse.Namespace) -> int:
     from stream import triage_cli
 
@@ -319,6 +326,7 @@ _COMMANDS = {
     "replay": _replay,
     "dead-letters": _dead_letters,
     "triage": _triage,
+    "check": _check,
 }
 
 

@@ -25,7 +25,6 @@ from typing import Any
 
 from alerts.evaluate import Context, evaluate
 from alerts.lifecycle import (
-    ENGINE,
     AlertState,
     Change,
     ChangeKind,
@@ -228,15 +227,10 @@ ACCOUNT_DELETED = "account record deleted"
 
 def close_deleted_account(alerts: AccountAlerts, now: datetime) -> list[Change]:
     """The account's record was deleted (a tombstone on the accounts topic): each
-    firing alert resolves, annotated as a person's resolve is, so that whoever heard
-    of it hears it is over and why; pending ones end unseen. The caller then drops
-    the whole book: nothing of the account is judged any more."""
-    changes = []
-    for fingerprint in sorted(alerts.states):
-        change = resolve_by_hand(alerts, fingerprint, now, ENGINE, ACCOUNT_DELETED)
-        if change is not None:
-            changes.append(change)
-    return changes
+    firing alert stands down, so that whoever heard of it hears it is over and why;
+    pending ones end unseen. The caller then drops the whole book: nothing of the
+    account is judged any more."""
+    return stand_down_alerts(alerts, now, ACCOUNT_DELETED, lambda state: True)
 
 
 def inhibitor(change: Change, alerts: AccountAlerts) -> str | None:

@@ -64,6 +64,11 @@ class Engine:
     triage: TriageStore | None = None
 
 
+def rules_path(settings: Settings) -> Path:
+    """The rules file the settings name, or the shipped one."""
+    return Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES
+
+
 def state_policy(settings: Settings, rules: Sequence[Rule] = ()) -> StatePolicy:
     """The engagement-state bounds the settings ask for, keeping the features the
     ``rules`` read past the day's feature limit (as replay does: alerts/backtest.py)."""
@@ -151,7 +156,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     async def publish_alert(key: bytes, value: bytes) -> None:
         await telemetry.counting_kafka_errors("send_alert", alerts_topic.send(key=key, value=value))
 
-    rules = load_rules(Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES).rules
+    rules = load_rules(rules_path(settings)).rules
     telemetry.watch_rules(rule.name for rule in rules)
     # Rules run at the ticks of event time an account's events cross, as they are folded
     # (the same as replay); the sweep below judges the ticks of idle accounts.

@@ -33,29 +33,28 @@ def add_parser(sub: Any) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Print what each file holds; exit 2 at the first one that is invalid."""
-    from alerts.delivery.config import DEFAULT_RECEIVERS, load_receivers
+    from alerts.delivery.config import load_receivers
     from alerts.rules import load_rules
-    from stream.app import DEFAULT_RULES
+    from stream.app import rules_path
+    from stream.notify import receivers_path
 
     print("settings: valid")  # the command line loaded them before this ran
-    rules_path = args.rules or (Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES)
+    rules_file = args.rules or rules_path(settings)
     try:
-        rules = load_rules(rules_path).rules
+        rules = load_rules(rules_file).rules
         print(
-            f"rules: {rules_path}: {_many(len(rules), 'rule')} ({_counted(r.kind for r in rules)})"
+            f"rules: {rules_file}: {_many(len(rules), 'rule')} ({_counted(r.kind for r in rules)})"
         )
         if args.receivers is None and not settings.notifier_enabled:
             print("receivers: not checked (notifier_enabled is false)")
             return 0
-        receivers_path = args.receivers or (
-            Path(settings.receivers_file) if settings.receivers_file else DEFAULT_RECEIVERS
-        )
-        delivery = load_receivers(receivers_path)
+        receivers_file = args.receivers or receivers_path(settings)
+        delivery = load_receivers(receivers_file)
     except ConfigError as exc:
         print(f"engagewatch: {exc}", file=sys.stderr)
         return 2
     kinds = _counted(receiver.type for receiver in delivery.receivers)
-    print(f"receivers: {receivers_path}: {_many(len(delivery.receivers), 'receiver')} ({kinds})")
+    print(f"receivers: {receivers_file}: {_many(len(delivery.receivers), 'receiver')} ({kinds})")
     return 0
 
 

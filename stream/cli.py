@@ -274,14 +274,13 @@ def _alert_line(event: dict[str, object]) -> str:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from alerts.replay import replay
     from alerts.rules import load_rules
-    from stream.app import DEFAULT_RULES, state_policy
+    from stream.app import rules_path, state_policy
 
     for path in (args.events, args.accounts):
         if path is not None and not path.exists():
             print(f"engagewatch: {path}: no such file", file=sys.stderr)
             return 2
-    rules_path = args.rules or (Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES)
-    rules = load_rules(rules_path).rules
+    rules = load_rules(args.rules or rules_path(settings)).rules
     with args.out.open("w", encoding="utf-8") as out:
         report = replay(
             rules,

@@ -27,16 +27,19 @@ from alerts.delivery.outbox import Outbox
 from alerts.delivery.senders import Sender, build_sender, render_options
 from config.settings import Settings
 
-__all__ = ["delivery_config", "register_notifier"]
+__all__ = ["delivery_config", "receivers_path", "register_notifier"]
 
 log = logging.getLogger(__name__)
 
 
 def delivery_config(settings: Settings) -> DeliveryConfig:
     """The receivers file the settings name, validated (a bad one fails at start)."""
-    return load_receivers(
-        Path(settings.receivers_file) if settings.receivers_file else DEFAULT_RECEIVERS
-    )
+    return load_receivers(receivers_path(settings))
+
+
+def receivers_path(settings: Settings) -> Path:
+    """The receivers file the settings name, or the shipped one."""
+    return Path(settings.receivers_file) if settings.receivers_file else DEFAULT_RECEIVERS
 
 
 def register_notifier(

@@ -160,7 +160,7 @@ class IngestPipeline:
             # A deleted account is being removed, or has no state: only then is its
             # marker looked up.
             if account_id in self._retiring or (stored is None and account_id in self._deleted):
-                detail = _deleted_detail(account_id, self._deleted[account_id])
+                detail = _deleted_detail(account_id, self._deleted.get(account_id))
                 dead.extend(
                     DeadLetter(ACCOUNT_DELETED, detail, values[i] or b"", position(i), now)
                     for i in group.indexes

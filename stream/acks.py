@@ -1,6 +1,7 @@
 """Waiting until Kafka has acknowledged what a batch wrote, before its offsets commit.
 
-Table writes (state and alert books) reach Kafka through Faust's producer buffer.
+Table writes (state and alert books) reach Kafka through Faust's producer buffer;
+dead letters are sent past it, and followed one by one (:meth:`Acknowledgements.track`).
 ``app.producer.flush()`` is not enough to know they arrived: the buffer's flush gives
 up after 0.1 s without a send, and a message its sender has taken off the buffer but
 not yet handed to aiokafka is in neither the buffer nor aiokafka's flush. Committing
@@ -45,12 +46,17 @@ class Acknowledgements:
         put = buffer.put
 
         def put_followed(future: asyncio.Future[Any]) -> None:
-            self._pending.add(future)
-            future.add_done_callback(self._settled)
+            self.track(future)
             put(future)
 
         put_followed.followed_by = self  # type: ignore[attr-defined]
         buffer.put = put_followed
+
+    def track(self, future: asyncio.Future[Any]) -> None:
+        """Follow one more delivery future: a message sent past the buffer (a dead
+        letter), whose loss must stop commits as a table write's does."""
+        self._pending.add(future)
+        future.add_done_callback(self._settled)
 
     @property
     def pending(self) -> int:

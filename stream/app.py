@@ -6,13 +6,14 @@ app exists: the CLI builds one from settings and runs a worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.web import Request, Response, View
@@ -22,6 +23,7 @@ from alerts.evaluation import RuleSet
 from alerts.rules import Rule, judged_features, load_rules
 from config.settings import Settings
 from stream.accounts import Account
+from stream.acks import Acknowledgements
 from stream.bulk import ReaderProgress, bulk_reader_service
 from stream.clock import Clock, SystemClock
 from stream.deadletter import DeadLetter
@@ -86,6 +88,34 @@ def events_group(settings: Settings) -> str:
     return f"{settings.app_id}-events"
 
 
+def dead_letter_sender(
+    topic: Any, telemetry: EngineMetrics, acknowledgements: Acknowledgements | None
+) -> Callable[[DeadLetter], Awaitable[None]]:
+    """Sends a dead letter, its reason in a header, and has ``acknowledgements`` (if
+    any) follow its delivery."""
+
+    async def send_dead_letter(letter: DeadLetter) -> None:
+        delivery = await telemetry.counting_kafka_errors(
+            "send_dead_letter",
+            topic.send(
+                key=letter.source.key,
+                value=letter.to_json(),
+                headers={"reason": letter.reason.encode()},
+            ),
+        )
+        future = cast("asyncio.Future[Any]", delivery)  # Faust's send returns the future
+        if acknowledgements is not None:
+            acknowledgements.track(future)
+        else:
+            future.add_done_callback(count_failure)
+
+    def count_failure(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            telemetry.count_kafka_error("send_dead_letter")
+
+    return send_dead_letter
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     now: Clock = clock or SystemClock()
     app = faust.App(
@@ -143,15 +173,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     progress = ReaderProgress()
     telemetry = EngineMetrics(reader=progress)  # per-partition lag is computed at scrape
 
-    async def send_dead_letter(letter: DeadLetter) -> None:
-        await telemetry.counting_kafka_errors(
-            "send_dead_letter",
-            dead_letter_topic.send(
-                key=letter.source.key,
-                value=letter.to_json(),
-                headers={"reason": letter.reason.encode()},
-            ),
-        )
+    # What the reader's commits wait for: its table writes, and the dead letters (a
+    # lost one stops commits, so its event is read again rather than lost).
+    acknowledgements = Acknowledgements()
+    send_dead_letter = dead_letter_sender(dead_letter_topic, telemetry, acknowledgements)
 
     async def publish_alert(key: bytes, value: bytes) -> None:
         await telemetry.counting_kafka_errors("send_alert", alerts_topic.send(key=key, value=value))
@@ -202,6 +227,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             commit_interval_s=settings.commit_interval_s,
             progress=progress,
             on_kafka_error=telemetry.count_kafka_error,
+            acknowledgements=acknowledgements,
         )
     )
 
@@ -270,8 +296,14 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         forget_state=pipeline.forget,
         retire_states=pipeline.retire,
     )
+    # The accounts agent's offsets are Faust's, which the event reader's commits do not
+    # cover: its dead letters are not followed (docs/events.md says what that leaves).
     accounts_pipeline = AccountsPipeline(
-        accounts, send_dead_letter, now, _account_removal(sweeper, telemetry, now), deleted
+        accounts,
+        dead_letter_sender(dead_letter_topic, telemetry, None),
+        now,
+        _account_removal(sweeper, telemetry, now),
+        deleted,
     )
 
     if settings.notifier_enabled:

@@ -96,10 +96,14 @@ def bulk_reader_service(
     commit_interval_s: float = 1.0,
     progress: ReaderProgress | None = None,
     on_kafka_error: Callable[[str], None] = lambda operation: None,
+    acknowledgements: Acknowledgements | None = None,
 ) -> type[Service]:
     """A service class for ``app.service``; ``owner_topic`` decides which partitions
-    this worker owns (a co-partitioned topic that a Faust agent subscribes to)."""
+    this worker owns (a co-partitioned topic that a Faust agent subscribes to).
+    ``acknowledgements``: what a commit waits for (the producer buffer's messages are
+    added to it), for the caller to follow its own sends with."""
     reader_progress = progress if progress is not None else ReaderProgress()
+    acks = acknowledgements if acknowledgements is not None else Acknowledgements()
 
     def kafka(operation: str) -> AbstractContextManager[None]:
         return counting_errors(on_kafka_error, "kafka", operation, log)
@@ -111,7 +115,7 @@ def bulk_reader_service(
             self._consumer: AIOKafkaConsumer | None = None
             self._pending: dict[TopicPartition, int] = {}
             self._committed_at = 0.0
-            self._acks = Acknowledgements()
+            self._acks = acks
 
         async def on_start(self) -> None:
             self._acks.follow(app.producer.buffer, threaded=bool(app.conf.producer_threaded))
@@ -224,7 +228,9 @@ def bulk_reader_service(
             try:
                 await self._commit(consumer)
             except DeliveryFailedError as exc:
-                log.error("bulk reader: not committing, a table write was lost: %s", exc)
+                log.error(
+                    "bulk reader: not committing, a write (table or dead letter) was lost: %s", exc
+                )
 
         async def _commit(self, consumer: AIOKafkaConsumer) -> None:
             """Flush first: an offset is committed only once its effects are in Kafka."""

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.consumer import KafkaConsumer
 from kafka.structs import TopicPartition
 
@@ -74,6 +75,15 @@ class WorkerProcess:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+
+    def exited(self, timeout_s: float) -> int | None:
+        """Wait up to ``timeout_s`` for the worker to exit by itself: its exit code, or
+        ``None`` if it still runs."""
+        assert self._proc is not None
+        try:
+            return self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     def _exited(self) -> bool:
         return self._proc is not None and self._proc.poll() is not None
@@ -143,3 +153,18 @@ def counts_by_type(states: dict[str, EngagementState]) -> dict[str, int]:
         for kind, count in state.event_counts.items():
             totals[kind] = totals.get(kind, 0) + count
     return totals
+
+
+def set_topic_limit(settings: Settings, topic: str, max_bytes: int | None) -> None:
+    """What ``kafka-configs.sh --alter --add-config max.message.bytes=N`` does
+    (``None``: ``--delete-config``, back to the broker's default)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        limit = {"max.message.bytes": None if max_bytes is None else str(max_bytes)}
+        resource = [ConfigResource(ConfigResourceType.TOPIC, topic, limit)]
+        if max_bytes is None:
+            admin.reset_configs(resource)
+        else:
+            admin.alter_configs(resource)
+    finally:
+        admin.close()

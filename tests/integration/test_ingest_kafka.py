@@ -24,6 +24,7 @@ from tests.integration.harness import (
     engagement_states,
     read_topic,
     running_worker,
+    set_topic_limit,
     wait_for,
 )
 
@@ -312,3 +313,40 @@ def _committed_offsets(settings: Settings) -> int:
         return sum(consumer.committed(TopicPartition(events, p)) or 0 for p in partitions)
     finally:
         consumer.close()
+
+
+def test_dead_letters_kafka_refused_are_sent_again_by_the_next_worker(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """The dead-letter topic refuses every letter (``max.message.bytes`` below any
+    letter's size). Committing past a refused letter would lose its event, so the
+    worker commits nothing and stops; once the topic takes letters again, the next
+    worker reads those events again: every malformed event has its one dead letter,
+    every valid one is counted once."""
+    settings = engine_settings
+    ensure_topics(settings)
+    letters_topic = TopicNames.from_settings(settings).dead_letters
+    set_topic_limit(settings, letters_topic, 64)
+    messages, expected_types, expected_reasons = build_mixed_stream(valid=2_000, bad_per_kind=5)
+    produce(settings, messages)
+    log = tmp_path / "worker.log"
+    with running_worker(settings, log) as first:
+        code = first.exited(120)
+        assert code is not None and code != 0, "the worker must stop, not go on committing"
+    assert dead_letters(settings) == [] and _committed_offsets(settings) == 0
+
+    set_topic_limit(settings, letters_topic, None)
+    with running_worker(settings, log) as second:
+
+        def done() -> bool:
+            totals = counts_by_type(
+                engagement_states(settings.kafka_bootstrap, changelog(settings))
+            )
+            return sum(totals.values()) >= 2_000 and len(dead_letters(settings)) >= 50
+
+        wait_for(done, 120, "every event counted or dead-lettered", every_s=2)
+        time.sleep(3)  # anything counted twice would show up now
+        assert second.stop() == 0
+    totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
+    assert totals == dict(expected_types)
+    assert Counter(letter.reason for letter in dead_letters(settings)) == expected_reasons

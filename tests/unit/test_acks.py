@@ -78,3 +78,18 @@ async def test_nothing_put_means_nothing_to_wait_for() -> None:
 def test_the_threaded_producer_is_refused() -> None:
     with pytest.raises(ValueError, match="producer_threaded"):
         Acknowledgements().follow(Buffer(), threaded=True)
+
+
+async def test_a_dead_letter_sent_past_the_buffer_holds_commits_too() -> None:
+    """Dead letters go straight to the producer: a commit past a lost one would lose
+    the event it stood for, so each is tracked like a table write."""
+    _, acks = followed()
+    loop = asyncio.get_running_loop()
+    letter = loop.create_future()
+    acks.track(letter)
+    waiting = asyncio.create_task(acks.wait())
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and acks.pending == 1
+    letter.set_exception(OSError("dead-letter topic refused it"))
+    with pytest.raises(DeliveryFailedError, match="refused it"):
+        await waiting

@@ -17,7 +17,8 @@ does. Live and replay skip the same evaluations, so they still agree.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
@@ -76,12 +77,18 @@ class AccountAlerts:
         states: Mapping[str, AlertState] | None = None,
         evaluated_through: float | None = None,
         health: Mapping[str, Any] | None = None,
+        unsent: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.states: dict[str, AlertState] = dict(states or {})
         self.evaluated_through = evaluated_through
         """The last instant the rules were evaluated at (alerts/timeline.py)."""
         self.health = dict(health) if health else None
         """The last health score's evidence (tier, value): for triage and metrics."""
+        self.unsent: list[tuple[str, str]] = list(unsent)
+        """Alert events (key, value) judged with these states and not yet known to be
+        published, oldest first: kept with the states that caused them, so that no
+        failure between the two leaves an alert firing here and unheard of
+        (stream/alert_outbox.py)."""
         self.changed = False
 
     @classmethod
@@ -90,14 +97,39 @@ class AccountAlerts:
         if "states" not in data:  # version 1: the states alone, keyed by fingerprint
             return cls({fp: state_from_dict(s) for fp, s in data.items()})
         states = {fp: state_from_dict(s) for fp, s in data["states"].items()}
-        return cls(states, data.get("evaluated_through"), data.get("health"))
+        unsent = [(key, value) for key, value in data.get("unsent", ())]
+        return cls(states, data.get("evaluated_through"), data.get("health"), unsent)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, with_unsent: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
             "states": {fp: state_to_dict(state) for fp, state in sorted(self.states.items())},
             "evaluated_through": self.evaluated_through,
             "health": self.health,
         }
+        if self.unsent and with_unsent:  # absent when empty: as books were before it
+            data["unsent"] = [list(entry) for entry in self.unsent]
+        return data
+
+    def keep_unsent(self, events: Iterable[tuple[str, str]]) -> None:
+        """Keep alert events until :meth:`settle` hears they were published."""
+        before = len(self.unsent)
+        self.unsent.extend(events)
+        self.changed = self.changed or len(self.unsent) > before
+
+    def settle(self, published: Iterable[tuple[str, str]]) -> bool:
+        """Drop the events ``published``, from the oldest up to the first that was not:
+        one left behind keeps those after it, so that sending them again keeps their
+        order. Returns whether any was dropped."""
+        delivered = Counter(published)
+        settled = 0
+        for entry in self.unsent:
+            if not delivered[entry]:
+                break
+            delivered[entry] -= 1
+            settled += 1
+        del self.unsent[:settled]
+        self.changed = self.changed or settled > 0
+        return settled > 0
 
     def open(self) -> list[AlertState]:
         return [state for state in self.states.values() if state.is_open]

@@ -178,8 +178,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     acknowledgements = Acknowledgements()
     send_dead_letter = dead_letter_sender(dead_letter_topic, telemetry, acknowledgements)
 
-    async def publish_alert(key: bytes, value: bytes) -> None:
-        await telemetry.counting_kafka_errors("send_alert", alerts_topic.send(key=key, value=value))
+    async def publish_alert(key: bytes, value: bytes) -> Any:
+        """Hand an alert event to the producer; returns its delivery future, which the
+        outbox awaits and whose failure it reports (sent past Faust's topic, which
+        would also log each failure as a future whose exception nobody retrieved)."""
+        return await app.producer.send(names.alerts, key, value, None, None, None)
 
     rules = load_rules(rules_path(settings)).rules
     telemetry.watch_rules(rule.name for rule in rules)
@@ -192,6 +195,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         publish_alert,
         on_changes=telemetry.count_alert_changes,
         reuse_limit=settings.decoded_states,  # its entries hold the state they are for
+        on_publish_failure=lambda error: telemetry.count_kafka_error("send_alert"),
     )
     pipeline = IngestPipeline(
         engagement,
@@ -283,7 +287,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         lambda: owned_items(app, engagement_table),
         accounts,
         alerts,
-        publish=evaluator.publish_all,  # in order with those judged as events are folded
+        outbox=evaluator.outbox,  # in order with those judged as events are folded
         catch_up_lag_s=settings.catch_up_lag_s,
         behind=lambda account_id: progress.behind(key_partition(account_id.encode(), n)),
         triage=triage,

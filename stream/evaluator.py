@@ -5,13 +5,11 @@ The ingest pipeline hands each account's new events here instead of folding them
 itself. Most batches cross no tick: a cursor per account, kept in memory, answers
 that without reading the account's alert book. When a tick is crossed (or an NPS
 answer arrives) the book is loaded, the rules run through
-:class:`~alerts.evaluation.AccountRun`, the book is written back once, and the alert
-events wait in :attr:`pending` until the batch's state is written.
-
-Every alert event the worker publishes goes through :meth:`flush`, one flush at a
-time, in the order judged: the sweep and an account's deletion queue theirs with
-:meth:`publish_all`, so an alert's ``resolved`` never overtakes its ``firing`` on the
-alerts topic.
+:class:`~alerts.evaluation.AccountRun`, and the book is written back once, keeping the
+alert events it caused until they are published (:attr:`outbox`,
+stream/alert_outbox.py): after the batch's state is written, :meth:`flush` publishes
+them. The sweep and an account's deletion queue theirs in the same outbox, so an
+alert's ``resolved`` never overtakes its ``firing`` on the alerts topic.
 
 Tables are plain mappings (Faust tables in the worker), so this stays testable
 without Kafka.
@@ -19,8 +17,7 @@ without Kafka.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from alerts.evaluation import AccountRun, Reuse, RuleSet
@@ -30,12 +27,11 @@ from alerts.sweep import AccountAlerts
 from alerts.timeline import next_tick
 from stream import codec
 from stream.accounts import Account
+from stream.alert_outbox import AlertOutbox, Flushed, Send
 from stream.engagement import EngagementState
 from stream.events import Record
 
 __all__ = ["LiveEvaluator"]
-
-Publish = Callable[[bytes, bytes], Awaitable[None]]
 
 
 class LiveEvaluator:
@@ -46,15 +42,17 @@ class LiveEvaluator:
         ruleset: RuleSet,
         accounts: Mapping[str, Any],
         alerts: MutableMapping[str, Any],
-        publish: Publish,
+        publish: Send,
         on_changes: Callable[[list[Change]], None] = lambda changes: None,
         *,
         reuse_limit: int = 10_000,
+        on_publish_failure: Callable[[BaseException], None] = lambda error: None,
     ) -> None:
         self._ruleset = ruleset
         self._accounts = accounts
         self._alerts = alerts
-        self._publish = publish
+        self.outbox = AlertOutbox(alerts, publish, on_publish_failure)
+        """Every alert event the worker publishes goes through it, in the order judged."""
         self._on_changes = on_changes
         self._cursors: dict[str, float] = {}
         """account_id -> the last evaluated instant seen (it can only be behind)."""
@@ -63,8 +61,6 @@ class LiveEvaluator:
         computed on (the pipeline keeps states decoded between batches)."""
         self._reuse_limit = reuse_limit
         self._trigger_codes = ruleset.trigger_codes
-        self.pending: list[tuple[bytes, bytes]] = []
-        self._flushing = asyncio.Lock()
 
     def fold(
         self,
@@ -97,32 +93,24 @@ class LiveEvaluator:
             self._ruleset, state, account, book, reuse=self.reuse_for(account_id, state)
         )
         notices = run.on_events(times, codes, fold)
-        if book.changed:
-            self._alerts[account_id] = codec.dumps(book.to_dict())
-        if book.evaluated_through is not None:
-            self._cursors[account_id] = book.evaluated_through
+        events = []
         for notice in notices:
             change = notice.change
             # Generated at the instant judged, as replay writes it: the same bytes.
             event = alert_event(change, account, change.at, inhibited_by=notice.inhibited_by)
-            self.pending.append((change.alert.fingerprint.encode(), codec.dumps(event)))
+            events.append((change.alert.fingerprint.encode(), codec.dumps(event)))
+        if events:
+            self.outbox.queue(account_id, book, events)  # kept in the book written next
+        if book.changed:
+            self._alerts[account_id] = codec.dumps(book.to_dict())
+        if book.evaluated_through is not None:
+            self._cursors[account_id] = book.evaluated_through
         if notices:
             self._on_changes([notice.change for notice in notices])
 
-    async def flush(self) -> int:
-        """Publish the alert events waiting, in the order they were judged (after any
-        flush already under way)."""
-        async with self._flushing:
-            pending, self.pending = self.pending, []
-            for key, value in pending:
-                await self._publish(key, value)
-        return len(pending)
-
-    async def publish_all(self, events: Sequence[tuple[bytes, bytes]]) -> None:
-        """Publish alert events after those judged before them (the sweep's way): queued
-        at once, so that nothing judged meanwhile can come between them."""
-        self.pending.extend(events)
-        await self.flush()
+    async def flush(self) -> Flushed:
+        """Publish the alert events judged so far (stream/alert_outbox.py)."""
+        return await self.outbox.flush()
 
     def forget(self) -> None:
         """Drop the cursors (partitions moved): the books are the truth."""

@@ -99,7 +99,8 @@ class Evaluator(Protocol):
         fold: Callable[[int, int], None],
     ) -> None: ...
 
-    async def flush(self) -> int: ...
+    async def flush(self) -> object:
+        """Publish the alert events judged so far."""
 
     def let_go(self, account_id: str) -> None:
         """The pipeline no longer holds this account's state object decoded."""

@@ -6,8 +6,9 @@ timer on every worker, judges the ticks no event crossed, over the accounts on i
 *active* partitions, each account by exactly one worker, up to the clock less
 ``evaluation_delay_s``. Alert states and the cursor live in the `alerts` table, keyed
 by account like everything else, so a restart or a take-over neither re-fires nor
-forgets an alert. Changes are published to the alerts topic, keyed by fingerprint
-(CONTRACTS.md).
+forgets an alert. Changes are kept in the book and published to the alerts topic,
+keyed by fingerprint (CONTRACTS.md), once the sweep has judged every account; they
+leave the book once Kafka has them (stream/alert_outbox.py).
 
 With a triage store, the sweep also applies the resolve requests people made for its
 accounts and writes its accounts' triage index in one Redis round trip after
@@ -48,10 +49,11 @@ from alerts.sweep import (
 from alerts.triage import ResolveRequest
 from stream import codec
 from stream.accounts import Account
+from stream.alert_outbox import AlertOutbox
 from stream.engagement import EngagementState
 from stream.triage_store import IndexBatch, TriageStore
 
-__all__ = ["SweepReport", "Sweeper"]
+__all__ = ["AlertsNotPublishedError", "SweepReport", "Sweeper"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,9 @@ REBUILD_EVERY = 5
 """Sweeps an unchanged triage entry is kept (its expiry renewed) before it is built and
 written again anyway (Redis may have lost it)."""
 
-PublishAll = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[None]]
-"""Publishes alert events (key, value), in order, after any judged before them."""
+
+class AlertsNotPublishedError(Exception):
+    """A deleted account's alert events were not published (the deletion waits)."""
 
 
 class CurrentState(Protocol):
@@ -93,6 +96,8 @@ class SweepReport:
         """Accounts per health tier (those the health rule scored)."""
         self.silent_accounts = 0
         """Accounts with an open alert of an account-wide silence rule."""
+        self.republished = 0
+        """Alert events an earlier publish left in their books, published again."""
 
     @property
     def changes(self) -> int:
@@ -109,7 +114,7 @@ class Sweeper:
         accounts: Mapping[str, Any],
         alerts: Any,
         *,
-        publish: PublishAll,
+        outbox: AlertOutbox,
         catch_up_lag_s: float,
         behind: Callable[[str], bool] = lambda account_id: False,
         triage: TriageStore | None = None,
@@ -134,7 +139,8 @@ class Sweeper:
         self._owned_states = owned_states
         self._accounts = accounts
         self._alerts = alerts
-        self._publish = publish
+        self._outbox = outbox
+        """Every alert event goes through it (the evaluator's, in the worker)."""
         self._catch_up_lag_s = catch_up_lag_s
         self._behind = behind
         self._triage = triage
@@ -154,8 +160,8 @@ class Sweeper:
         self._unindexed: dict[str, list[str]] = {}
         """Deleted accounts (and their alerts' fingerprints) Redis has yet to forget."""
         self._one_account = asyncio.Lock()
-        """Held while one account is judged and its changes published, and while
-        accounts are removed: a removal never lands between an account's changes."""
+        """Held while one account is judged and its book written, and while accounts
+        are removed: a removal never lands between an account's changes."""
 
     async def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport()
@@ -197,6 +203,7 @@ class Sweeper:
                 await self._sweep_one(state, now, report, requests, batch, shared=held is not None)
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let ingest and the web server run between accounts
+        await self._outbox.flush()  # what this sweep judged, and what was left before
         report.seconds = time.perf_counter() - started
         report.behind = len(waiting)
         if batch is not None:
@@ -220,20 +227,27 @@ class Sweeper:
         published; then their state and alert book go, and they leave the triage index.
         Returns the resolves.
 
-        The resolves are published before anything is deleted: the accounts pipeline
-        deletes the records only after this returns, so a failure on the way leaves
-        the tombstone to be read again, and the account to be closed again. Nothing
-        writes the books meanwhile: ingest refuses the accounts' events from the start
-        (``retire_states``), and sweeps wait for the lock, then pass them by."""
+        The resolves are kept in the books and published before anything is deleted
+        (with whatever the books kept from before, after any flush under way): the
+        accounts pipeline deletes the records only after this returns, so a failure on
+        the way leaves the tombstone to be read again, and the books publish what they
+        kept then. Nothing else writes the books meanwhile: ingest refuses the
+        accounts' events from the start (``retire_states``), and sweeps wait for the
+        lock, then pass them by."""
         async with self._one_account:
             self._removing = frozenset(deleted)
             self._removed.update(deleted)
             self._retire_states(self._removing)
             resolved: list[Change] = []
             try:
-                events = self._resolves(deleted, now, resolved)
-                if events:
-                    await self._publish(events)
+                self._close(deleted, now, resolved)
+                await self._outbox.flush()  # after any flush under way, which may fail
+                unsent = [a for a in deleted if self._book(a).unsent]
+                if unsent:
+                    raise AlertsNotPublishedError(
+                        f"alert events of deleted accounts {', '.join(sorted(unsent))} "
+                        "not published: the deletion is left to be read again"
+                    )
             finally:
                 self._removing = frozenset()
             fingerprints: dict[str, list[str]] = {}
@@ -248,24 +262,29 @@ class Sweeper:
             await self._forget_in_index()
         return resolved
 
-    def _resolves(
+    def _close(
         self, deleted: Mapping[str, bytes | None], now: datetime, resolved: list[Change]
-    ) -> list[tuple[bytes, bytes]]:
-        """The resolves of the deleted accounts' firing alerts, as alert events; adds the
-        changes to ``resolved``. The books are not written: they are deleted once these
-        are published, and after a failure they are read again, still firing."""
-        events = []
+    ) -> None:
+        """Resolve the deleted accounts' firing alerts, keeping the alert events in their
+        books with whatever an earlier publish left there; adds the changes to
+        ``resolved``. Once the books' events are published the books are deleted; after
+        a failure the deletion is read again, and publishes what they kept."""
         for account_id, record in deleted.items():
-            stored = self._alerts.get(account_id)
-            if not stored:
-                continue
-            changes = close_deleted_account(AccountAlerts.from_dict(codec.loads(stored)), now)
+            book = self._book(account_id)
+            changes = close_deleted_account(book, now)
             account = Account.from_json(record) if record else None
-            for change in changes:
-                event = alert_event(change, account, change.at)
-                events.append((change.alert.fingerprint.encode(), codec.dumps(event)))
+            events = [
+                (c.alert.fingerprint.encode(), codec.dumps(alert_event(c, account, c.at)))
+                for c in changes
+            ]
+            self._outbox.queue(account_id, book, events)
+            if book.changed:
+                self._alerts[account_id] = codec.dumps(book.to_dict())
             resolved.extend(changes)
-        return events
+
+    def _book(self, account_id: str) -> AccountAlerts:
+        stored = self._alerts.get(account_id)
+        return AccountAlerts.from_dict(codec.loads(stored) if stored else None)
 
     async def _forget_in_index(self) -> None:
         """Take the deleted accounts out of the triage index; kept for the next sweep
@@ -341,17 +360,21 @@ class Sweeper:
             report.tiers[str(book.health["tier"])] += 1
         if any(alert.rule in self._silence_rules for alert in book.open()):
             report.silent_accounts += 1
-        written = stored
-        if book.changed:
-            written = self._alerts[state.account_id] = codec.dumps(book.to_dict())
         events = []
         for notice in changes:
             change = notice.change
             # Generated at the instant judged (a tick; now for a person's resolve).
             event = alert_event(change, account, change.at, inhibited_by=notice.inhibited_by)
             events.append((change.alert.fingerprint.encode(), codec.dumps(event)))
-        if events:
-            await self._publish(events)  # queued at once, behind what ingest judged before
+        # Kept in the book written next, behind what an earlier publish left there; the
+        # sweep publishes them all once every account is judged.
+        report.republished += self._outbox.retry(state.account_id, book)
+        self._outbox.queue(state.account_id, book, events)
+        written = stored
+        if book.changed:
+            written = self._alerts[state.account_id] = codec.dumps(book.to_dict())
+        if book.unsent:  # the triage entry shows the states: the book as it will be settled
+            written = codec.dumps(book.to_dict(with_unsent=False))
         report.changed.extend(notice.change for notice in changes)
         report.open.extend(book.open())
         if batch is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -267,22 +267,23 @@ async def test_alerts_written_while_a_sweep_publishes_are_shown_next_sweep(
     writes while the sweep awaits its publishing makes the next sweep build it again."""
     state, account = quiet_account_state()
     harness = with_store(Harness(state, account), store)
-    publish = harness.sweeper._publish
+    outbox = harness.sweeper._outbox
+    publish = outbox._send
     account_id = state.account_id
 
-    async def publish_while_ingest_writes(events: Sequence[tuple[bytes, bytes]]) -> None:
-        await publish(events)
+    async def publish_while_ingest_writes(key: bytes, value: bytes) -> None:
+        await publish(key, value)
         stored = harness.alerts.get(account_id)
         if stored is not None:  # ingest judges a tick meanwhile: the health moved
             book = codec.loads(stored)
             book["health"] = {"tier": "red", "value": 0.01}
             harness.alerts[account_id] = codec.dumps(book)
 
-    harness.sweeper._publish = publish_while_ingest_writes
+    outbox._send = publish_while_ingest_writes
     assert (await harness.sweeper.sweep(NOW)).changes > 0
     first = await store.account(account_id)
     assert first is not None and first["tier"] != "red"
-    harness.sweeper._publish = publish
+    outbox._send = publish
     await harness.sweeper.sweep(NOW + timedelta(minutes=1))  # nothing new judged
     again = await store.account(account_id)
     assert again is not None and again["tier"] == "red"

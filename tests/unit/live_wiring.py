@@ -52,7 +52,7 @@ def live_engine(
         lambda: list(engagement.items()),
         accounts,
         alerts,
-        publish=evaluator.publish_all,
+        outbox=evaluator.outbox,
         catch_up_lag_s=catch_up_lag_s,
         step_s=step_s,
         current_state=pipeline.current_state if shared else None,

@@ -11,21 +11,21 @@ from typing import Any, cast
 
 import pytest
 
-from alerts.evaluation import RuleSet
 from alerts.lifecycle import ChangeKind, Finding, LifecyclePolicy, Status, transition
 from alerts.rules import Rule, load_rules
 from alerts.sweep import ACCOUNT_DELETED, AccountAlerts, close_deleted_account
 from stream import codec
 from stream import sweeper as sweeper_module
 from stream.accounts import Account
+from stream.alert_outbox import AlertOutbox
 from stream.clock import ManualClock
 from stream.deadletter import DeadLetter, SourcePosition
-from stream.evaluator import LiveEvaluator
 from stream.ingest import RawMessage
 from stream.pipeline import AccountsPipeline, IngestPipeline
-from stream.sweeper import Sweeper
+from stream.sweeper import AlertsNotPublishedError, Sweeper
 from stream.triage_store import IndexBatch, TriageStore
 from tests.unit.live_wiring import live_engine
+from tests.unit.test_alert_outbox import Producer
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "config" / "rules.yaml").rules
 MIDNIGHT = datetime(2026, 11, 24, tzinfo=UTC)
@@ -105,7 +105,12 @@ class Fleet:
         self.published: list[dict[str, Any]] = []
         self.on_publish: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
+        self.refusing = False
+        """Kafka takes no alert event (every send raises)."""
+
         async def publish(key: bytes, value: bytes) -> None:
+            if self.refusing:
+                raise ConnectionError("the broker refuses alert events")
             event = codec.loads(value)
             assert key.decode() == event["fingerprint"]
             self.published.append(event)
@@ -225,6 +230,32 @@ async def test_a_deleted_account_resolves_its_alerts_and_is_judged_no_more() -> 
     assert "busy" in fleet.engagement and "busy" in fleet.alerts  # the other one goes on
 
 
+async def test_a_deletion_waits_until_kafka_takes_its_alert_events() -> None:
+    """Kafka refuses alert events from before the account goes silent to after its
+    deletion: the deletion fails (the tombstone is read again) and keeps everything;
+    read again with Kafka back, it publishes what the book kept, then the resolves:
+    what a worker with Kafka up all along published."""
+
+    async def told(refusing: bool) -> list[dict[str, Any]]:
+        fleet = Fleet()
+        fleet.refusing = refusing
+        await fleet.history()
+        if refusing:
+            kept = AccountAlerts.from_dict(codec.loads(fleet.alerts["quiet"])).unsent
+            assert fleet.published == [] and kept
+            with pytest.raises(AlertsNotPublishedError):
+                await fleet.records.process([fleet.tombstone("quiet")])
+            assert all("quiet" in t for t in (fleet.accounts, fleet.alerts, fleet.engagement))
+            fleet.refusing = False
+        await fleet.records.process([fleet.tombstone("quiet")])
+        assert fleet.firing("quiet") == set() and "quiet" not in fleet.alerts
+        return [e for e in fleet.published if e["account_id"] == "quiet"]
+
+    expected = await told(refusing=False)
+    assert {e["status"] for e in expected} == {"firing", "resolved"}
+    assert await told(refusing=True) == expected
+
+
 async def test_events_after_the_deletion_go_to_the_dead_letters_until_a_record_comes() -> None:
     """A backlog read after the tombstone must not start the account afresh (its user
     ids back in the state, judged with no record); once a record for it is published
@@ -306,30 +337,6 @@ async def test_a_tombstone_tells_of_the_record_it_deleted() -> None:
     assert table == {"acme": acme} and sorted(markers) == ["ghost", "globex"]
 
 
-async def test_an_alert_event_published_during_a_flush_waits_for_it() -> None:
-    """A batch's events are being published when the sweep (or a deletion) publishes
-    one more: it must go after them, or a resolve could overtake its firing."""
-    sent: list[bytes] = []
-    first_send = asyncio.Event()
-    go_on = asyncio.Event()
-
-    async def publish(key: bytes, value: bytes) -> None:
-        if not sent and not first_send.is_set():
-            first_send.set()
-            await go_on.wait()  # the broker is slow to take the batch's first event
-        sent.append(value)
-
-    evaluator = LiveEvaluator(RuleSet((), STEP_S), {}, {}, publish)
-    evaluator.pending.extend([(b"a", b"firing-1"), (b"b", b"firing-2")])
-    batch_flush = asyncio.create_task(evaluator.flush())
-    await first_send.wait()
-    sweep_publish = asyncio.create_task(evaluator.publish_all([(b"a", b"resolved-1")]))
-    await asyncio.sleep(0)
-    go_on.set()
-    await asyncio.gather(batch_flush, sweep_publish)
-    assert sent == [b"firing-1", b"firing-2", b"resolved-1"]
-
-
 def test_forgetting_an_account_the_pipeline_never_saw_is_harmless() -> None:
     async def dead_letter(letter: DeadLetter) -> None:
         raise AssertionError(letter)
@@ -340,10 +347,11 @@ def test_forgetting_an_account_the_pipeline_never_saw_is_harmless() -> None:
 
 
 def test_the_sweeper_removes_without_a_triage_store() -> None:
-    async def publish(events: Sequence[tuple[bytes, bytes]]) -> None:
+    async def publish(key: bytes, value: bytes) -> None:
         raise AssertionError("nothing fires for an account with no book")
 
-    sweeper = Sweeper(RULES, list, {}, {}, publish=publish, catch_up_lag_s=86_400)
+    outbox = AlertOutbox({}, publish)
+    sweeper = Sweeper(RULES, list, {}, {}, outbox=outbox, catch_up_lag_s=86_400)
     assert asyncio.run(sweeper.remove({"nobody": None}, MIDNIGHT)) == []
 
 
@@ -486,3 +494,29 @@ async def test_an_event_read_once_the_state_is_gone_is_refused_too() -> None:
     await fleet.records.process([fleet.tombstone("quiet")])
     assert [letter.reason for letter in fleet.dead_letters] == ["account_deleted"]
     assert fleet.pipeline.current_state("quiet") is None
+
+
+async def test_an_alert_event_on_its_way_when_its_account_is_deleted_is_not_lost() -> None:
+    """Ingest's flush waits for Kafka to acknowledge an event of the account when the
+    tombstone is read, and Kafka then refuses it. The deletion must wait for that flush
+    and send what the book still keeps before the book goes."""
+    fleet = Fleet()
+    await fleet.history()
+    producer = Producer()
+    outbox = fleet.sweeper._outbox
+    outbox._send = producer.send
+    book = AccountAlerts.from_dict(codec.loads(fleet.alerts["quiet"]))
+    late = (b"fp-late", codec.dumps({"id": "judged by ingest just before"}))
+    outbox.queue("quiet", book, [late])
+    fleet.alerts["quiet"] = codec.dumps(book.to_dict())
+    ingest = asyncio.create_task(outbox.flush())
+    await producer.in_flight()
+    deleting = asyncio.create_task(fleet.records.process([fleet.tombstone("quiet")]))
+    await asyncio.sleep(0.01)
+    producer.hold = False
+    producer.acknowledge(late[1])  # refused
+    await asyncio.gather(ingest, deleting)
+    published = [codec.loads(value) for value in producer.published]
+    assert published[0] == {"id": "judged by ingest just before"}
+    assert published[1:] and all(e["status"] == "resolved" for e in published[1:])
+    assert "quiet" not in fleet.alerts and "quiet" not in fleet.accounts

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from alerts.replay import replay
 from alerts.rules import load_rules
+from alerts.sweep import AccountAlerts
 from stream import codec
 from stream.clock import ManualClock
 from stream.deadletter import DeadLetter, SourcePosition
@@ -60,29 +61,50 @@ def raw(obj: dict[str, Any], offset: int) -> RawMessage:
     return RawMessage(codec.dumps(obj), SourcePosition("t", 0, offset, key))
 
 
+class Tables:
+    """The worker's tables, kept across a restart (changelog-backed in the worker)."""
+
+    def __init__(self) -> None:
+        self.engagement: dict[str, Any] = {}
+        self.accounts: dict[str, Any] = {}
+        self.alerts: dict[str, Any] = {}
+
+
+class KafkaRefusedError(Exception):
+    """What a send raises while the alerts topic takes nothing."""
+
+
 async def wired(
-    published: list[dict[str, Any]], *, shared: bool = True, decoded_states: int = 10_000
+    published: list[dict[str, Any]],
+    *,
+    shared: bool = True,
+    decoded_states: int = 10_000,
+    tables: Tables | None = None,
+    refusing: bool = False,
 ) -> tuple[IngestPipeline, Sweeper]:
     """The worker's pure parts over dicts (tests/unit/live_wiring.py), the fleet's
-    account records already in; alert events are appended to ``published``."""
+    account records already in; alert events are appended to ``published`` (with
+    ``refusing``, every send fails instead)."""
     clock = ManualClock(END)
-    accounts: dict[str, Any] = {}
+    tables = tables or Tables()
 
     async def publish(key: bytes, value: bytes) -> None:
+        if refusing:
+            raise KafkaRefusedError(key)
         published.append(codec.loads(value))
 
     async def dead_letter(letter: DeadLetter) -> None:
         pass
 
-    await AccountsPipeline(accounts, dead_letter, clock).process(
+    await AccountsPipeline(tables.accounts, dead_letter, clock).process(
         [raw(a.record(), i) for i, a in enumerate(FLEET)]
     )
     return live_engine(
         RULES,
         step_s=STEP,
-        engagement={},
-        accounts=accounts,
-        alerts={},
+        engagement=tables.engagement,
+        accounts=tables.accounts,
+        alerts=tables.alerts,
         publish=publish,
         dead_letter=dead_letter,
         clock=clock,
@@ -174,6 +196,40 @@ def test_a_rule_that_raises_is_skipped_alike_live_and_in_replay(
     assert expected != comparable(healthy)  # the victim's champion alert never fired
     got = asyncio.run(live(cuts=[len(EVENTS) // 3, len(EVENTS) // 2], sweep_after={0, 1}))
     assert comparable(got) == expected
+
+
+def test_alert_events_refused_then_a_restart_still_publishes_what_replay_writes(
+    tmp_path: Path,
+) -> None:
+    """Kafka refuses every alert event while the first half of the history is read, and
+    the worker then restarts (all it held in memory gone, the tables kept): what was
+    judged meanwhile is in the books, and the restarted worker's first sweep publishes
+    it before anything newer, so the topic gets what replay writes, in order."""
+
+    async def run() -> list[dict[str, Any]]:
+        published: list[dict[str, Any]] = []
+        tables = Tables()
+        half = len(EVENTS) // 2
+        pipeline, sweeper = await wired(published, tables=tables, refusing=True)
+        await pipeline.process([raw(e, i) for i, e in enumerate(EVENTS[:half])])
+        await sweeper.sweep(datetime.fromisoformat(str(EVENTS[half - 1]["occurred_at"])))
+        kept = [AccountAlerts.from_dict(codec.loads(b)).unsent for b in tables.alerts.values()]
+        assert published == [] and sum(len(unsent) for unsent in kept) > 0
+        pipeline, sweeper = await wired(published, tables=tables)  # restarted
+        newest = datetime.fromisoformat(str(EVENTS[half - 1]["occurred_at"]))
+        assert (await sweeper.sweep(newest)).republished == sum(len(u) for u in kept)
+        await pipeline.process([raw(e, half + i) for i, e in enumerate(EVENTS[half:])])
+        await sweeper.sweep(END)
+        assert all("unsent" not in codec.loads(book) for book in tables.alerts.values())
+        return published
+
+    expected = replayed(tmp_path)
+    got = asyncio.run(run())
+    assert comparable(got) == comparable(expected)
+    for fingerprint in {e["fingerprint"] for e in expected}:
+        assert [e["status"] for e in got if e["fingerprint"] == fingerprint] == [
+            e["status"] for e in expected if e["fingerprint"] == fingerprint
+        ]
 
 
 def test_no_more_states_stay_decoded_than_the_setting_allows() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from alerts.rules import load_rules
 from stream import codec
 from stream import sweeper as sweeper_module
 from stream.accounts import Account
+from stream.alert_outbox import AlertOutbox
 from stream.clock import ManualClock
 from stream.deadletter import DeadLetter, SourcePosition
 from stream.engagement import EngagementState, fold_events
@@ -43,15 +43,15 @@ class Harness:
         self.alerts: dict[str, bytes] = {}
         self.backlog = backlog
 
-        async def publish(events: Sequence[tuple[bytes, bytes]]) -> None:
-            self.published.extend(events)
+        async def publish(key: bytes, value: bytes) -> None:
+            self.published.append((key, value))
 
         self.sweeper = Sweeper(
             RULES,
             lambda: [(state.account_id, state.to_json())],
             {account.account_id: account.to_json()},
             self.alerts,
-            publish=publish,
+            outbox=AlertOutbox(self.alerts, publish),
             catch_up_lag_s=30 * 86_400,
             behind=lambda account_id: self.backlog,
         )
@@ -174,15 +174,16 @@ async def test_a_copy_decoded_by_the_sweep_gets_no_reuse_entry() -> None:
     def current_state(account_id: str, *, decode: bool = True) -> EngagementState | None:
         return EngagementState.from_json(state.to_json()) if decode else None  # not held
 
-    async def publish(events: Sequence[tuple[bytes, bytes]]) -> None:
+    async def publish(key: bytes, value: bytes) -> None:
         pass
 
+    alerts: dict[str, bytes] = {}
     sweeper = Sweeper(
         RULES,
         lambda: [(state.account_id, state.to_json())],
         {account.account_id: account.to_json()},
-        {},
-        publish=publish,
+        alerts,
+        outbox=AlertOutbox(alerts, publish),
         catch_up_lag_s=30 * 86_400,
         current_state=current_state,
         reuse_for=reuse_for,

@@ -100,52 +100,61 @@ class AlertOutbox:
         return len(self._due)
 
     async def flush(self) -> Flushed:
-        """Publish what the books of the accounts due hold (after any flush under way),
-        and take what Kafka acknowledged out of them. A failure is reported to
-        ``on_failure``; the events it leaves stay in their books."""
-        async with self._flushing:
-            due, self._due = list(self._due), {}
-            done = Flushed()
-            for account_id in due:
-                stored = self._books.get(account_id)
-                book = AccountAlerts.from_dict(codec.loads(stored)) if stored else None
-                if book is None or not book.unsent:
-                    continue  # deleted, or settled by an earlier flush
-                entries = list(book.unsent)
-                published = await self._publish(entries)
-                done.published += published
-                done.failed += len(entries) - published
-                if published:
-                    self._settle(account_id, entries[:published])
-            if self._failing and done.published and not done.failed:
-                log.info("alert events are published again")
-                self._failing = False
-            return done
+        """Publish what the books of the accounts due hold, and take what Kafka
+        acknowledged out of them. A failure is reported to ``on_failure``; the events
+        it leaves stay in their books. With nothing due this returns at once (an
+        account whose events a flush under way is sending is due again as long as its
+        book holds them, so whoever needs them settled waits for that flush).
 
-    async def _publish(self, entries: list[Entry]) -> int:
-        """Send one account's events in order; returns how many from the first were
-        acknowledged. An event waits for the acknowledgement of the one before it of the
-        same alert, so it can never land ahead of it."""
-        acks: list[Any] = []
-        last_of: dict[str, int] = {}
-        acknowledged = _Acknowledged(self._ack_limit_s, self._failed)
-        for key, value in entries:
-            earlier = last_of.get(key)
-            if earlier is not None and not await acknowledged(acks[earlier], key):
-                break
+        Every account's events are handed to the producer before any acknowledgement
+        is awaited, and the acknowledgements share one deadline (``ack_limit_s``), so a
+        flush costs one round trip, and a broker that does not answer holds it (and
+        ingest, which flushes after each batch) for that long at most. An event whose
+        alert had an earlier one in the flush goes in a later round, once that one is
+        acknowledged."""
+        if not self._due:
+            return Flushed()
+        async with self._flushing:
+            due, self._due = self._due, {}
             try:
-                ack = await self._send(key.encode(), value.encode())
-            except Exception as error:
-                self._failed(error, key)
-                break
-            last_of[key] = len(acks)
-            acks.append(ack)
-        published = 0
-        for ack, (key, _) in zip(acks, entries, strict=False):
-            if not await acknowledged(ack, key):
-                break
-            published += 1
-        return published
+                return await self._publish_due(list(due))
+            except BaseException:
+                for account_id in due:  # cancelled (or a bug): what is left stays due
+                    self._due.setdefault(account_id, None)
+                raise
+
+    async def _publish_due(self, due: list[str]) -> Flushed:
+        runs = []
+        for account_id in due:
+            stored = self._books.get(account_id)
+            book = AccountAlerts.from_dict(codec.loads(stored)) if stored else None
+            if book is not None and book.unsent:  # else deleted, or settled already
+                runs.append(_AccountRun(account_id, list(book.unsent)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ack_limit_s
+        going = runs
+        while going:
+            for run in going:
+                await run.send_ready(self._send, self._failed)
+            unsettled = [ack for run in going for ack in run.unsettled()]
+            if unsettled:
+                await asyncio.wait(unsettled, timeout=max(0.0, deadline - loop.time()))
+            for run in going:
+                run.check(self._failed, self._ack_limit_s)
+            going = [run for run in going if run.can_go_on()]
+            if loop.time() >= deadline:
+                break  # what was not sent counts as failed: it stays in its book
+        done = Flushed()
+        for run in runs:
+            published = run.acknowledged()
+            done.published += published
+            done.failed += len(run.entries) - published
+            if published:
+                self._settle(run.account_id, run.entries[:published])
+        if self._failing and done.published and not done.failed:
+            log.info("alert events are published again")
+            self._failing = False
+        return done
 
     def _settle(self, account_id: str, published: list[Entry]) -> None:
         """Take published events out of the account's book (read now: it may have
@@ -171,25 +180,65 @@ class AlertOutbox:
         self._failing = True
 
 
-class _Acknowledged:
-    """Waits for delivery futures (up to ``limit_s``); reports each failure once."""
+class _AccountRun:
+    """One account's events in one flush: what was handed over, and whether it stopped."""
 
-    def __init__(self, limit_s: float, report: Callable[[BaseException, str], None]) -> None:
-        self._limit_s = limit_s
-        self._report = report
+    def __init__(self, account_id: str, entries: list[Entry]) -> None:
+        self.account_id = account_id
+        self.entries = entries
+        self.acks: list[Any] = []
+        """The delivery future of each event handed over so far (``None``: acknowledged)."""
+        self.stopped = False
+        """An event failed: nothing after it goes in this flush."""
+        self._last_of: dict[str, int] = {}
         self._reported: set[int] = set()
 
-    async def __call__(self, ack: Any, key: str) -> bool:
-        """Whether Kafka acknowledged the event."""
-        if ack is None:
-            return True
-        if not ack.done():
-            await asyncio.wait([ack], timeout=self._limit_s)
-        error = _failure(ack, self._limit_s)
-        if error is not None and id(ack) not in self._reported:
-            self._reported.add(id(ack))
-            self._report(error, key)
-        return error is None
+    async def send_ready(self, send: Send, failed: Callable[[BaseException, str], None]) -> None:
+        """Hand over the next events, up to one whose alert's previous event is not
+        acknowledged yet."""
+        while not self.stopped and len(self.acks) < len(self.entries):
+            key, value = self.entries[len(self.acks)]
+            earlier = self._last_of.get(key)
+            if earlier is not None and not _succeeded(self.acks[earlier]):
+                return  # next round (or stop, once check() finds it failed)
+            try:
+                ack = await send(key.encode(), value.encode())
+            except Exception as error:
+                failed(error, key)
+                self.stopped = True
+                return
+            self._last_of[key] = len(self.acks)
+            self.acks.append(ack)
+
+    def unsettled(self) -> list[Any]:
+        return [ack for ack in self.acks if ack is not None and not ack.done()]
+
+    def check(self, failed: Callable[[BaseException, str], None], limit_s: float) -> None:
+        """Stop at the first event that failed (or is past the deadline): report it once."""
+        for index, ack in enumerate(self.acks):
+            if ack is None or _succeeded(ack):
+                continue
+            if index not in self._reported:
+                self._reported.add(index)
+                failed(_failure(ack, limit_s) or RuntimeError("unknown"), self.entries[index][0])
+            self.stopped = True
+            return
+
+    def can_go_on(self) -> bool:
+        return not self.stopped and len(self.acks) < len(self.entries)
+
+    def acknowledged(self) -> int:
+        """How many events from the first were acknowledged."""
+        count = 0
+        for ack in self.acks:
+            if ack is not None and not _succeeded(ack):
+                break
+            count += 1
+        return count
+
+
+def _succeeded(ack: Any) -> bool:
+    return ack is None or (ack.done() and not ack.cancelled() and ack.exception() is None)
 
 
 def _failure(ack: Any, limit_s: float) -> BaseException | None:

@@ -158,9 +158,9 @@ class IngestPipeline:
         touched: list[str] = []
         for account_id, group in outcome.accepted.items():
             state, stored = self._load(account_id)
-            # A deleted account is being removed, or has no state: only then is its
-            # marker looked up.
-            if account_id in self._retiring or (stored is None and account_id in self._deleted):
+            # Being removed, or deleted: a state with a marker is a removal a worker
+            # stopped in, or one waiting for Kafka to take its alert events.
+            if account_id in self._retiring or account_id in self._deleted:
                 detail = _deleted_detail(account_id, self._deleted.get(account_id))
                 dead.extend(
                     DeadLetter(ACCOUNT_DELETED, detail, values[i] or b"", position(i), now)

@@ -53,7 +53,7 @@ from stream.alert_outbox import AlertOutbox
 from stream.engagement import EngagementState
 from stream.triage_store import IndexBatch, TriageStore
 
-__all__ = ["AlertsNotPublishedError", "SweepReport", "Sweeper"]
+__all__ = ["SweepReport", "Sweeper"]
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,6 @@ REDIS_TIMEOUT_S = 5.0
 REBUILD_EVERY = 5
 """Sweeps an unchanged triage entry is kept (its expiry renewed) before it is built and
 written again anyway (Redis may have lost it)."""
-
-
-class AlertsNotPublishedError(Exception):
-    """A deleted account's alert events were not published (the deletion waits)."""
 
 
 class CurrentState(Protocol):
@@ -126,6 +122,7 @@ class Sweeper:
         on_rule_failure: OnFailure = log_failure,
         forget_state: Callable[[str], object] = lambda account_id: None,
         retire_states: Callable[[Collection[str]], object] = lambda account_ids: None,
+        deleted: Mapping[str, Any] | None = None,
     ) -> None:
         self._ruleset = RuleSet(tuple(rules), step_s, on_rule_failure)
         self._current_state = current_state
@@ -157,6 +154,11 @@ class Sweeper:
         """Accounts deleted since the current sweep began: it passes them by."""
         self._removing: frozenset[str] = frozenset()
         """The accounts of the removal under way, if any."""
+        self._deleted = deleted if deleted is not None else {}
+        """Deletion markers (account_id -> when): an owned state with one is a removal
+        not finished (its alert events not yet published, or a worker stopped in it)."""
+        self._unfinished: dict[str, None] = {}
+        """Removals whose books still hold alert events Kafka has not taken."""
         self._unindexed: dict[str, list[str]] = {}
         """Deleted accounts (and their alerts' fingerprints) Redis has yet to forget."""
         self._one_account = asyncio.Lock()
@@ -170,6 +172,9 @@ class Sweeper:
         # are read below, before it deletes them.
         self._removed = set(self._removing)
         states = self._states()
+        if self._unfinished or any(s.account_id in self._deleted for s in states):
+            await self._finish_removals(states, now)
+            states = [s for s in states if s.account_id not in self._removed]
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
         stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
         if stalled:
@@ -241,17 +246,23 @@ class Sweeper:
             resolved: list[Change] = []
             try:
                 self._close(deleted, now, resolved)
-                await self._outbox.flush()  # after any flush under way, which may fail
-                unsent = [a for a in deleted if self._book(a).unsent]
-                if unsent:
-                    raise AlertsNotPublishedError(
-                        f"alert events of deleted accounts {', '.join(sorted(unsent))} "
-                        "not published: the deletion is left to be read again"
-                    )
+                await self._outbox.flush()
             finally:
                 self._removing = frozenset()
+            waiting = [a for a in deleted if self._book(a).unsent]
+            if waiting:
+                log.warning(
+                    "deleted accounts %s keep their state and alert book until Kafka "
+                    "takes their alert events; each sweep tries again",
+                    ", ".join(sorted(waiting)),
+                )
+            self._unfinished.update(dict.fromkeys(waiting))
             fingerprints: dict[str, list[str]] = {}
             for account_id in deleted:
+                if account_id in self._unfinished and account_id not in waiting:
+                    del self._unfinished[account_id]
+                if account_id in self._unfinished:
+                    continue
                 self._forget_state(account_id)
                 self._indexed.pop(account_id, None)
                 stored = self._alerts.pop(account_id, None)
@@ -261,6 +272,19 @@ class Sweeper:
             self._unindexed.update(fingerprints)
             await self._forget_in_index()
         return resolved
+
+    async def _finish_removals(self, states: list[EngagementState], now: datetime) -> None:
+        """Removals left unfinished: those waiting for Kafka to take their alert events,
+        and owned states with a deletion marker (a worker stopped during the removal;
+        its record is gone, so a resolve it still owes names no account record)."""
+        owned = {state.account_id for state in states}
+        marked = [a for a in owned if a in self._deleted]
+        pending = [a for a in self._unfinished if a in owned] + marked
+        for account_id in set(self._unfinished) - owned:  # handed to another worker
+            del self._unfinished[account_id]
+        if pending:
+            await self.remove(dict.fromkeys(pending), now)
+            self._removed.update(pending)
 
     def _close(
         self, deleted: Mapping[str, bytes | None], now: datetime, resolved: list[Change]

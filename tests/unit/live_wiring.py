@@ -60,5 +60,6 @@ def live_engine(
         forget_state=pipeline.forget,
         retire_states=pipeline.retire,
         triage=triage,
+        deleted=deleted,
     )
     return pipeline, sweeper

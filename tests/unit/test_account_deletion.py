@@ -22,7 +22,7 @@ from stream.clock import ManualClock
 from stream.deadletter import DeadLetter, SourcePosition
 from stream.ingest import RawMessage
 from stream.pipeline import AccountsPipeline, IngestPipeline
-from stream.sweeper import AlertsNotPublishedError, Sweeper
+from stream.sweeper import Sweeper
 from stream.triage_store import IndexBatch, TriageStore
 from tests.unit.live_wiring import live_engine
 from tests.unit.test_alert_outbox import Producer
@@ -93,7 +93,15 @@ class Fleet:
     """Two accounts that worked every weekday for six weeks; "quiet" stopped two
     weeks ago, so its silence alerts fire. The worker's parts over plain dicts."""
 
-    def __init__(self, index: RecordingIndex | None = None, rules: Sequence[Rule] = RULES) -> None:
+    def __init__(
+        self,
+        index: RecordingIndex | None = None,
+        rules: Sequence[Rule] = RULES,
+        *,
+        restarted_from: Fleet | None = None,
+    ) -> None:
+        """``restarted_from``: a fleet whose worker stopped; this one starts on its
+        tables (changelog-backed in the worker), with nothing else of it."""
         self.clock = ManualClock(MIDNIGHT)
         self.index = index
         self.engagement: dict[str, Any] = {}
@@ -102,6 +110,11 @@ class Fleet:
             a: Account(a, a.title(), 5, owner_email=f"csm@{a}.example").to_json()
             for a in ("busy", "quiet")
         }
+        self.deleted: dict[str, Any] = {}
+        if restarted_from is not None:
+            self.clock = restarted_from.clock
+            self.engagement, self.alerts = restarted_from.engagement, restarted_from.alerts
+            self.accounts, self.deleted = restarted_from.accounts, restarted_from.deleted
         self.published: list[dict[str, Any]] = []
         self.on_publish: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
@@ -118,7 +131,6 @@ class Fleet:
                 await self.on_publish(event)
 
         self.dead_letters: list[DeadLetter] = []
-        self.deleted: dict[str, Any] = {}
 
         async def dead_letter(letter: DeadLetter) -> None:
             self.dead_letters.append(letter)
@@ -231,29 +243,38 @@ async def test_a_deleted_account_resolves_its_alerts_and_is_judged_no_more() -> 
 
 
 async def test_a_deletion_waits_until_kafka_takes_its_alert_events() -> None:
-    """Kafka refuses alert events from before the account goes silent to after its
-    deletion: the deletion fails (the tombstone is read again) and keeps everything;
-    read again with Kafka back, it publishes what the book kept, then the resolves:
-    what a worker with Kafka up all along published."""
+    """Kafka refuses alert events from before the account goes silent until after its
+    deletion. The record goes; the state and the book, with the events it keeps, stay
+    (the account judged no more, its events refused) until a sweep finds Kafka taking
+    them again: then they go out as a worker with Kafka up all along published them,
+    and the rest goes. A worker restarted meanwhile finishes it (the marker tells it)."""
 
-    async def told(refusing: bool) -> list[dict[str, Any]]:
+    async def told(*, refusing: bool, restart: bool = False) -> list[dict[str, Any]]:
         fleet = Fleet()
         fleet.refusing = refusing
         await fleet.history()
-        if refusing:
-            kept = AccountAlerts.from_dict(codec.loads(fleet.alerts["quiet"])).unsent
-            assert fleet.published == [] and kept
-            with pytest.raises(AlertsNotPublishedError):
-                await fleet.records.process([fleet.tombstone("quiet")])
-            assert all("quiet" in t for t in (fleet.accounts, fleet.alerts, fleet.engagement))
-            fleet.refusing = False
         await fleet.records.process([fleet.tombstone("quiet")])
-        assert fleet.firing("quiet") == set() and "quiet" not in fleet.alerts
+        if refusing:
+            assert "quiet" not in fleet.accounts and fleet.published == []
+            assert "quiet" in fleet.alerts and "quiet" in fleet.engagement
+            await fleet.pipeline.process([fleet.login("quiet", MIDNIGHT - timedelta(hours=1))])
+            assert fleet.dead_letters[-1].reason == "account_deleted"
+            await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=2))  # Kafka still refuses
+            assert "quiet" in fleet.alerts and fleet.published == []
+            fleet.refusing = False
+            if restart:  # its events are refused before any sweep: the marker says so
+                fleet = Fleet(restarted_from=fleet)
+                await fleet.pipeline.process([fleet.login("quiet", MIDNIGHT - timedelta(hours=1))])
+                assert [letter.reason for letter in fleet.dead_letters] == ["account_deleted"]
+            await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=3))
+        assert fleet.firing("quiet") == set()
+        assert "quiet" not in fleet.alerts and "quiet" not in fleet.engagement
         return [e for e in fleet.published if e["account_id"] == "quiet"]
 
     expected = await told(refusing=False)
     assert {e["status"] for e in expected} == {"firing", "resolved"}
     assert await told(refusing=True) == expected
+    assert await told(refusing=True, restart=True) == expected
 
 
 async def test_events_after_the_deletion_go_to_the_dead_letters_until_a_record_comes() -> None:

@@ -207,6 +207,22 @@ async def test_an_event_on_its_way_is_not_sent_twice_by_a_flush_behind_it() -> N
     assert producer.values == [event("a-firing")[1]] and outbox.due == 0
 
 
+async def test_a_flush_cancelled_midway_leaves_its_accounts_due() -> None:
+    """The worker stops (or the task is cancelled) while acknowledgements are awaited:
+    the events are still in the book, and the account still due for the next flush."""
+    books: dict[str, bytes] = {}
+    producer = Producer()
+    outbox = AlertOutbox(books, producer.send)
+    judge(outbox, books, event("a-firing"))
+    flushing = asyncio.create_task(outbox.flush())
+    await producer.in_flight()
+    flushing.cancel()
+    await asyncio.gather(flushing, return_exceptions=True)
+    assert outbox.due == 1 and len(book_of(books).unsent) == 1
+    producer.hold = False
+    assert (await outbox.flush()).published == 1 and book_of(books).unsent == []
+
+
 async def test_an_event_not_acknowledged_in_time_counts_as_not_published() -> None:
     books: dict[str, bytes] = {}
     producer = Producer()

@@ -185,6 +185,18 @@ def dead_letters(settings: Settings) -> list[DeadLetter]:
     ]
 
 
+def wait_until_read(settings: Settings, valid: int, letters: int, what: str) -> None:
+    """Until ``valid`` events are counted and ``letters`` dead letters written, then a
+    little longer: anything counted or dead-lettered twice would show up by then."""
+
+    def read() -> bool:
+        totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
+        return sum(totals.values()) >= valid and len(dead_letters(settings)) >= letters
+
+    wait_for(read, 120, what, every_s=2)
+    time.sleep(3)
+
+
 def changelog(settings: Settings) -> str:
     return f"{settings.app_id}-engagement-changelog"
 
@@ -199,15 +211,7 @@ def test_ten_thousand_events_counted_exactly_and_bad_ones_dead_lettered(
     produce(settings, messages)
 
     with running_worker(settings, tmp_path / "worker.log") as worker:
-
-        def settled() -> bool:
-            totals = counts_by_type(
-                engagement_states(settings.kafka_bootstrap, changelog(settings))
-            )
-            return sum(totals.values()) >= 9_500 and len(dead_letters(settings)) >= 500
-
-        wait_for(settled, 120, "all 10,000 events to be counted or dead-lettered", every_s=2)
-        time.sleep(3)  # anything counted twice would show up now
+        wait_until_read(settings, 9_500, 500, "all 10,000 events to be counted or dead-lettered")
         assert worker.stop() == 0
 
     totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
@@ -289,14 +293,7 @@ def _stop_mid_stream_then_resume(
         assert not producer.is_alive()
         assert not failures, failures
 
-        def done() -> bool:
-            totals = counts_by_type(
-                engagement_states(settings.kafka_bootstrap, changelog(settings))
-            )
-            return sum(totals.values()) >= 12_000 and len(dead_letters(settings)) >= 300
-
-        wait_for(done, 120, "the rest of the stream", every_s=2)
-        time.sleep(3)
+        wait_until_read(settings, 12_000, 300, "the rest of the stream")
         assert second.stop() == 0
 
 
@@ -337,15 +334,7 @@ def test_dead_letters_kafka_refused_are_sent_again_by_the_next_worker(
 
     set_topic_limit(settings, letters_topic, None)
     with running_worker(settings, log) as second:
-
-        def done() -> bool:
-            totals = counts_by_type(
-                engagement_states(settings.kafka_bootstrap, changelog(settings))
-            )
-            return sum(totals.values()) >= 2_000 and len(dead_letters(settings)) >= 50
-
-        wait_for(done, 120, "every event counted or dead-lettered", every_s=2)
-        time.sleep(3)  # anything counted twice would show up now
+        wait_until_read(settings, 2_000, 50, "every event counted or dead-lettered")
         assert second.stop() == 0
     totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
     assert totals == dict(expected_types)

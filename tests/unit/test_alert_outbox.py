@@ -85,6 +85,19 @@ def judge(outbox: AlertOutbox, books: dict[str, bytes], *events: Event) -> None:
     books["acme"] = codec.dumps(book.to_dict())
 
 
+async def flush_under_way(
+    *events: Event,
+) -> tuple[dict[str, bytes], Producer, AlertOutbox, asyncio.Task[Any]]:
+    """The account's ``events`` judged and a flush of them under way, waiting for Kafka."""
+    books: dict[str, bytes] = {}
+    producer = Producer()
+    outbox = AlertOutbox(books, producer.send)
+    judge(outbox, books, *events)
+    flushing = asyncio.create_task(outbox.flush())
+    await producer.in_flight()
+    return books, producer, outbox, flushing
+
+
 async def flush_acknowledged(outbox: AlertOutbox, producer: Producer, *failed: bytes) -> Any:
     """Flush, settling each event as it is handed over (``failed`` ones with an error)."""
     flushing = asyncio.create_task(outbox.flush())
@@ -149,12 +162,9 @@ async def test_a_resolve_judged_while_its_firing_is_refused_never_lands_first() 
 
 
 async def test_an_alerts_next_event_waits_for_the_acknowledgement_of_the_one_before() -> None:
-    books: dict[str, bytes] = {}
-    producer = Producer()
-    outbox = AlertOutbox(books, producer.send)
-    judge(outbox, books, event("a-firing"), event("b-firing"), event("a-resolved"))
-    flushing = asyncio.create_task(outbox.flush())
-    await producer.in_flight()
+    _, producer, _, flushing = await flush_under_way(
+        event("a-firing"), event("b-firing"), event("a-resolved")
+    )
     await asyncio.sleep(0.01)
     # Another alert's event may go meanwhile; the same alert's resolve may not.
     assert producer.values == [event("a-firing")[1], event("b-firing")[1]]
@@ -193,12 +203,7 @@ async def test_a_send_refused_stops_the_accounts_flush_so_nothing_overtakes_it()
 
 
 async def test_an_event_on_its_way_is_not_sent_twice_by_a_flush_behind_it() -> None:
-    books: dict[str, bytes] = {}
-    producer = Producer()
-    outbox = AlertOutbox(books, producer.send)
-    judge(outbox, books, event("a-firing"))
-    first = asyncio.create_task(outbox.flush())
-    await producer.in_flight()
+    books, producer, outbox, first = await flush_under_way(event("a-firing"))
     assert outbox.retry("acme", book_of(books)) == 1  # a sweep reads the book meanwhile
     second = asyncio.create_task(outbox.flush())
     await asyncio.sleep(0)
@@ -210,12 +215,7 @@ async def test_an_event_on_its_way_is_not_sent_twice_by_a_flush_behind_it() -> N
 async def test_a_flush_cancelled_midway_leaves_its_accounts_due() -> None:
     """The worker stops (or the task is cancelled) while acknowledgements are awaited:
     the events are still in the book, and the account still due for the next flush."""
-    books: dict[str, bytes] = {}
-    producer = Producer()
-    outbox = AlertOutbox(books, producer.send)
-    judge(outbox, books, event("a-firing"))
-    flushing = asyncio.create_task(outbox.flush())
-    await producer.in_flight()
+    books, producer, outbox, flushing = await flush_under_way(event("a-firing"))
     flushing.cancel()
     await asyncio.gather(flushing, return_exceptions=True)
     assert outbox.due == 1 and len(book_of(books).unsent) == 1
@@ -237,12 +237,7 @@ async def test_an_event_not_acknowledged_in_time_counts_as_not_published() -> No
 async def test_settling_reads_the_book_as_it_is_then() -> None:
     """The sweep writes the book while ingest's events are on their way: settling must
     keep what it wrote (its states and its own events), not the book as it was."""
-    books: dict[str, bytes] = {}
-    producer = Producer()
-    outbox = AlertOutbox(books, producer.send)
-    judge(outbox, books, event("a-firing"))
-    flushing = asyncio.create_task(outbox.flush())
-    await producer.in_flight()
+    books, producer, outbox, flushing = await flush_under_way(event("a-firing"))
     judge(outbox, books, event("b-firing"))  # judged meanwhile
     book = book_of(books)
     book.health = {"tier": "red", "value": 0.1}
@@ -254,12 +249,7 @@ async def test_settling_reads_the_book_as_it_is_then() -> None:
 
 
 async def test_a_book_deleted_meanwhile_is_not_written_again() -> None:
-    books: dict[str, bytes] = {}
-    producer = Producer()
-    outbox = AlertOutbox(books, producer.send)
-    judge(outbox, books, event("a-firing"))
-    flushing = asyncio.create_task(outbox.flush())
-    await producer.in_flight()
+    books, producer, _, flushing = await flush_under_way(event("a-firing"))
     del books["acme"]
     producer.acknowledge()
     assert (await flushing).published == 1 and books == {}

@@ -7,9 +7,9 @@ the event, or gave no answer in time) or a worker that stopped between the two w
 leave the alert firing in the book and unheard of for good: nothing judges it again.
 So the events judged with a book are kept *in* it (``AccountAlerts.unsent``), in the
 same table write as the states that caused them, and taken out only once Kafka has
-acknowledged them. What is left there is sent again the next time the account is
-judged (by ingest or by a sweep), on this worker or on the one that takes its
-partition over: at-least-once, and the notifier queues an event it reads twice once
+acknowledged them. What is left there is sent again by the next sweep (or with the
+account's next alert change), on this worker or on the one that takes its partition
+over: at-least-once, and the notifier queues an event it reads twice once
 (docs/delivery.md).
 
 **Order.** One :meth:`AlertOutbox.flush` runs at a time, and it sends what each
@@ -18,7 +18,7 @@ earlier event of the same alert (fingerprint) in the flush is acknowledged, and 
 event that was not stops its account's flush there. A book keeps everything from the
 first event not acknowledged, so whatever failed is sent again before anything after
 it: on the alerts topic, an alert's events come in the order judged, at worst with
-one sent twice.
+some sent twice.
 """
 
 from __future__ import annotations
@@ -102,9 +102,10 @@ class AlertOutbox:
     async def flush(self) -> Flushed:
         """Publish what the books of the accounts due hold, and take what Kafka
         acknowledged out of them. A failure is reported to ``on_failure``; the events
-        it leaves stay in their books. With nothing due this returns at once (an
-        account whose events a flush under way is sending is due again as long as its
-        book holds them, so whoever needs them settled waits for that flush).
+        it leaves stay in their books. With nothing due this returns at once; an
+        account marked due while a flush sends its events (its book still holds them)
+        is flushed after that one, from its book as that one left it (a deletion
+        relies on this).
 
         Every account's events are handed to the producer before any acknowledgement
         is awaited, and the acknowledgements share one deadline (``ack_limit_s``), so a
@@ -172,7 +173,7 @@ class AlertOutbox:
         log.log(
             logging.DEBUG if self._failing else logging.WARNING,
             "alert event %s not published (%s: %s); kept in its account's book with "
-            "what follows it, sent again the next time the account is judged",
+            "what follows it, sent again by the next sweep",
             key,
             type(error).__name__,
             error,

@@ -299,6 +299,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         on_rule_failure=telemetry.count_rule_failure,
         forget_state=pipeline.forget,
         retire_states=pipeline.retire,
+        deleted=deleted,  # a state with a marker: a removal to finish
     )
     # The accounts agent's offsets are Faust's, which the event reader's commits do not
     # cover: its dead letters are not followed (docs/events.md says what that leaves).

@@ -93,7 +93,7 @@ class SweepReport:
         self.silent_accounts = 0
         """Accounts with an open alert of an account-wide silence rule."""
         self.republished = 0
-        """Alert events an earlier publish left in their books, published again."""
+        """Alert events an earlier publish left in their books, queued again."""
 
     @property
     def changes(self) -> int:
@@ -122,7 +122,7 @@ class Sweeper:
         on_rule_failure: OnFailure = log_failure,
         forget_state: Callable[[str], object] = lambda account_id: None,
         retire_states: Callable[[Collection[str]], object] = lambda account_ids: None,
-        deleted: Mapping[str, Any] | None = None,
+        deleted: Mapping[str, Any],
     ) -> None:
         self._ruleset = RuleSet(tuple(rules), step_s, on_rule_failure)
         self._current_state = current_state
@@ -154,7 +154,7 @@ class Sweeper:
         """Accounts deleted since the current sweep began: it passes them by."""
         self._removing: frozenset[str] = frozenset()
         """The accounts of the removal under way, if any."""
-        self._deleted = deleted if deleted is not None else {}
+        self._deleted = deleted
         """Deletion markers (account_id -> when): an owned state with one is a removal
         not finished (its alert events not yet published, or a worker stopped in it)."""
         self._unfinished: dict[str, None] = {}
@@ -232,13 +232,13 @@ class Sweeper:
         published; then their state and alert book go, and they leave the triage index.
         Returns the resolves.
 
-        The resolves are kept in the books and published before anything is deleted
-        (with whatever the books kept from before, after any flush under way): the
-        accounts pipeline deletes the records only after this returns, so a failure on
-        the way leaves the tombstone to be read again, and the books publish what they
-        kept then. Nothing else writes the books meanwhile: ingest refuses the
-        accounts' events from the start (``retire_states``), and sweeps wait for the
-        lock, then pass them by."""
+        The resolves are kept in the books and published (with whatever the books
+        kept from before, after any flush under way) before the state and book go. If
+        Kafka does not take them all, that account's removal stays unfinished: it is
+        judged no more, its events are refused, and each sweep tries again
+        (:meth:`_finish_removals`). Nothing else writes the books meanwhile: ingest
+        refuses the accounts' events from the start (``retire_states``), and sweeps
+        wait for the lock, then pass them by."""
         async with self._one_account:
             self._removing = frozenset(deleted)
             self._removed.update(deleted)
@@ -259,10 +259,9 @@ class Sweeper:
             self._unfinished.update(dict.fromkeys(waiting))
             fingerprints: dict[str, list[str]] = {}
             for account_id in deleted:
-                if account_id in self._unfinished and account_id not in waiting:
-                    del self._unfinished[account_id]
-                if account_id in self._unfinished:
+                if account_id in waiting:
                     continue
+                self._unfinished.pop(account_id, None)
                 self._forget_state(account_id)
                 self._indexed.pop(account_id, None)
                 stored = self._alerts.pop(account_id, None)
@@ -290,9 +289,8 @@ class Sweeper:
         self, deleted: Mapping[str, bytes | None], now: datetime, resolved: list[Change]
     ) -> None:
         """Resolve the deleted accounts' firing alerts, keeping the alert events in their
-        books with whatever an earlier publish left there; adds the changes to
-        ``resolved``. Once the books' events are published the books are deleted; after
-        a failure the deletion is read again, and publishes what they kept."""
+        books behind whatever an earlier publish left there, and queue them; adds the
+        changes to ``resolved``."""
         for account_id, record in deleted.items():
             book = self._book(account_id)
             changes = close_deleted_account(book, now)

@@ -35,6 +35,7 @@ def live_engine(
     """``shared``: the sweep judges the pipeline's own states and shares the evaluator's
     reuse, as in the worker; else it decodes the stored states and judges afresh.
     ``decoded_states``: the setting of that name (states kept decoded between batches)."""
+    markers = deleted if deleted is not None else {}
     evaluator = LiveEvaluator(
         RuleSet(tuple(rules), step_s), accounts, alerts, publish, reuse_limit=decoded_states
     )
@@ -45,7 +46,7 @@ def live_engine(
         accounts=accounts,
         cached_states=decoded_states,
         evaluator=evaluator,
-        deleted=deleted,
+        deleted=markers,
     )
     sweeper = Sweeper(
         rules,
@@ -60,6 +61,6 @@ def live_engine(
         forget_state=pipeline.forget,
         retire_states=pipeline.retire,
         triage=triage,
-        deleted=deleted,
+        deleted=markers,
     )
     return pipeline, sweeper

@@ -372,7 +372,7 @@ def test_the_sweeper_removes_without_a_triage_store() -> None:
         raise AssertionError("nothing fires for an account with no book")
 
     outbox = AlertOutbox({}, publish)
-    sweeper = Sweeper(RULES, list, {}, {}, outbox=outbox, catch_up_lag_s=86_400)
+    sweeper = Sweeper(RULES, list, {}, {}, outbox=outbox, catch_up_lag_s=86_400, deleted={})
     assert asyncio.run(sweeper.remove({"nobody": None}, MIDNIGHT)) == []
 
 

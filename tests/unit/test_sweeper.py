@@ -52,6 +52,7 @@ class Harness:
             {account.account_id: account.to_json()},
             self.alerts,
             outbox=AlertOutbox(self.alerts, publish),
+            deleted={},
             catch_up_lag_s=30 * 86_400,
             behind=lambda account_id: self.backlog,
         )
@@ -184,6 +185,7 @@ async def test_a_copy_decoded_by_the_sweep_gets_no_reuse_entry() -> None:
         {account.account_id: account.to_json()},
         alerts,
         outbox=AlertOutbox(alerts, publish),
+        deleted={},
         catch_up_lag_s=30 * 86_400,
         current_state=current_state,
         reuse_for=reuse_for,

@@ -68,11 +68,15 @@ class AlertOutbox:
         on_failure: Callable[[BaseException], None] = lambda error: None,
         *,
         ack_limit_s: float = ACK_LIMIT_S,
+        owns: Callable[[str], bool] = lambda account_id: True,
     ) -> None:
         self._books = books
         self._send = send
         self._on_failure = on_failure
         self._ack_limit_s = ack_limit_s
+        self._owns = owns
+        """Whether this worker still owns the account (its partition is active here): a
+        book handed over is the new owner's to publish and write."""
         self._due: dict[str, None] = {}
         """Accounts whose books hold events to publish, in the order they were queued."""
         self._flushing = asyncio.Lock()
@@ -127,6 +131,8 @@ class AlertOutbox:
     async def _publish_due(self, due: list[str]) -> Flushed:
         runs = []
         for account_id in due:
+            if not self._owns(account_id):
+                continue  # handed over: the new owner sends what the book holds
             stored = self._books.get(account_id)
             book = AccountAlerts.from_dict(codec.loads(stored)) if stored else None
             if book is not None and book.unsent:  # else deleted, or settled already
@@ -161,8 +167,8 @@ class AlertOutbox:
         """Take published events out of the account's book (read now: it may have
         changed while they were on their way)."""
         stored = self._books.get(account_id)
-        if not stored:
-            return  # deleted meanwhile
+        if not stored or not self._owns(account_id):
+            return  # deleted, or handed over meanwhile (the new owner sends them again)
         book = AccountAlerts.from_dict(codec.loads(stored))
         if book.settle(published):
             self._books[account_id] = codec.dumps(book.to_dict())

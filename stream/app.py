@@ -36,7 +36,13 @@ from stream.pipeline import AccountsPipeline, IngestPipeline, OnDeleted, raw_mes
 from stream.portfolio import register_portfolio_view
 from stream.snapshot import account_snapshot
 from stream.sweeper import Sweeper, SweepReport
-from stream.tables import AccountKeyed, ensure_metadata, key_partition, owned_items
+from stream.tables import (
+    AccountKeyed,
+    ensure_metadata,
+    key_partition,
+    owned_items,
+    owns_account,
+)
 from stream.telemetry import EngineMetrics
 from stream.topics import TopicNames
 from stream.triage_api import register_triage
@@ -196,6 +202,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         on_changes=telemetry.count_alert_changes,
         reuse_limit=settings.decoded_states,  # its entries hold the state they are for
         on_publish_failure=lambda error: telemetry.count_kafka_error("send_alert"),
+        owns=lambda account_id: owns_account(app, alerts.table, account_id),
     )
     pipeline = IngestPipeline(
         engagement,

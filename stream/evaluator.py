@@ -47,11 +47,12 @@ class LiveEvaluator:
         *,
         reuse_limit: int = 10_000,
         on_publish_failure: Callable[[BaseException], None] = lambda error: None,
+        owns: Callable[[str], bool] = lambda account_id: True,
     ) -> None:
         self._ruleset = ruleset
         self._accounts = accounts
         self._alerts = alerts
-        self.outbox = AlertOutbox(alerts, publish, on_publish_failure)
+        self.outbox = AlertOutbox(alerts, publish, on_publish_failure, owns=owns)
         """Every alert event the worker publishes goes through it, in the order judged."""
         self._on_changes = on_changes
         self._cursors: dict[str, float] = {}

@@ -56,6 +56,13 @@ def owned_items(app: Any, table: Any) -> list[tuple[str, Any]]:
     return owned
 
 
+def owns_account(app: Any, table: Any, account_id: str) -> bool:
+    """Whether the account's partition of ``table`` is active on this worker."""
+    changelog = table.changelog_topic.get_topic_name()
+    partition = key_partition(account_id.encode(), table.partitions)
+    return bool(app.assignor.is_active(TP(changelog, partition)))
+
+
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as the Java,
     kafka-python and aiokafka clients do), without asking a producer for metadata."""

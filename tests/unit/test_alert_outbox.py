@@ -255,6 +255,26 @@ async def test_a_book_deleted_meanwhile_is_not_written_again() -> None:
     assert (await flushing).published == 1 and books == {}
 
 
+async def test_a_book_handed_over_is_left_to_its_new_owner() -> None:
+    """The partition moves to another worker: what its books hold is the new owner's to
+    send and settle. Here it moves before the flush, then while one waits for Kafka."""
+    books: dict[str, bytes] = {}
+    producer = Producer()
+    owned = {"acme"}
+    outbox = AlertOutbox(books, producer.send, owns=lambda account_id: account_id in owned)
+    judge(outbox, books, event("a-firing"))
+    owned.clear()
+    assert (await outbox.flush()).published == 0 and producer.sent == []
+    owned.add("acme")
+    assert outbox.retry("acme", book_of(books)) == 1
+    flushing = asyncio.create_task(outbox.flush())
+    await producer.in_flight()
+    owned.clear()  # handed over while Kafka acknowledges
+    producer.acknowledge()
+    await flushing
+    assert len(book_of(books).unsent) == 1  # not written back by a worker that let it go
+
+
 @given(
     unsent=st.lists(st.sampled_from(["a", "b", "c"]), max_size=6),
     published=st.lists(st.sampled_from(["a", "b", "c"]), max_size=6),

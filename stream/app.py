@@ -369,6 +369,7 @@ def _report_sweep(telemetry: EngineMetrics, report: SweepReport, backlog: int | 
         return
     telemetry.set_health_tiers(report.tiers)
     telemetry.set_silent_accounts(report.silent_accounts)
+    telemetry.set_alert_events_unsent(report.unsent)
     if report.changes:
         log.info("sweep: %d accounts, %d alert changes", report.accounts, report.changes)
     if report.behind:

@@ -94,6 +94,11 @@ class SweepReport:
         """Accounts with an open alert of an account-wide silence rule."""
         self.republished = 0
         """Alert events an earlier publish left in their books, queued again."""
+        self.unsent = 0
+        """Alert events the books still keep once the sweep has published: not yet
+        acknowledged by Kafka."""
+        self.holding: list[str] = []
+        """Accounts whose books held alert events to publish during the sweep."""
 
     @property
     def changes(self) -> int:
@@ -208,7 +213,7 @@ class Sweeper:
                 await self._sweep_one(state, now, report, requests, batch, shared=held is not None)
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let ingest and the web server run between accounts
-        await self._outbox.flush()  # what this sweep judged, and what was left before
+        await self._publish(report)
         report.seconds = time.perf_counter() - started
         report.behind = len(waiting)
         if batch is not None:
@@ -271,6 +276,13 @@ class Sweeper:
             self._unindexed.update(fingerprints)
             await self._forget_in_index()
         return resolved
+
+    async def _publish(self, report: SweepReport) -> None:
+        """Publish what the sweep judged and what the books kept from before; count
+        what still waits for Kafka."""
+        await self._outbox.flush()
+        holding = [*report.holding, *self._unfinished]  # deletions wait for theirs too
+        report.unsent = sum(len(self._book(a).unsent) for a in holding)
 
     async def _finish_removals(self, states: list[EngagementState], now: datetime) -> None:
         """Removals left unfinished: those waiting for Kafka to take their alert events,
@@ -397,6 +409,7 @@ class Sweeper:
             written = self._alerts[state.account_id] = codec.dumps(book.to_dict())
         if book.unsent:  # the triage entry shows the states: the book as it will be settled
             written = codec.dumps(book.to_dict(with_unsent=False))
+            report.holding.append(state.account_id)
         report.changed.extend(notice.change for notice in changes)
         report.open.extend(book.open())
         if batch is not None:

@@ -157,6 +157,12 @@ class EngineMetrics:
             "This worker's accounts with no recent activity.",
             registry=r,
         )
+        self.alert_events_unsent = Gauge(
+            "engagewatch_alert_events_unsent",
+            "Alert events this worker's books keep that Kafka has not acknowledged yet "
+            "(after the last sweep): receivers have not heard of them.",
+            registry=r,
+        )
         self.notifications = Counter(
             "engagewatch_notifications",
             "Notification attempts and decisions, by receiver and outcome.",
@@ -289,6 +295,9 @@ class EngineMetrics:
 
     def set_silent_accounts(self, count: int) -> None:
         self.silent_accounts.set(count)
+
+    def set_alert_events_unsent(self, count: int) -> None:
+        self.alert_events_unsent.set(count)
 
     # --- delivery ------------------------------------------------------------------------
 

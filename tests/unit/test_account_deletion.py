@@ -259,14 +259,18 @@ async def test_a_deletion_waits_until_kafka_takes_its_alert_events() -> None:
             assert "quiet" in fleet.alerts and "quiet" in fleet.engagement
             await fleet.pipeline.process([fleet.login("quiet", MIDNIGHT - timedelta(hours=1))])
             assert fleet.dead_letters[-1].reason == "account_deleted"
-            await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=2))  # Kafka still refuses
+            refused = await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=2))  # still
             assert "quiet" in fleet.alerts and fleet.published == []
+            kept = sum(
+                len(AccountAlerts.from_dict(codec.loads(b)).unsent) for b in fleet.alerts.values()
+            )
+            assert refused.unsent == kept > 0  # what ops see (engagewatch_alert_events_unsent)
             fleet.refusing = False
             if restart:  # its events are refused before any sweep: the marker says so
                 fleet = Fleet(restarted_from=fleet)
                 await fleet.pipeline.process([fleet.login("quiet", MIDNIGHT - timedelta(hours=1))])
                 assert [letter.reason for letter in fleet.dead_letters] == ["account_deleted"]
-            await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=3))
+            assert (await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=3))).unsent == 0
         assert fleet.firing("quiet") == set()
         assert "quiet" not in fleet.alerts and "quiet" not in fleet.engagement
         return [e for e in fleet.published if e["account_id"] == "quiet"]

@@ -192,6 +192,7 @@ def test_health_tiers_are_replaced_whole_and_silent_accounts_set() -> None:
     metrics.set_health_tiers({"green": 10, "red": 2, "unscored": 1})
     metrics.set_health_tiers({"green": 11, "yellow": 1})
     metrics.set_silent_accounts(4)
+    metrics.set_alert_events_unsent(3)
     seen = samples(metrics)
     tiers = {
         dict(labels)["tier"]: value
@@ -201,6 +202,7 @@ def test_health_tiers_are_replaced_whole_and_silent_accounts_set() -> None:
     # Known tiers stay as a 0 series; a tier no longer reported disappears.
     assert tiers == {"green": 11, "yellow": 1, "red": 0}
     assert seen[("engagewatch_silent_accounts", ())] == 4
+    assert seen[("engagewatch_alert_events_unsent", ())] == 3
 
 
 def test_counting_errors_counts_logs_and_reraises(caplog: pytest.LogCaptureFixture) -> None:

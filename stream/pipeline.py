@@ -157,7 +157,6 @@ class IngestPipeline:
         counted = 0
         touched: list[str] = []
         for account_id, group in outcome.accepted.items():
-            state, stored = self._load(account_id)
             # Being removed, or deleted: a state with a marker is a removal a worker
             # stopped in, or one waiting for Kafka to take its alert events.
             if account_id in self._retiring or account_id in self._deleted:
@@ -167,6 +166,7 @@ class IngestPipeline:
                     for i in group.indexes
                 )
                 continue
+            state, stored = self._load(account_id)
             folded = self._fold(account_id, state, group.records)
             if folded.counted:
                 encoded = state.to_json()
@@ -363,8 +363,9 @@ async def _nothing_more(deleted: Mapping[str, bytes | None]) -> None:
 class AccountsPipeline:
     """Keeps the accounts table in step with the compacted accounts topic.
 
-    A tombstone deletes the record, then ``on_deleted`` hears of it: in the worker,
-    the account's state and alerts go too (``Sweeper.remove``)."""
+    A tombstone leaves a deletion marker, then ``on_deleted`` hears of it (in the
+    worker, the account's state and alerts go too: ``Sweeper.remove``), then the
+    record is deleted."""
 
     def __init__(
         self,

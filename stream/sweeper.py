@@ -162,8 +162,6 @@ class Sweeper:
         self._deleted = deleted
         """Deletion markers (account_id -> when): an owned state with one is a removal
         not finished (its alert events not yet published, or a worker stopped in it)."""
-        self._unfinished: dict[str, None] = {}
-        """Removals whose books still hold alert events Kafka has not taken."""
         self._unindexed: dict[str, list[str]] = {}
         """Deleted accounts (and their alerts' fingerprints) Redis has yet to forget."""
         self._one_account = asyncio.Lock()
@@ -177,8 +175,13 @@ class Sweeper:
         # are read below, before it deletes them.
         self._removed = set(self._removing)
         states = self._states()
-        if self._unfinished or any(s.account_id in self._deleted for s in states):
-            await self._finish_removals(states, now)
+        marked = [
+            s.account_id
+            for s in states
+            if s.account_id in self._deleted and s.account_id not in self._removed
+        ]
+        if marked:  # removals left unfinished (a removal under way is left to itself)
+            await self._finish_removals(marked, now, report)
             states = [s for s in states if s.account_id not in self._removed]
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
         stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
@@ -244,6 +247,19 @@ class Sweeper:
         (:meth:`_finish_removals`). Nothing else writes the books meanwhile: ingest
         refuses the accounts' events from the start (``retire_states``), and sweeps
         wait for the lock, then pass them by."""
+        resolved, waiting = await self._remove(deleted, now)
+        if waiting:
+            log.warning(
+                "deleted accounts %s keep their state and alert book until Kafka takes "
+                "their alert events; each sweep tries again",
+                ", ".join(sorted(waiting)),
+            )
+        return resolved
+
+    async def _remove(
+        self, deleted: Mapping[str, bytes | None], now: datetime
+    ) -> tuple[list[Change], list[str]]:
+        """:meth:`remove`; also returns the accounts whose books still hold events."""
         async with self._one_account:
             self._removing = frozenset(deleted)
             self._removed.update(deleted)
@@ -255,18 +271,10 @@ class Sweeper:
             finally:
                 self._removing = frozenset()
             waiting = [a for a in deleted if self._book(a).unsent]
-            if waiting:
-                log.warning(
-                    "deleted accounts %s keep their state and alert book until Kafka "
-                    "takes their alert events; each sweep tries again",
-                    ", ".join(sorted(waiting)),
-                )
-            self._unfinished.update(dict.fromkeys(waiting))
             fingerprints: dict[str, list[str]] = {}
             for account_id in deleted:
                 if account_id in waiting:
-                    continue
-                self._unfinished.pop(account_id, None)
+                    continue  # its marker stays: the next sweep finishes it
                 self._forget_state(account_id)
                 self._indexed.pop(account_id, None)
                 stored = self._alerts.pop(account_id, None)
@@ -275,27 +283,22 @@ class Sweeper:
         if self._triage is not None:
             self._unindexed.update(fingerprints)
             await self._forget_in_index()
-        return resolved
+        return resolved, waiting
 
     async def _publish(self, report: SweepReport) -> None:
         """Publish what the sweep judged and what the books kept from before; count
         what still waits for Kafka."""
         await self._outbox.flush()
-        holding = [*report.holding, *self._unfinished]  # deletions wait for theirs too
-        report.unsent = sum(len(self._book(a).unsent) for a in holding)
+        report.unsent = sum(len(self._book(a).unsent) for a in report.holding)
 
-    async def _finish_removals(self, states: list[EngagementState], now: datetime) -> None:
-        """Removals left unfinished: those waiting for Kafka to take their alert events,
-        and owned states with a deletion marker (a worker stopped during the removal;
-        its record is gone, so a resolve it still owes names no account record)."""
-        owned = {state.account_id for state in states}
-        marked = [a for a in owned if a in self._deleted]
-        pending = [a for a in self._unfinished if a in owned] + marked
-        for account_id in set(self._unfinished) - owned:  # handed to another worker
-            del self._unfinished[account_id]
-        if pending:
-            await self.remove(dict.fromkeys(pending), now)
-            self._removed.update(pending)
+    async def _finish_removals(self, marked: list[str], now: datetime, report: SweepReport) -> None:
+        """Owned states with a deletion marker are removals left unfinished: waiting for
+        Kafka to take their alert events, or stopped by a worker's end (their record is
+        gone, so a resolve still owed names no account record). Try again; what still
+        waits counts among the events the books keep."""
+        _, waiting = await self._remove(dict.fromkeys(marked), now)
+        report.holding.extend(waiting)
+        self._removed.update(marked)
 
     def _close(
         self, deleted: Mapping[str, bytes | None], now: datetime, resolved: list[Change]

@@ -14,7 +14,8 @@ Two halves, joined by the Redis outbox:
   several workers share the work without sending twice or breaking the rate limit.
 
 Snoozed alerts (the triage API) and alerts quieted by a critical one are recorded as
-``suppressed`` and not sent; a resolved message goes only where its firing went.
+``suppressed`` and not sent; a resolved message goes only where a firing message of its
+episode went, and never ahead of it.
 """
 
 from __future__ import annotations
@@ -27,16 +28,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from alerts.delivery.config import DeliveryConfig, Receiver
-from alerts.delivery.outbox import Outbox, QueuedMessage
+from alerts.delivery.outbox import Outbox, QueuedMessage, Settled
 from alerts.delivery.routing import receivers_for, routing_labels
 from alerts.delivery.schedule import (
     GiveUp,
     RateLimiter,
     delivery_id,
     digest_due,
+    episode_id,
     group_key,
     quiet_until,
     retry_or_give_up,
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 30.0
 IDLE_POLL_S = 0.5
+RESOLVE_RECHECK_S = 1.0
+"""How soon a resolve held back by its firing's send in flight looks again."""
 REDIS_RETRY_S = (0.5, 10.0)
 """First and longest wait between tries while Redis is unreachable."""
 
@@ -95,6 +100,8 @@ class Notifier:
         self.rand = rand
         self.holder = f"{uuid.uuid4().hex[:12]}"
         self._stopping = asyncio.Event()
+        self._paused_until: dict[str, datetime] = {}
+        """Receivers that asked us to wait (Retry-After), until when."""
 
     def stop(self) -> None:
         """Finish the message in flight, then stop: a graceful stop sends nothing twice."""
@@ -129,12 +136,12 @@ class Notifier:
             if not receiver.send_resolved:
                 await self._suppress(receiver.name, message_id, "send_resolved is off")
                 return
-            firing_id = delivery_id({**event, "status": "firing", "repeat": False}, receiver.name)
-            firing_state = await self.outbox.supersede(firing_id, receiver.name)
-            if firing_state not in ("sent", "sending"):
-                reason = f"its firing message was not sent ({firing_state})"
-                await self._suppress(receiver.name, message_id, reason)
+            settled = await self._settle(receiver, event)
+            if settled.verdict == "none":
+                await self._suppress(receiver.name, message_id, _unsent(settled))
                 return
+            if settled.due is not None:  # after the firing it waits to retry
+                due = max(due, settled.due)
         severity = str(event.get("severity"))
         group = ""
         if receiver.digest is not None and severity not in receiver.digest.deliver_severities:
@@ -145,8 +152,14 @@ class Notifier:
             if quiet_end is not None:
                 due = quiet_end
         message = QueuedMessage(message_id, receiver.name, dict(event), group=group)
-        if await self.outbox.enqueue(message, due) and self.metrics and due > now:
+        episode = episode_id(event, receiver.name) if firing else None
+        if await self.outbox.enqueue(message, due, episode) and self.metrics and due > now:
             self.metrics.observe_notification(receiver.name, "deferred")
+
+    async def _settle(self, receiver: Receiver, resolved: Mapping[str, Any]) -> Settled:
+        """Settle the firing messages of a resolved event's episode (``Outbox.settle``)."""
+        first = delivery_id({**resolved, "status": "firing", "repeat": False}, receiver.name)
+        return await self.outbox.settle(episode_id(resolved, receiver.name), receiver.name, [first])
 
     async def _suppress(self, receiver: str, message_id: str, reason: str) -> None:
         if await self.outbox.record(message_id, "suppressed", reason) and self.metrics:
@@ -181,9 +194,13 @@ class Notifier:
 
     async def _deliver_due(self, receiver: Receiver, limiter: RateLimiter) -> int:
         """One pass over the due messages; returns how many were handled."""
-        if not await self.outbox.hold_lease(receiver.name, self.holder, LEASE_TTL_S):
+        if not await self._hold_lease(receiver):
             return 0
-        due = await self.outbox.due(receiver.name, self.now())
+        now = self.now()
+        paused = self._paused_until.get(receiver.name)
+        if paused is not None and now < paused:
+            return 0  # the lease held all the same: no other worker sends meanwhile
+        due = await self.outbox.due(receiver.name, now)
         if self.metrics:
             self.metrics.set_delivery_backlog(
                 receiver.name, await self.outbox.pending(receiver.name)
@@ -191,33 +208,44 @@ class Notifier:
         for group in _groups(due):
             if self._stopping.is_set():
                 break
-            await self._deliver(receiver, group, limiter)
-            # A long pass must not lose the lease to another worker mid-way.
-            await self.outbox.hold_lease(receiver.name, self.holder, LEASE_TTL_S)
+            if not await self._deliver(receiver, group, limiter):
+                break  # the lease went to another worker, or the receiver said wait
         return len(due)
+
+    async def _hold_lease(self, receiver: Receiver) -> bool:
+        """Hold the receiver's lease for longer than a send may take: a worker that
+        lost it while its request was in flight would let another send it again."""
+        ttl = max(LEASE_TTL_S, _send_limit_s(receiver) + LEASE_TTL_S)
+        return await self.outbox.hold_lease(receiver.name, self.holder, ttl)
 
     async def _deliver(
         self, receiver: Receiver, group: list[QueuedMessage], limiter: RateLimiter
-    ) -> None:
+    ) -> bool:
+        """Send one message (or digest); False when this pass must stop."""
         group = await self._drop_snoozed(receiver, group)
+        group = await self._hold_back_resolves(receiver, group)
         if not group:
-            return
+            return True
         wait = limiter.reserve(time.monotonic())
         if wait > 0:
             await asyncio.sleep(wait)
+        if not await self._hold_lease(receiver):
+            return False
+        group = await self.outbox.claim(group)
+        if not group:
+            return True
         for message in group:
             if message.interrupted:
                 log.warning(
                     "%s: sending %s again after an interrupted attempt", receiver.name, message.id
                 )
-        await self.outbox.mark_sending(group)
         attempt = await self._send(receiver, group)
         now = self.now()
         if attempt.outcome is Outcome.DELIVERED:
             await self._record_until_done(lambda: self.outbox.finish(group, "sent", attempt.detail))
             for message in group:
                 self._observe(receiver.name, "delivered", _latency_s(message.event, now))
-            return
+            return True
         for message in group:
             message.attempts += 1
             message.detail = attempt.detail
@@ -225,7 +253,7 @@ class Notifier:
                 message.first_attempt_at = now.timestamp()
         if attempt.outcome is Outcome.PERMANENT:
             await self._give_up(receiver, group, attempt, attempt.detail)
-            return
+            return True
         first = datetime.fromtimestamp(min(m.first_attempt_at or 0.0 for m in group), now.tzinfo)
         decision = retry_or_give_up(
             receiver.retry,
@@ -237,7 +265,7 @@ class Notifier:
         )
         if isinstance(decision, GiveUp):
             await self._give_up(receiver, group, attempt, f"{decision.reason}: {attempt.detail}")
-            return
+            return True
         log.info(
             "%s: %s; retrying %d message(s) at %s",
             receiver.name,
@@ -250,6 +278,12 @@ class Notifier:
             self._observe(receiver.name, "retry")
             if self.metrics:
                 self.metrics.count_delivery_retry(receiver.name)
+        if attempt.retry_after_s is not None:
+            # Retry-After speaks for the receiver, not for one message: nothing more
+            # goes to it until then (the next messages would only be refused too).
+            self._paused_until[receiver.name] = now + timedelta(seconds=attempt.retry_after_s)
+            return False
+        return True
 
     async def _send(self, receiver: Receiver, group: list[QueuedMessage]) -> Attempt:
         sender = self.senders[receiver.name]
@@ -257,10 +291,10 @@ class Notifier:
         try:
             # The transports time out on their own; this bounds anything they miss.
             return await asyncio.wait_for(
-                sender.send(alerts, [m.id for m in group]), timeout=receiver.timeout * 3 + 5
+                sender.send(alerts, [m.id for m in group]), timeout=_send_limit_s(receiver)
             )
         except TimeoutError:
-            return Attempt(Outcome.RETRY, f"no answer within {receiver.timeout * 3 + 5:.0f}s")
+            return Attempt(Outcome.RETRY, f"no answer within {_send_limit_s(receiver):.0f}s")
 
     async def _drop_snoozed(
         self, receiver: Receiver, group: list[QueuedMessage]
@@ -283,6 +317,29 @@ class Notifier:
             detail = f"snoozed until {until} by {author}"
             await self.outbox.finish([message], "suppressed", detail)
             self._observe(receiver.name, "suppressed")
+        return kept
+
+    async def _hold_back_resolves(
+        self, receiver: Receiver, group: list[QueuedMessage]
+    ) -> list[QueuedMessage]:
+        """A resolve goes only after its episode's firing messages are done: while one
+        is in flight or waits to retry, the resolve waits too; if in the end none was
+        sent, neither is the resolve."""
+        kept = []
+        for message in group:
+            if message.event["status"] == "firing":
+                kept.append(message)
+                continue
+            settled = await self._settle(receiver, message.event)
+            if settled.verdict == "sent":
+                kept.append(message)
+            elif settled.verdict == "pending":
+                later = self.now() + timedelta(seconds=RESOLVE_RECHECK_S)
+                due = max(settled.due, later) if settled.due is not None else later
+                await self._record_until_done(partial(self.outbox.reschedule, [message], due))
+            else:
+                await self.outbox.finish([message], "suppressed", _unsent(settled))
+                self._observe(receiver.name, "suppressed")
         return kept
 
     async def _give_up(
@@ -343,6 +400,16 @@ def _bind(
     event: Mapping[str, Any],
 ) -> Callable[[], Awaitable[None]]:
     return lambda: step(receiver, event)
+
+
+def _send_limit_s(receiver: Receiver) -> float:
+    """The longest one send may take (the transports time out on their own before)."""
+    return receiver.timeout * 3 + 5
+
+
+def _unsent(settled: Settled) -> str:
+    states = ", ".join(settled.states) or "none"
+    return f"its firing message was not sent ({states})"
 
 
 def _groups(messages: Sequence[QueuedMessage]) -> list[list[QueuedMessage]]:

@@ -10,6 +10,10 @@ between the two leaves it ``sending`` and due, so it is sent again: the only win
 for a duplicate is one request in flight (docs/delivery.md). When Redis is down
 nothing is marked, so nothing is sent: delivery waits and resumes.
 
+The firing messages of one alert episode to one receiver (the first and reminders)
+are kept in a set, which its resolve settles: those still waiting unattempted are
+cancelled, and one in flight or waiting to retry holds the resolve back.
+
 Keys live under ``ew:<topic_prefix>:dlv:``; ledger entries expire after
 ``LEDGER_TTL_S``.
 """
@@ -20,36 +24,77 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
-__all__ = ["LEDGER_TTL_S", "Outbox", "QueuedMessage"]
+__all__ = ["LEDGER_TTL_S", "Outbox", "QueuedMessage", "Settled"]
 
 LEDGER_TTL_S = 180 * 86_400
 """Long enough to outlive any alert's episode: a resolved message looks its firing up."""
 
-# Queue a message unless its ledger entry exists (then it was seen before).
+# Queue a message unless its ledger entry exists (then it was seen before); a firing
+# message (first or reminder) joins its episode's set, which its resolve looks through.
 _ENQUEUE = """
 if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[5]) then return 0 end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if KEYS[4] then
+  redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+end
 return 1
 """
 
-# A resolved alert whose firing message still waits (quiet hours, a digest) cancels
-# it: nobody needs to hear about an alert that is over. Returns the firing's state.
-_SUPERSEDE = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 'none' end
-local state = cjson.decode(raw)['state']
-if state == 'queued' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('HDEL', KEYS[3], ARGV[1])
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return 'superseded'
+# What a resolve may do, given its episode's firing messages (KEYS[4..]: their ledger
+# entries; ARGV[4..]: their ids). One still waiting unattempted (quiet hours, a digest,
+# catch-up) is cancelled: nobody needs to hear of an alert that is over. One being
+# sent, or waiting for a retry, holds the resolve back ('pending', with the latest
+# time one is due): the receiver may have it, or get it, and must hear of the end
+# after it. Else 'sent' if any went out, 'none' (with their states) if none did.
+_SETTLE = """
+local pending, due, sent, states = false, 0, false, {}
+for i = 4, #KEYS do
+  local id = ARGV[i]
+  local raw = redis.call('GET', KEYS[i])
+  local state = raw and cjson.decode(raw)['state'] or 'none'
+  if state == 'queued' then
+    local item = redis.call('HGET', KEYS[2], id)
+    local attempts = item and cjson.decode(item)['attempts'] or 0
+    if attempts == 0 then
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2])
+      state = 'superseded'
+    else
+      pending = true
+      due = math.max(due, tonumber(redis.call('ZSCORE', KEYS[1], id) or 0))
+    end
+  elseif state == 'sending' then
+    pending = true
+  elseif state == 'sent' then
+    sent = true
+  end
+  table.insert(states, state)
 end
-return state
+if pending then return {'pending', tostring(due)} end
+if sent then return {'sent', ''} end
+return {'none', table.concat(states, ',')}
+"""
+
+# Claim messages for sending: only those still queued (or left 'sending' by a worker
+# that died mid-send); one a resolve cancelled meanwhile is not sent.
+_CLAIM = """
+local claimed = {}
+for i = 1, #KEYS do
+  local raw = redis.call('GET', KEYS[i])
+  local state = raw and cjson.decode(raw)['state'] or 'queued'
+  if state == 'queued' or state == 'sending' then
+    redis.call('SET', KEYS[i], ARGV[i], 'EX', ARGV[#KEYS + 1])
+    table.insert(claimed, i)
+  end
+end
+return claimed
 """
 
 # Hold a receiver's lease (only its holder sends, so one worker keeps its rate limit).
@@ -61,6 +106,17 @@ if holder == false or holder == ARGV[1] then
 end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What a resolve may do, from its episode's firing messages (see ``settle``)."""
+
+    verdict: Literal["sent", "pending", "none"]
+    due: datetime | None = None
+    """``pending``: the latest time one of them is due (``None``: one is being sent)."""
+    states: tuple[str, ...] = ()
+    """``none``: what became of them (suppressed, superseded, dead, ...)."""
 
 
 @dataclass
@@ -112,7 +168,8 @@ class Outbox:
         self.redis = redis
         self.base = f"ew:{prefix}:dlv:"
         self._enqueue = redis.register_script(_ENQUEUE)
-        self._supersede = redis.register_script(_SUPERSEDE)
+        self._settle = redis.register_script(_SETTLE)
+        self._claim = redis.register_script(_CLAIM)
         self._lease = redis.register_script(_LEASE)
 
     # --- keys -------------------------------------------------------------------
@@ -127,11 +184,19 @@ class Outbox:
     def items_key(self) -> str:
         return f"{self.base}items"
 
+    def episode_key(self, episode: str) -> str:
+        return f"{self.base}episode:{episode}"
+
     # --- writes from the alerts topic ------------------------------------------
 
-    async def enqueue(self, message: QueuedMessage, due: datetime) -> bool:
-        """Queue ``message`` unless it was seen before; True when it was queued."""
+    async def enqueue(
+        self, message: QueuedMessage, due: datetime, episode: str | None = None
+    ) -> bool:
+        """Queue ``message`` unless it was seen before; True when it was queued.
+        ``episode``: a firing message's episode, which its resolve settles."""
         keys = [self.ledger_key(message.id), self.queue_key(message.receiver), self.items_key]
+        if episode is not None:
+            keys.append(self.episode_key(episode))
         args: list[str | float] = [
             message.id,
             due.timestamp(),
@@ -148,17 +213,24 @@ class Outbox:
         )
         return bool(done)
 
-    async def supersede(self, firing_id: str, receiver: str) -> str:
-        """Cancel the firing message ``firing_id`` if it still waits; returns its state
-        (``superseded`` when cancelled now, ``none`` when it was never recorded)."""
-        keys = [self.ledger_key(firing_id), self.queue_key(receiver), self.items_key]
-        args: list[str | float] = [
-            firing_id,
-            _entry("superseded", "resolved before it was sent"),
-            LEDGER_TTL_S,
-        ]
-        result = await self._supersede(keys=keys, args=args)
-        return result.decode() if isinstance(result, bytes) else str(result)
+    async def settle(self, episode: str, receiver: str, firing_ids: Sequence[str] = ()) -> Settled:
+        """Settle the firing messages of ``episode`` (and ``firing_ids``: those queued
+        before episodes were kept) for its resolve: cancel those still waiting
+        unattempted, and say whether the resolve may go (``sent``), must wait for one
+        in flight or retrying (``pending``), or has nothing to close (``none``)."""
+        members = await self.redis.smembers(self.episode_key(episode))
+        ids = list(dict.fromkeys([*firing_ids, *sorted(_text(m) for m in members)]))
+        keys = [self.queue_key(receiver), self.items_key, self.episode_key(episode)]
+        keys += [self.ledger_key(message_id) for message_id in ids]
+        superseded = _entry("superseded", "resolved before it was sent")
+        args: list[str | float] = [superseded, LEDGER_TTL_S, "", *ids]  # ARGV[i]: KEYS[i]'s id
+        verdict, detail = (_text(part) for part in await self._settle(keys=keys, args=args))
+        if verdict == "pending":
+            due = float(detail)
+            return Settled("pending", datetime.fromtimestamp(due, UTC) if due > 0 else None)
+        if verdict == "sent":
+            return Settled("sent")
+        return Settled("none", states=tuple(detail.split(",")) if detail else ())
 
     # --- the delivery loop -----------------------------------------------------
 
@@ -200,13 +272,19 @@ class Outbox:
     async def pending(self, receiver: str) -> int:
         return int(await self.redis.zcard(self.queue_key(receiver)))
 
-    async def mark_sending(self, messages: Sequence[QueuedMessage]) -> None:
-        """Must succeed before anything is sent: no send goes unrecorded."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for message in messages:
-                entry = _entry("sending", attempt=message.attempts + 1)
-                pipe.set(self.ledger_key(message.id), entry, ex=LEDGER_TTL_S)
-            await pipe.execute()
+    async def claim(self, messages: Sequence[QueuedMessage]) -> list[QueuedMessage]:
+        """Mark ``messages`` ``sending``, those still to be sent, and return them; the
+        others were settled meanwhile (a resolve cancelled them). Must succeed before
+        anything is sent: no send goes unrecorded."""
+        if not messages:
+            return []
+        keys = [self.ledger_key(message.id) for message in messages]
+        args: list[str | float] = [
+            _entry("sending", attempt=message.attempts + 1) for message in messages
+        ]
+        args.append(LEDGER_TTL_S)
+        claimed = await self._claim(keys=keys, args=args)
+        return [messages[int(index) - 1] for index in claimed]
 
     async def finish(self, messages: Sequence[QueuedMessage], state: str, detail: str = "") -> None:
         """Take messages off the queue with their final state (sent, dead, suppressed)."""

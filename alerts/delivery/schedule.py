@@ -43,6 +43,12 @@ def delivery_id(event: Mapping[str, Any], receiver: str) -> str:
     return f"{event['fingerprint']}|{transition_id(event)}|{receiver}"
 
 
+def episode_id(event: Mapping[str, Any], receiver: str) -> str:
+    """(fingerprint, episode start, receiver): the firing, reminders and resolve of one
+    alert episode to one receiver."""
+    return f"{event['fingerprint']}|{event.get('starts_at')}|{receiver}"
+
+
 def backoff_s(policy: RetryPolicy, attempts: int, rand: float) -> float:
     """Delay after the ``attempts``-th failure: exponential, capped, with jitter
     drawn from ``rand`` in [0, 1)."""

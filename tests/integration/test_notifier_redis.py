@@ -33,6 +33,7 @@ from alerts.delivery.schedule import delivery_id
 from alerts.delivery.senders import Sender, build_sender, render_options
 from stream.telemetry import EngineMetrics
 from tests.conftest import free_port
+from tests.servers import Reply
 from tests.servers.slack import NO_SERVICE, RATE_LIMITED, ROLLUP_ERROR, SlackServer
 
 pytestmark = pytest.mark.kafka  # needs the dev stack's Redis
@@ -244,6 +245,144 @@ async def test_a_resolved_message_goes_only_where_its_firing_went(make_rig: RigF
     assert len(texts) == 2, texts  # account 1 fired and resolved; account 2 neither
     assert all("Account 1" in text for text in texts)
     assert rig.count("slack", "suppressed") == 2
+
+
+def resolved(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "status": "resolved", "ends_at": "2026-11-23T00:00:00Z"}
+
+
+def kinds(rig: Rig) -> list[str]:
+    """What Slack accepted, in order: ``firing``, ``repeat`` or ``resolved``."""
+    found = []
+    for message in rig.slack.posted:
+        text = str(message)
+        found.append(
+            "resolved" if "RESOLVED" in text else "repeat" if "Still firing" in text else "firing"
+        )
+    return found
+
+
+async def test_a_resolve_judged_while_its_firing_is_in_flight_waits_for_it(
+    make_rig: RigFactory,
+) -> None:
+    """The firing is on its way when the alert resolves, and that send fails: the
+    receiver hears the firing (retried) first and the resolve after, never the reverse
+    (which would leave a PagerDuty incident open for good)."""
+    rig = await make_rig()
+    rig.slack.webhook_script.push(Reply(500, "rollup_error", delay_s=0.5))
+    event = alert()
+    await rig.notifier.accept(event)
+    loop = asyncio.create_task(rig.notifier.run_receiver("slack"))
+    try:
+        await until(lambda: len(rig.slack.webhook_requests) == 1, 5, "the firing's send")
+        await rig.notifier.accept(resolved(event))  # while Slack has not answered yet
+        await until(lambda: len(rig.slack.posted) == 2, 10, "the firing and its resolve")
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    assert kinds(rig) == ["firing", "resolved"]
+
+
+async def test_a_firing_waiting_to_retry_is_not_cancelled_by_its_resolve(
+    make_rig: RigFactory,
+) -> None:
+    """A firing that failed may have reached the receiver (a timeout after it took it),
+    and it was judged worth telling: its resolve does not cancel it, but follows it."""
+    rig = await make_rig(retry={**FAST_RETRY, "initial": "1s"})
+    rig.slack.webhook_script.push(ROLLUP_ERROR)
+    event = alert()
+    await rig.notifier.accept(event)
+    loop = asyncio.create_task(rig.notifier.run_receiver("slack"))
+    try:
+        await until(lambda: len(rig.slack.webhook_requests) == 1, 5, "the failed send")
+        await rig.notifier.accept(resolved(event))  # the firing waits for its retry
+        await until(lambda: len(rig.slack.posted) == 2, 10, "the firing and its resolve")
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    assert kinds(rig) == ["firing", "resolved"]
+    state = await rig.outbox.state(delivery_id(event, "slack"))
+    assert state is not None
+    assert state["state"] == "sent"
+
+
+async def test_a_resolve_follows_a_reminder_that_went_out_after_a_quieted_firing(
+    make_rig: RigFactory,
+) -> None:
+    """The firing was quieted by a critical alert; once that ended, the reminder went
+    out: the CSM heard of the alert, so they hear of its end."""
+    rig = await make_rig()
+    event = alert(inhibited_by="fp-critical")
+    await rig.notifier.accept(event)
+    reminder = {**event, "inhibited_by": None, "repeat": True, "generated_at": _later(1)}
+    await rig.notifier.accept(reminder)
+    await rig.deliver_for(1.0)
+    await rig.notifier.accept({**resolved(event), "inhibited_by": None})
+    await rig.deliver_for(1.0)
+    assert kinds(rig) == ["repeat", "resolved"]
+
+
+async def test_a_reminder_held_by_quiet_hours_is_dropped_when_the_alert_resolves(
+    make_rig: RigFactory,
+) -> None:
+    now = datetime.now(UTC)
+    quiet_now = {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
+        "timezone": "UTC",
+        "deliver_severities": ["critical"],
+    }
+    rig = await make_rig(quiet_hours=quiet_now)
+    event = alert(severity="warning")
+    # The firing went out before the quiet hours (recorded as sent), the reminder waits.
+    first = delivery_id(event, "slack")
+    await rig.outbox.record(first, "sent")
+    reminder = {**event, "repeat": True, "generated_at": _later(1)}
+    await rig.notifier.accept(reminder)
+    assert await rig.outbox.pending("slack") == 1
+    await rig.notifier.accept(resolved(event))
+    state = await rig.outbox.state(delivery_id(reminder, "slack"))
+    assert state is not None
+    assert state["state"] == "superseded"
+    assert await rig.outbox.pending("slack") == 1  # the resolve, after the quiet hours
+
+
+async def test_retry_after_holds_the_whole_receiver(make_rig: RigFactory) -> None:
+    """Slack's 429 speaks for the webhook, not one message: nothing else is posted to
+    it before Retry-After has passed (each would only be refused, spending a retry)."""
+    rig = await make_rig()
+    rig.slack.webhook_script.push(RATE_LIMITED)  # Retry-After: 1
+    for n in (1, 2, 3):
+        await rig.notifier.accept(alert(n))
+    loop = asyncio.create_task(rig.notifier.run_receiver("slack"))
+    try:
+        await until(lambda: len(rig.slack.posted) == 3, 10, "all three messages")
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    arrivals = [request.at for request in rig.slack.webhook_requests]
+    assert len(arrivals) == 4  # one refused, three accepted
+    assert arrivals[1] - arrivals[0] >= 1.0, "a message was posted inside Retry-After"
+    assert rig.count("slack", "retry") == 1
+
+
+async def test_the_lease_outlasts_a_send(make_rig: RigFactory) -> None:
+    """A worker must keep the receiver's lease for as long as its request may take,
+    or another worker would take the lease and send the same message again."""
+    rig = await make_rig(timeout="20s")  # a send may take up to 3 x 20 + 5 s
+    await rig.notifier.accept(alert())
+    loop = asyncio.create_task(rig.notifier.run_receiver("slack"))
+    try:
+        await until(lambda: len(rig.slack.posted) == 1, 5, "the message")
+        ttl_ms = await rig.outbox.redis.pttl(f"{rig.outbox.base}lease:slack")
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    assert ttl_ms > 65_000
+
+
+def _later(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
 
 async def test_a_digest_groups_an_owners_alerts_into_one_message(make_rig: RigFactory) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
@@ -191,6 +192,21 @@ class SmtpServer(_Strict):
     security: Literal["starttls", "tls", "none"] = "starttls"
     ca_file: str | None = None
     """A CA bundle to trust for this server (a private CA); default: the system's."""
+
+    @field_validator("ca_file")
+    @classmethod
+    def _loadable(cls, value: str | None) -> str | None:
+        """Loaded once here, so a missing or broken bundle stops ``check`` and the
+        start with this field's line, not the worker with a traceback."""
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=value)
+            except ssl.SSLError as exc:
+                raise ValueError(f"cannot load the CA bundle {value!r}: {exc.reason}") from None
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise ValueError(f"cannot load the CA bundle {value!r}: {reason}") from None
+        return value
 
 
 class EmailReceiver(_ReceiverBase):

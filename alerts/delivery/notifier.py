@@ -44,7 +44,7 @@ from alerts.delivery.schedule import (
     quiet_until,
     retry_or_give_up,
 )
-from alerts.delivery.senders import Sender
+from alerts.delivery.senders import Sender, account_target
 from alerts.transports.outcome import Attempt, Outcome
 
 __all__ = ["DeliveryMetrics", "Notifier", "SilenceLookup"]
@@ -147,6 +147,8 @@ class Notifier:
         if receiver.digest is not None and severity not in receiver.digest.deliver_severities:
             due = max(due, digest_due(receiver.digest, now))
             group = group_key(receiver.digest, event, receiver.name)
+            if target := account_target(receiver, event):  # one account's channel or owner
+                group += f"|to:{target}"
         if receiver.quiet_hours is not None:
             quiet_end = quiet_until(receiver.quiet_hours, severity, due)
             if quiet_end is not None:

@@ -45,7 +45,7 @@ from alerts.transports.http import (
 from alerts.transports.outcome import Attempt, Outcome
 from alerts.transports.smtp import Smtp, SmtpConfig
 
-__all__ = ["Sender", "build_sender"]
+__all__ = ["Sender", "account_target", "build_sender"]
 
 log = logging.getLogger("engagewatch.alerts")
 
@@ -55,6 +55,19 @@ Options = Callable[[], RenderOptions]
 
 class Sender(Protocol):
     async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt: ...
+
+
+def account_target(receiver: Receiver, alert: Mapping[str, Any]) -> str:
+    """Where ``receiver`` sends this alert when that depends on its account: the
+    account's Slack channel (``channel: account``) or its owner's address (``to:
+    [owner]``); "" when it does not. A digest holds alerts of one target only, since
+    its sender reads the target from its first alert."""
+    account = alert.get("account") or {}
+    if isinstance(receiver, SlackBotReceiver) and receiver.channel == "account":
+        return str(account.get("slack_channel") or receiver.fallback_channel or "")
+    if isinstance(receiver, EmailReceiver) and "owner" in receiver.to:
+        return str(account.get("owner_email") or "")
+    return ""
 
 
 def build_sender(receiver: Receiver, session: aiohttp.ClientSession, options: Options) -> Sender:
@@ -125,8 +138,7 @@ class _SlackBotSender:
     async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt:
         channel = self.receiver.channel
         if channel == "account":
-            account = alerts[0].get("account") or {}
-            channel = account.get("slack_channel") or self.receiver.fallback_channel or ""
+            channel = account_target(self.receiver, alerts[0])
         if not channel:
             return Attempt(Outcome.PERMANENT, "the account has no slack_channel and no fallback")
         return await self.bot.send(channel, slack_message(alerts, self.options()))
@@ -139,7 +151,7 @@ class _EmailSender:
         self.options = options
 
     async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt:
-        owner = (alerts[0].get("account") or {}).get("owner_email")
+        owner = account_target(self.receiver, alerts[0])
         wanted = [owner if item == "owner" else item for item in self.receiver.to]
         recipients = list(dict.fromkeys(str(r) for r in wanted if r))
         if not recipients:

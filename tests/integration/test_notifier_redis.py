@@ -34,7 +34,13 @@ from alerts.delivery.senders import Sender, build_sender, render_options
 from stream.telemetry import EngineMetrics
 from tests.conftest import free_port
 from tests.servers import Reply
-from tests.servers.slack import NO_SERVICE, RATE_LIMITED, ROLLUP_ERROR, SlackServer
+from tests.servers.slack import (
+    BOT_TOKEN,
+    NO_SERVICE,
+    RATE_LIMITED,
+    ROLLUP_ERROR,
+    SlackServer,
+)
 
 pytestmark = pytest.mark.kafka  # needs the dev stack's Redis
 
@@ -117,13 +123,16 @@ async def make_rig(stack: devstack.Stack) -> AsyncIterator[RigFactory]:
         session = await cleanup.enter_async_context(aiohttp.ClientSession())
         redis = aioredis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         cleanup.push_async_callback(redis.aclose)
+        if receiver.get("type") == "slack_bot":  # the Web API's chat.postMessage
+            endpoint = {"type": "slack_bot", "token": BOT_TOKEN, "api_base": slack.api_base}
+        else:
+            endpoint = {"type": "slack_webhook", "url": slack.webhook_url}
         config = DeliveryConfig.model_validate(
             {
                 "receivers": [
                     {
                         "name": "slack",
-                        "type": "slack_webhook",
-                        "url": slack.webhook_url,
+                        **endpoint,
                         "timeout": "2s",
                         "rate_per_s": 50,
                         "retry": FAST_RETRY,
@@ -399,6 +408,26 @@ async def test_a_digest_groups_an_owners_alerts_into_one_message(make_rig: RigFa
     digest = str(by_size[-1])
     assert all(f"Account {n}" in digest for n in (1, 2, 3))
     assert "Account 4" not in digest
+
+
+async def test_a_digest_never_mixes_two_accounts_channels(make_rig: RigFactory) -> None:
+    """One owner, accounts with channels of their own: each channel gets its accounts'
+    digest only, never another customer's alert."""
+    rig = await make_rig(
+        type="slack_bot", channel="account", digest={"interval": "1s", "group_by": "owner"}
+    )
+    rig.slack.channels["#customer-globex"] = "C0GLOBEX01"
+    for n, channel in ((1, "#alerts"), (2, "#customer-globex"), (3, "#alerts")):
+        event = alert(n)
+        event["account"] = {**event["account"], "slack_channel": channel}
+        await rig.notifier.accept(event)
+    await rig.deliver_for(2.5)
+    by_channel = {message["channel"]: str(message) for message in rig.slack.posted}
+    assert len(rig.slack.posted) == 2
+    assert "Account 1" in by_channel["C0ALERTS01"]
+    assert "Account 3" in by_channel["C0ALERTS01"]
+    assert "Account 2" not in by_channel["C0ALERTS01"]
+    assert "Account 2" in by_channel["C0GLOBEX01"]
 
 
 async def test_a_firing_resolved_before_its_digest_is_never_sent(make_rig: RigFactory) -> None:

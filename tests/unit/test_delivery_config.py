@@ -147,6 +147,13 @@ route:
             "receivers.0.retry.initial",
             "duration",
         ),
+        (
+            "receivers:\n  - name: m\n    type: email\n    from: a@b\n    smtp:\n"
+            "      host: h\n      ca_file: /nonexistent/ca.pem\nroute: {receiver: m}\n",
+            7,
+            "receivers.0.smtp.ca_file",
+            "cannot load the CA bundle '/nonexistent/ca.pem': No such file",
+        ),
     ],
 )
 def test_bad_files_fail_with_file_line_and_field(

@@ -254,6 +254,11 @@ class Silence:
     fingerprint: str | None = None
     account_id: str | None = None
     rule: str | None = None
+    made_from: str | None = None
+    """The fingerprint of the alert it was made from: an account's or a rule's snooze
+    can still be named by it (to unsnooze) after that alert has closed."""
+    made_for: str | None = None
+    """The account of that alert (the history an alert's snooze is recorded in)."""
 
     def __post_init__(self) -> None:
         if (self.fingerprint is None) == (self.account_id is None):
@@ -279,7 +284,13 @@ class Silence:
             "author": self.author,
             "reason": self.reason,
             "created_at": iso(self.created_at),
+            "made_from": self.made_from,
+            "made_for": self.made_for,
         }
+
+    def named_by(self, fingerprint: str) -> bool:
+        """Whether naming ``fingerprint`` reaches this snooze once its alert is gone."""
+        return fingerprint in (self.fingerprint, self.made_from)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Silence:
@@ -292,6 +303,8 @@ class Silence:
             fingerprint=data.get("fingerprint"),
             account_id=data.get("account_id"),
             rule=data.get("rule"),
+            made_from=data.get("made_from"),
+            made_for=data.get("made_for"),
         )
 
 
@@ -357,25 +370,33 @@ def silence_for(
 
 def snooze_until(now: datetime, until: str | None, duration: str | None) -> datetime:
     """When a snooze asked for with ``until`` (RFC 3339) or ``duration`` (3d) ends."""
-    if (until is None) == (duration is None):
+    if until is None and duration is None:
+        raise InputError("until", "give until (RFC 3339) or duration (e.g. 3d)")
+    if until is not None and duration is not None:
         raise InputError("until", "give either until (RFC 3339) or duration (e.g. 3d), not both")
     if until is not None:
         try:
             end = parse_time(until)
-        except ValueError:
+        except (ValueError, OverflowError):  # an offset past year 1 or 9999 overflows
             raise InputError("until", f"expected RFC 3339 with an offset, got {until!r}") from None
         field = "until"
     else:
         try:
-            end = now + timedelta(seconds=parse_duration_s(duration))
+            seconds = parse_duration_s(duration)
         except ValueError as exc:
             raise InputError("duration", str(exc)) from None
+        if seconds > MAX_SNOOZE.total_seconds():  # before timedelta, which overflows
+            raise InputError("duration", _TOO_LONG)
+        end = now + timedelta(seconds=seconds)
         field = "duration"
     if end <= now:
         raise InputError(field, "the snooze must end in the future")
     if end - now > MAX_SNOOZE:
-        raise InputError(field, "a snooze lasts at most 366 days; resolve or re-snooze later")
+        raise InputError(field, _TOO_LONG)
     return end
+
+
+_TOO_LONG = "a snooze lasts at most 366 days; resolve or re-snooze later"
 
 
 def parse_time(text: str) -> datetime:

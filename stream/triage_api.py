@@ -368,7 +368,7 @@ def _optional(body: Mapping[str, Any], name: str) -> str | None:
 
 def _limit(query: Mapping[str, str]) -> int:
     raw = query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InputError("limit", f"expected a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
     return int(raw)
 

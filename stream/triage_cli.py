@@ -80,7 +80,7 @@ def add_parser(sub: Any) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     command = _COMMANDS[args.triage_command]
     try:
-        client = Client(_base_url(settings, args), _token(settings, args))
+        client = Client(_base_url(settings, args), lambda: _token(settings, args))
         body = command(client, args)
     except CliError as exc:
         print(f"engagewatch triage: {exc}", file=sys.stderr)
@@ -98,25 +98,34 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 class Client:
     """The triage API over urllib: JSON in, JSON out, errors as :class:`CliError`."""
 
-    def __init__(self, base_url: str, token: str | None) -> None:
+    def __init__(self, base_url: str, token: Callable[[], str | None]) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        """Read when first needed: reads need no token, so a missing one stops no list."""
 
     def get(self, path: str, **query: Any) -> Any:
-        params = {k: _param(v) for k, v in query.items() if v not in (None, False, "")}
+        # A flag that is off, or an option not given, is left out; 0 is a value.
+        params = {
+            k: _param(v) for k, v in query.items() if v is not None and v is not False and v != ""
+        }
         suffix = f"?{urlencode(params)}" if params else ""
-        return self._call("GET", path + suffix, None)
+        try:
+            token = self.token()
+        except CliError:  # e.g. an unreadable token file: most reads need no token
+            token = None  # (where they do, the worker answers 401)
+        return self._call("GET", path + suffix, None, token)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        if not self.token:
+        token = self.token()
+        if not token:
             raise CliError("this needs the API token: pass --token or set ENGAGEWATCH_API_TOKEN", 2)
-        return self._call("POST", path, {k: v for k, v in body.items() if v is not None})
+        return self._call("POST", path, {k: v for k, v in body.items() if v is not None}, token)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, token: str | None) -> Any:
         url = f"{self.base_url}/api/v1{path}"
         headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         data = None
         if body is not None:
             data = json.dumps(body).encode()

@@ -333,10 +333,19 @@ class TriageStore:
             fingerprint=alert["fingerprint"] if scope == "alert" else None,
             account_id=None if scope == "alert" else alert["account_id"],
             rule=alert["rule"] if scope == "rule" else None,
+            made_from=alert["fingerprint"],
+            made_for=alert["account_id"],
         )
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self.key("silences"), silence.id, codec.dumps(silence.to_dict()))
-        record = {"kind": "snooze", **_about(alert), **silence.to_dict(), "at": iso(now)}
+        # The alert's fingerprint and rule, not the silence's (empty for a wider scope).
+        record = {
+            "kind": "snooze",
+            **silence.to_dict(),
+            **_about(alert),
+            "scope": scope,
+            "at": iso(now),
+        }
         self._push_history(pipe, alert["account_id"], record)
         await pipe.execute()
         return silence
@@ -350,21 +359,16 @@ class TriageStore:
             holding = [
                 s for s in silences if s.matches(fingerprint, alert["account_id"], alert["rule"])
             ]
-        else:  # resolved since: only its own snoozes can still be named
-            holding = [s for s in silences if s.fingerprint == fingerprint]
+        else:  # closed since: the snoozes made from it, or for it alone
+            holding = [s for s in silences if s.named_by(fingerprint)]
         if not holding:
             return []
         pipe = self.redis.pipeline(transaction=False)
         pipe.hdel(self.key("silences"), *(s.id for s in holding))
-        for account_id in {s.account_id or (alert or {}).get("account_id") for s in holding}:
-            if account_id:
-                record = {
-                    "kind": "unsnooze",
-                    "fingerprint": fingerprint,
-                    "author": author,
-                    "at": iso(now),
-                }
-                self._push_history(pipe, account_id, record)
+        accounts = {s.account_id or s.made_for or (alert or {}).get("account_id") for s in holding}
+        for account_id in sorted(a for a in accounts if a):
+            record = {"kind": "unsnooze", "fingerprint": fingerprint, "author": author}
+            self._push_history(pipe, account_id, {**record, "at": iso(now)})
         await pipe.execute()
         return holding
 

@@ -173,8 +173,9 @@ def test_the_silent_list_ranks_the_quiet_accounts_with_what_triage_needs(fleet: 
     assert quiet["days_silent"] >= 3 and len(quiet["daily_active_users"]) == 28
     assert "account-silent" in {a["rule"] for a in quiet["open_alerts"]}
     assert call(fleet, "GET", "/api/v1/accounts/silent?limit=1")[2]["accounts"] == accounts[:1]
-    status, _, error = call(fleet, "GET", "/api/v1/accounts/silent?limit=0")
-    assert status == 400 and "limit" in error["detail"] and error["field"] == "limit"
+    for bad in ("0", "%C2%B2"):  # zero; a superscript two, a digit int() refuses
+        status, _, error = call(fleet, "GET", f"/api/v1/accounts/silent?limit={bad}")
+        assert status == 400 and "limit" in error["detail"] and error["field"] == "limit"
 
 
 def test_one_account_has_its_entry_alerts_history_and_live_snapshot(fleet: Fleet) -> None:
@@ -277,10 +278,13 @@ def test_a_hand_resolve_publishes_resolved_and_does_not_refire(fleet: Fleet) -> 
 
 
 def test_the_cli_prints_the_ranked_table_and_acknowledges(fleet: Fleet) -> None:
-    def cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        *args: str, token: str | None = None, **settings: str
+    ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEWATCH_")}
         if token is not None:
             env["ENGAGEWATCH_API_TOKEN"] = token
+        env.update({f"ENGAGEWATCH_{name.upper()}": value for name, value in settings.items()})
         return subprocess.run(
             [sys.executable, "-m", "stream.cli", "triage", *args, "--url", fleet.url],
             capture_output=True,
@@ -294,6 +298,11 @@ def test_the_cli_prints_the_ranked_table_and_acknowledges(fleet: Fleet) -> None:
     header, *rows = table.stdout.splitlines()
     assert header.split()[:3] == ["#", "ACCOUNT", "ID"] and "PRIORITY" in header
     assert any(fleet.quiet[0] in row for row in rows)
+    zero = cli("silent", "--limit", "0")  # 0 is a value (not "no limit given")
+    assert zero.returncode == 2 and "limit" in zero.stderr
+    # Reads need no token: an unreadable token file stops writes only.
+    unreadable = cli("silent", api_token_file="/nonexistent/token")
+    assert unreadable.returncode == 0, unreadable.stderr
     listing = cli("alerts", "--rule", "champion-silent", "--json")
     assert listing.returncode == 0, listing.stderr
     alert = json.loads(listing.stdout)["alerts"][0]

@@ -162,6 +162,38 @@ async def test_account_snoozes_and_unsnooze(store: TriageStore) -> None:
     assert kinds[:2] == ["unsnooze", "snooze"]  # newest first
 
 
+async def test_an_account_snooze_can_be_lifted_by_its_alert_after_that_closed(
+    store: TriageStore,
+) -> None:
+    """The alert a snooze of the whole account was made from resolves: naming it still
+    lifts the snooze (else the quiet account stayed hidden until the snooze ended), and
+    the history says which alert and rule each action was about."""
+    _, account_id = await swept(store)
+    alert = (await store.alerts(NOW))[0]
+    await store.snooze(
+        alert, until=NOW + timedelta(days=14), author="d", reason="r", now=NOW, scope="account"
+    )
+    assert await store.silent_accounts(NOW) == []
+    removed = await store.unsnooze(alert["fingerprint"], author="d", now=NOW, alert=None)
+    assert [s.account_id for s in removed] == [account_id]
+    assert [e["account_id"] for e in await store.silent_accounts(NOW)] == [account_id]
+    unsnoozed, snoozed = (await store.history(account_id))[:2]
+    assert unsnoozed["kind"] == "unsnooze"
+    assert unsnoozed["fingerprint"] == alert["fingerprint"]
+    assert snoozed["kind"] == "snooze"
+    assert (snoozed["fingerprint"], snoozed["rule"]) == (alert["fingerprint"], alert["rule"])
+    assert snoozed["scope"] == "account"
+
+
+async def test_unsnoozing_a_closed_alert_lands_in_its_accounts_history(store: TriageStore) -> None:
+    _, account_id = await swept(store)
+    alert = (await store.alerts(NOW))[0]
+    await store.snooze(alert, until=NOW + timedelta(days=1), author="d", reason="r", now=NOW)
+    assert len(await store.unsnooze(alert["fingerprint"], author="e", now=NOW, alert=None)) == 1
+    newest = (await store.history(account_id))[0]
+    assert (newest["kind"], newest["author"]) == ("unsnooze", "e")
+
+
 async def test_acks_show_and_are_dropped_when_the_alert_closes(store: TriageStore) -> None:
     harness, account_id = await swept(store)
     alert = (await store.alerts(NOW))[0]

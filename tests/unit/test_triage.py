@@ -200,6 +200,8 @@ def test_silence_for_ignores_expired_ones_and_picks_the_longest() -> None:
 def test_models_survive_a_round_trip_through_json_data() -> None:
     s = silence(account_id="acme", rule="usage-drop")
     assert Silence.from_dict(s.to_dict()) == s
+    made = silence(account_id="acme", made_from="fp1", made_for="acme")
+    assert Silence.from_dict(made.to_dict()) == made
     ack = Ack("fp1", "dana", NOW, "calling them")
     assert Ack.from_dict(ack.to_dict()) == ack
     request = ResolveRequest("fp1", "acme", "dana", "fine", NOW)
@@ -218,6 +220,9 @@ def test_snooze_until_takes_a_time_or_a_duration_and_names_the_bad_field() -> No
         ("2026-01-01T00:00Z", None, "until"),  # in the past
         (None, "3 days", "duration"),
         (None, "800d", "duration"),  # too long
+        (None, "99999999999w", "duration"),  # past what a timedelta holds
+        ("9999-12-31T23:59:59-01:00", None, "until"),  # past year 9999 in UTC
+        ("0001-01-01T00:00:00+01:00", None, "until"),  # before year 1 in UTC
     ]
     for until, duration, field in cases:
         with pytest.raises(InputError) as caught:

@@ -792,7 +792,14 @@ class _Blank(dict[str, Any]):
 
 class _Forgiving(string.Formatter):
     """Templates never break an alert: a value a format spec cannot take (``None``
-    for ``{change:.0%}``) is shown plainly instead."""
+    for ``{change:.0%}``) is shown plainly instead, and a placeholder whose lookup
+    fails (``{components[nope]}``, ``{value[0]}``) is left as is."""
+
+    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        try:
+            return super().get_field(field_name, args, kwargs)
+        except (LookupError, AttributeError, TypeError, ValueError):
+            return "{" + field_name + "}", field_name
 
     def format_field(self, value: Any, format_spec: str) -> str:
         if isinstance(value, Mapping):

@@ -225,6 +225,11 @@ class _RuleBase(BaseModel):
         for _, name, _, conversion in parts:
             if name is not None and (not name or name[0].isdigit()):
                 raise ValueError("fields need a name, like {value} or {account_name}")
+            if name is not None and "." in name:
+                raise ValueError(
+                    f"{{{name}}}: fields are names, like {{value}}, or keys of one,"
+                    " like {components[usage]}"
+                )
             if conversion not in (None, "r", "s", "a"):
                 raise ValueError(f"unknown conversion !{conversion} in a template")
         return value

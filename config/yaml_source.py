@@ -23,11 +23,16 @@ class ConfigError(ValueError):
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
     """Load a YAML file whose top level must be a mapping (an empty file is ``{}``)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{at}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -35,8 +40,47 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}:1: expected a mapping of settings, got {type(data).__name__}")
+        raise ConfigError(f"{path}:1: expected a mapping (key: value), got {type(data).__name__}")
     return data
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, stricter where a mistake would otherwise pass unseen: a key
+    given twice in one mapping (the last silently won, so a second ``rules:`` dropped
+    every rule above it) and an impossible date (a ``ValueError`` without a line)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<": overriding is its point
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = first_line.get(key)
+            except TypeError:  # an unhashable key: the constructor below says so
+                continue
+            if seen is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"{key!r} is given twice (first on line {seen})",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_checked_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a date ({exc})", node.start_mark
+            ) from None
+
+
+_StrictLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp", _StrictLoader.construct_checked_timestamp
+)
 
 
 def locate(path: Path, loc: Sequence[int | str], at_key: bool = False) -> str:

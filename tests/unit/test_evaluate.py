@@ -1175,8 +1175,17 @@ def test_format_specs_never_break_an_alert(summary: str, rendered: str) -> None:
     assert render(summary, {"account_name": "Acme Corp", "value": None}) == rendered
 
 
+def test_a_lookup_that_fails_leaves_its_placeholder_as_is() -> None:
+    """A key the evidence lacks, or an index into a value that has none, must not make
+    the rule fail at every evaluation (the rules file passed check)."""
+    fields = {"components": {"usage": 0.5}, "value": None, "nope": "x"}
+    template = "{components[usage]:.0%} {components[nope]} {value[0]} {nope[5]}"
+    assert render(template, fields) == "50% {components[nope]} {value[0]} {nope[5]}"
+
+
 @pytest.mark.parametrize(
-    "summary", ["{account_name} scored {value", "{0} at {account_name}", "{value!z}"]
+    "summary",
+    ["{account_name} scored {value", "{0} at {account_name}", "{value!z}", "{account.name}"],
 )
 def test_a_malformed_template_is_rejected_at_load(tmp_path: Path, summary: str) -> None:
     path = tmp_path / "rules.yaml"

@@ -201,6 +201,34 @@ def test_invalid_yaml_in_a_temp_file(tmp_path: Path) -> None:
     assert config_error(path).startswith(f"{path}:3: not valid YAML")
 
 
+@pytest.mark.parametrize(
+    ("body", "line", "says"),
+    [
+        # The last of two equal keys used to win unseen: a second ``rules:`` block
+        # silently dropped every rule of the first.
+        (b"partitions: 4\ntopic_prefix: a\npartitions: 8\n", 3, "given twice (first on line 1)"),
+        (b"a:\n  b: 1\n  b: 2\n", 3, "'b' is given twice"),
+        # An impossible date: PyYAML's ValueError had no line, and was a traceback.
+        (b"partitions: 4\nwhen: 2027-02-29\n", 2, "'2027-02-29' is not a date"),
+        (b"partitions: 4\n# caf\xe9\n", 2, "not UTF-8 text"),
+    ],
+)
+def test_mistakes_yaml_lets_pass_are_refused_at_their_line(
+    tmp_path: Path, body: bytes, line: int, says: str
+) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_bytes(body)
+    message = config_error(path)
+    assert message.startswith(f"{path}:{line}: "), message
+    assert says in message
+
+
+def test_merge_keys_still_override(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("base: &b {partitions: 4}\nother:\n  <<: *b\n  partitions: 8\n")
+    assert load_yaml_mapping(path)["other"] == {"partitions": 8}
+
+
 @pytest.mark.parametrize(("name", "kind"), [("not_a_mapping.yaml", "list"), ("scalar.yaml", "str")])
 def test_top_level_must_be_a_mapping(name: str, kind: str) -> None:
     path = example(name)

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -57,6 +58,13 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 PositiveDays = Annotated[int, Field(gt=0, le=400)]
 
 
+_NAME_SCHEMA = {
+    "type": "string",
+    "pattern": _NAME.pattern,
+    "description": "lower-case letters, digits, '-' or '_' (at most 63)",
+}
+
+
 def _valid_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError("use lower-case letters, digits, '-' or '_' (at most 63)")
@@ -73,7 +81,21 @@ def parse_duration_s(value: Any) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-Duration = Annotated[float, Field(ge=0)]
+Duration = Annotated[
+    float,
+    Field(ge=0),
+    # What a user writes (90, "15m", "3d"), not the seconds it becomes: editors checking
+    # the file against the schema must take the documented forms.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": _DURATION.pattern},
+            ],
+            "description": "seconds, or a duration like 90s, 15m, 24h, 3d or 2w",
+        }
+    ),
+]
 
 # --- calendars -------------------------------------------------------------------------
 
@@ -198,7 +220,7 @@ class _RuleBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     _calendars: Mapping[str, Calendar] = PrivateAttr(default_factory=dict)
 
-    name: str
+    name: Annotated[str, WithJsonSchema(_NAME_SCHEMA)]
     severity: Severity = "warning"
     labels: dict[str, str] = Field(default_factory=dict)
     summary: str = "{rule} on {account_name}: {metric} is {value}"
@@ -397,7 +419,7 @@ class HealthRule(_RuleBase):
         return self
 
 
-CalendarName = Annotated[str, AfterValidator(_valid_name)]
+CalendarName = Annotated[str, AfterValidator(_valid_name), WithJsonSchema(_NAME_SCHEMA)]
 
 Rule = Annotated[
     SilenceRule | ThresholdRule | DropRule | AdoptionRule | TimeToValueRule | NpsRule | HealthRule,
@@ -479,6 +501,9 @@ def _check_unique_names(ruleset: RuleSet, path: Path) -> None:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the rules file, for editors (config/rules.schema.json)."""
     schema = RuleSet.model_json_schema()
+    # pydantic lists valid calendar names as patternProperties, which lets other keys
+    # through unchecked; the loader refuses them, so the schema does too.
+    schema["properties"]["calendars"]["propertyNames"] = _NAME_SCHEMA
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "engagewatch rules (config/rules.yaml)"
     return schema

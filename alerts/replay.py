@@ -47,6 +47,9 @@ class ReplayReport:
     """Evaluations in which a rule raised, by rule: it judged nothing then (the first
     failure of each rule in each account is logged with its traceback)."""
     seconds: float = 0.0
+    accounts_rejected: list[str] = field(default_factory=list)
+    """Account records that did not decode, as ``file:line: reason: detail``: those
+    accounts are judged without their record (name, time zone, licenses, calendar)."""
 
     def summary(self) -> str:
         rate = self.events / self.seconds if self.seconds else 0.0
@@ -54,6 +57,17 @@ class ReplayReport:
             f"replayed {self.events} events of {self.accounts} accounts in {self.seconds:.2f} s "
             f"({rate:,.0f} events/s)",
             f"rejected: {dict(self.rejected) or 'none'}",
+            *(
+                [f"account records rejected ({len(self.accounts_rejected)}), judged without them:"]
+                if self.accounts_rejected
+                else []
+            ),
+            *(f"  {line}" for line in self.accounts_rejected[:_SHOWN_REJECTIONS]),
+            *(
+                [f"  ... and {len(self.accounts_rejected) - _SHOWN_REJECTIONS} more"]
+                if len(self.accounts_rejected) > _SHOWN_REJECTIONS
+                else []
+            ),
             *([f"rules that failed (see the log): {dict(self.failed)}"] if self.failed else []),
             f"alert events written: {sum(self.alerts.values())}",
             *(f"  {kind}: {count}" for kind, count in sorted(self.alerts.items())),
@@ -98,7 +112,7 @@ def _replay(  # noqa: PLR0917 - replay()'s arguments, passed on
     until: datetime | None,
     jobs: int,
 ) -> None:
-    accounts = _load_accounts(accounts_path) if accounts_path else {}
+    accounts = _load_accounts(accounts_path, report) if accounts_path else {}
     # Reading makes records (tuples of plain values: no cycles) kept to the end, so the
     # collector has nothing to find in them: it stays off while reading, and they stay
     # out of its later walks.
@@ -231,12 +245,19 @@ def _events(notices: Iterable[Notice], account: Account) -> Iterator[_Written]:
         yield change.at, change.alert.fingerprint, event
 
 
-def _load_accounts(path: Path) -> dict[str, Account]:
+def _load_accounts(path: Path, report: ReplayReport) -> dict[str, Account]:
     accounts = {}
-    for line in _lines(path):
-        result = decode_account(line)
-        if isinstance(result, Account):
-            accounts[result.account_id] = result
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            result = decode_account(line.strip())
+            if isinstance(result, Account):
+                accounts[result.account_id] = result
+            else:
+                report.accounts_rejected.append(
+                    f"{path}:{number}: {result.reason}: {result.detail}"
+                )
     return accounts
 
 
@@ -269,6 +290,7 @@ def _load_events(path: Path, report: ReplayReport) -> dict[str, list[Record]]:
     return by_account
 
 
+_SHOWN_REJECTIONS = 5
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between collections of the youngest generation (Python's default: 700;
 the worker's, in stream/bulk.py, is the same)."""
@@ -288,11 +310,6 @@ def _chunks(path: Path) -> Iterator[list[bytes]]:
     with path.open("rb") as handle:
         while lines := handle.readlines(_CHUNK_BYTES):
             yield [stripped for line in lines if (stripped := line.strip())]
-
-
-def _lines(path: Path) -> Iterator[bytes]:
-    for chunk in _chunks(path):
-        yield from chunk
 
 
 def _show_progress(stream: TextIO, done: int, total: int) -> None:

@@ -37,10 +37,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from alerts.rules import load_rules
     from stream.app import rules_path
     from stream.notify import receivers_path
+    from stream.triage_api import load_api_token
 
     print("settings: valid")  # the command line loaded them before this ran
     rules_file = args.rules or rules_path(settings)
     try:
+        token = load_api_token(settings)  # read at start: a missing file stops the worker
+        print(f"api token: {'set' if token else 'none (triage writes are refused)'}")
         rules = load_rules(rules_file).rules
         print(
             f"rules: {rules_file}: {_many(len(rules), 'rule')} ({_counted(r.kind for r in rules)})"

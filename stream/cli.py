@@ -60,19 +60,21 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("account_ids", nargs="+", metavar="ACCOUNT_ID")
 
     simulate = sub.add_parser("simulate", help="publish (or write) a deterministic demo fleet")
-    simulate.add_argument("--accounts", type=int, default=36)
-    simulate.add_argument("--days", type=int, default=42, help="days of history, ending now")
+    simulate.add_argument("--accounts", type=positive_int, default=36)
+    simulate.add_argument(
+        "--days", type=positive_int, default=42, help="days of history, ending now"
+    )
     simulate.add_argument("--seed", type=int, default=7)
     simulate.add_argument(
         "--seats",
-        type=int,
+        type=positive_int,
         default=1,
         help="users per account, as a multiple of the usual team (bigger customers)",
     )
     pace = simulate.add_mutually_exclusive_group()
     pace.add_argument(
         "--speed",
-        type=float,
+        type=positive_float,
         default=86_400.0,
         help="simulated seconds per wall second (default: a day per second)",
     )
@@ -98,13 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--step-hours",
-        type=float,
+        type=step_hours,
         default=None,
-        help="evaluation grid in hours (default: the evaluation_step_s setting, as live)",
+        help="evaluation grid in hours, 1/60 to 24 (default: the evaluation_step_s setting, "
+        "as live)",
     )
     replay.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         default=1,
         help="processes sharing the accounts (the output is the same; default 1)",
     )
@@ -182,7 +185,13 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         return _publish_simulation(
             settings, fleet, events, start, None if args.fast else args.speed
         )
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"engagewatch: {args.out}: cannot make the directory: {exc.strerror}", file=sys.stderr
+        )
+        return 2
     accounts = b"".join(codec.dumps(account.record()) + b"\n" for account in fleet)
     (args.out / "accounts.jsonl").write_bytes(accounts)
     count = 0
@@ -277,11 +286,17 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from stream.app import rules_path, state_policy
 
     for path in (args.events, args.accounts):
-        if path is not None and not path.exists():
-            print(f"engagewatch: {path}: no such file", file=sys.stderr)
+        if path is not None and not path.is_file():
+            problem = "a directory" if path.is_dir() else "no such file"
+            print(f"engagewatch: {path}: {problem}", file=sys.stderr)
             return 2
     rules = load_rules(args.rules or rules_path(settings)).rules
-    with args.out.open("w", encoding="utf-8") as out:
+    try:
+        out = args.out.open("w", encoding="utf-8")
+    except OSError as exc:  # before hours of replay, not after
+        print(f"engagewatch: {args.out}: cannot write: {exc.strerror}", file=sys.stderr)
+        return 2
+    with out:
         report = replay(
             rules,
             args.events,
@@ -289,7 +304,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
             out,
             until=args.until,
             step=timedelta(hours=args.step_hours)
-            if args.step_hours
+            if args.step_hours is not None
             else timedelta(seconds=settings.evaluation_step_s),
             policy=state_policy(settings),
             jobs=args.jobs,
@@ -327,6 +342,35 @@ _COMMANDS = {
     "triage": _triage,
     "check": _check,
 }
+
+
+def positive_int(text: str) -> int:
+    """A whole number of 1 or more, for counts such as --accounts or --jobs."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def step_hours(text: str) -> float:
+    """--step-hours: within the evaluation_step_s setting's bounds (60 s to a day)."""
+    hours = positive_float(text)
+    if not 1 / 60 <= hours <= 24:
+        raise argparse.ArgumentTypeError(f"must be from 1/60 (a minute) to 24 hours, got {text}")
+    return hours
 
 
 def moment_argument(text: str) -> datetime:

@@ -13,7 +13,13 @@ from tests.conftest import REPO
 @pytest.fixture(autouse=True)
 def no_configured_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """The shipped defaults, whatever the environment running the tests names."""
-    for name in ("ENGAGEWATCH_CONFIG", "ENGAGEWATCH_RULES_FILE", "ENGAGEWATCH_RECEIVERS_FILE"):
+    for name in (
+        "ENGAGEWATCH_CONFIG",
+        "ENGAGEWATCH_RULES_FILE",
+        "ENGAGEWATCH_RECEIVERS_FILE",
+        "ENGAGEWATCH_API_TOKEN",
+        "ENGAGEWATCH_API_TOKEN_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("ENGAGEWATCH_NOTIFIER_ENABLED", raising=False)
 
@@ -22,11 +28,21 @@ def test_the_shipped_files_are_valid_and_summarised(capsys: pytest.CaptureFixtur
     assert main(["check"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "settings: valid"
-    assert out[1] == (
+    assert out[1] == "api token: none (triage writes are refused)"
+    assert out[2] == (
         f"rules: {REPO / 'config' / 'rules.yaml'}: 9 rules (silence 2, threshold 1, drop 2, "
         "adoption 1, time_to_value 1, nps 1, health 1)"
     )
-    assert out[2] == f"receivers: {REPO / 'config' / 'receivers.yaml'}: 1 receiver (log 1)"
+    assert out[3] == f"receivers: {REPO / 'config' / 'receivers.yaml'}: 1 receiver (log 1)"
+
+
+def test_a_token_file_the_worker_could_not_read_fails_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "no-such-token"
+    monkeypatch.setenv("ENGAGEWATCH_API_TOKEN_FILE", str(missing))
+    assert main(["check"]) == 2
+    assert f"api_token_file: cannot read {missing}" in capsys.readouterr().err
 
 
 def test_a_bad_rules_file_is_named_with_its_line_and_field(

@@ -247,6 +247,8 @@ class Notifier:
             await self._record_until_done(lambda: self.outbox.finish(group, "sent", attempt.detail))
             for message in group:
                 self._observe(receiver.name, "delivered", _latency_s(message.event, now))
+            if attempt.refused:
+                await self._follow_up(receiver, group, attempt, now)
             return True
         for message in group:
             message.attempts += 1
@@ -292,9 +294,9 @@ class Notifier:
         alerts = [message.event for message in group]
         try:
             # The transports time out on their own; this bounds anything they miss.
-            return await asyncio.wait_for(
-                sender.send(alerts, [m.id for m in group]), timeout=_send_limit_s(receiver)
-            )
+            # A group shares its recipients: a follow-up's are part of its digest group.
+            sending = sender.send(alerts, [m.id for m in group], group[0].recipients)
+            return await asyncio.wait_for(sending, timeout=_send_limit_s(receiver))
         except TimeoutError:
             return Attempt(Outcome.RETRY, f"no answer within {_send_limit_s(receiver):.0f}s")
 
@@ -344,29 +346,89 @@ class Notifier:
                 self._observe(receiver.name, "suppressed")
         return kept
 
+    async def _follow_up(
+        self, receiver: Receiver, group: list[QueuedMessage], attempt: Attempt, now: datetime
+    ) -> None:
+        """Recipients refused while the others took the message: the others must not get
+        it twice, so those refused for a while get a follow-up of their own, retried like
+        any message; those refused for good go to the dead letters. None is dropped."""
+        later = [r.recipient for r in attempt.refused if r.outcome is Outcome.RETRY]
+        for refusal in attempt.refused:
+            if refusal.outcome is not Outcome.RETRY:
+                reason = f"recipient {refusal.recipient} refused: {refusal.detail}"
+                failed = Attempt(Outcome.PERMANENT, reason, attempt.status)
+                await self._dead_letter(receiver, group, failed, reason, [refusal.recipient])
+                for _ in group:
+                    self._observe(receiver.name, "permanent")
+        if not later:
+            return
+        recipients = tuple(sorted(later))
+        suffix = f"|to:{','.join(recipients)}"
+        detail = "; ".join(
+            f"{r.recipient}: {r.detail}" for r in attempt.refused if r.recipient in later
+        )
+        decision = retry_or_give_up(
+            receiver.retry,
+            attempts=1,
+            first_attempt=now,
+            now=now,
+            retry_after_s=None,
+            rand=self.rand(),
+        )
+        due = decision.at if not isinstance(decision, GiveUp) else now
+        for message in group:
+            follow_up = QueuedMessage(
+                message.id + suffix,
+                receiver.name,
+                message.event,
+                group=message.group + suffix if message.group else "",
+                attempts=1,
+                first_attempt_at=now.timestamp(),
+                detail=detail,
+                recipients=recipients,
+            )
+            firing = message.event["status"] == "firing"
+            episode = episode_id(message.event, receiver.name) if firing else None
+            await self._record_until_done(partial(self.outbox.enqueue, follow_up, due, episode))
+            self._observe(receiver.name, "retry")
+            if self.metrics:
+                self.metrics.count_delivery_retry(receiver.name)
+        log.info("%s: %s; retrying them alone at %s", receiver.name, detail, due.isoformat())
+
     async def _give_up(
         self, receiver: Receiver, group: list[QueuedMessage], attempt: Attempt, reason: str
     ) -> None:
-        log.error("%s: not delivered, dead-lettered: %s", receiver.name, reason)
-        for message in group:
-            await self.dead_letter(
-                {
-                    "receiver": receiver.name,
-                    "receiver_type": receiver.type,
-                    "reason": attempt.outcome.value,
-                    "detail": reason,
-                    "status": attempt.status,
-                    "attempts": message.attempts,
-                    "message_id": message.id,
-                    "alert": message.event,
-                    "failed_at": self.now().isoformat(),
-                }
-            )
+        await self._dead_letter(receiver, group, attempt, reason, group[0].recipients)
         await self._record_until_done(lambda: self.outbox.finish(group, "dead", reason))
         # "permanent": the receiver refused it; "dead_lettered": retries ran out.
         outcome = "permanent" if attempt.outcome is Outcome.PERMANENT else "dead_lettered"
         for _ in group:
             self._observe(receiver.name, outcome)
+
+    async def _dead_letter(
+        self,
+        receiver: Receiver,
+        group: list[QueuedMessage],
+        attempt: Attempt,
+        reason: str,
+        recipients: Sequence[str],
+    ) -> None:
+        log.error("%s: not delivered, dead-lettered: %s", receiver.name, reason)
+        for message in group:
+            letter: dict[str, Any] = {
+                "receiver": receiver.name,
+                "receiver_type": receiver.type,
+                "reason": attempt.outcome.value,
+                "detail": reason,
+                "status": attempt.status,
+                "attempts": message.attempts,
+                "message_id": message.id,
+                "alert": message.event,
+                "failed_at": self.now().isoformat(),
+            }
+            if recipients:  # not every recipient's: only these were refused
+                letter["recipients"] = list(recipients)
+            await self.dead_letter(letter)
 
     def _observe(self, receiver: str, outcome: str, latency_s: float | None = None) -> None:
         if self.metrics is not None:
@@ -391,7 +453,7 @@ class Notifier:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, REDIS_RETRY_S[1])
 
-    async def _record_until_done(self, step: Callable[[], Awaitable[None]]) -> None:
+    async def _record_until_done(self, step: Callable[[], Awaitable[Any]]) -> None:
         """After a send, its outcome must be recorded, however long Redis is away."""
         await self._until_redis_answers("record", step)
 

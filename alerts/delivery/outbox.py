@@ -130,6 +130,8 @@ class QueuedMessage:
     attempts: int = 0
     first_attempt_at: float | None = None
     detail: str = ""
+    recipients: tuple[str, ...] = ()
+    """Only these recipients (a follow-up for those refused); empty: the receiver's."""
     interrupted: bool = field(default=False, compare=False)
     """Set when the ledger says ``sending``: a worker died with it in flight."""
 
@@ -143,6 +145,7 @@ class QueuedMessage:
                 "attempts": self.attempts,
                 "first_attempt_at": self.first_attempt_at,
                 "detail": self.detail,
+                "recipients": list(self.recipients),
             },
             separators=(",", ":"),
         )
@@ -158,6 +161,7 @@ class QueuedMessage:
             attempts=int(data.get("attempts", 0)),
             first_attempt_at=data.get("first_attempt_at"),
             detail=data.get("detail", ""),
+            recipients=tuple(data.get("recipients", ())),
         )
 
 

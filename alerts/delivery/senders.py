@@ -54,7 +54,12 @@ Options = Callable[[], RenderOptions]
 
 
 class Sender(Protocol):
-    async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt: ...
+    async def send(
+        self, alerts: Alerts, message_ids: Sequence[str], recipients: Sequence[str] = ()
+    ) -> Attempt:
+        """Send ``alerts`` as one message; ``recipients``: only these, where a receiver
+        has several (a follow-up for those an SMTP server refused for a while)."""
+        ...
 
 
 def account_target(receiver: Receiver, alert: Mapping[str, Any]) -> str:
@@ -125,7 +130,9 @@ class _SlackWebhookSender:
         self.webhook = webhook
         self.options = options
 
-    async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt:
+    async def send(
+        self, alerts: Alerts, message_ids: Sequence[str], recipients: Sequence[str] = ()
+    ) -> Attempt:
         return await self.webhook.send(slack_message(alerts, self.options()))
 
 
@@ -135,7 +142,9 @@ class _SlackBotSender:
         self.receiver = receiver
         self.options = options
 
-    async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt:
+    async def send(
+        self, alerts: Alerts, message_ids: Sequence[str], recipients: Sequence[str] = ()
+    ) -> Attempt:
         channel = self.receiver.channel
         if channel == "account":
             channel = account_target(self.receiver, alerts[0])
@@ -150,10 +159,13 @@ class _EmailSender:
         self.receiver = receiver
         self.options = options
 
-    async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt:
-        owner = account_target(self.receiver, alerts[0])
-        wanted = [owner if item == "owner" else item for item in self.receiver.to]
-        recipients = list(dict.fromkeys(str(r) for r in wanted if r))
+    async def send(
+        self, alerts: Alerts, message_ids: Sequence[str], recipients: Sequence[str] = ()
+    ) -> Attempt:
+        if not recipients:
+            owner = account_target(self.receiver, alerts[0])
+            wanted = [owner if item == "owner" else item for item in self.receiver.to]
+            recipients = list(dict.fromkeys(str(r) for r in wanted if r))
         if not recipients:
             return Attempt(Outcome.PERMANENT, "the account has no owner_email")
         message = email_message(
@@ -174,7 +186,9 @@ class _AlertmanagerSender:
         self.options = options
         self.ends_after = timedelta(seconds=ends_after_s)
 
-    async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt:
+    async def send(
+        self, alerts: Alerts, message_ids: Sequence[str], recipients: Sequence[str] = ()
+    ) -> Attempt:
         options = self.options()
         posted = alertmanager_alerts(alerts, options)
         # Without endsAt Alertmanager resolves a firing alert after its resolve_timeout
@@ -191,7 +205,9 @@ class _PagerDutySender:
         self.routing_key = routing_key
         self.options = options
 
-    async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt:
+    async def send(
+        self, alerts: Alerts, message_ids: Sequence[str], recipients: Sequence[str] = ()
+    ) -> Attempt:
         attempt = Attempt(Outcome.DELIVERED, "nothing to send")
         for alert in alerts:  # one event each: PagerDuty has no batch endpoint
             event = pagerduty_event(alert, self.options(), routing_key=self.routing_key)
@@ -207,7 +223,9 @@ class _WebhookSender:
         self.secret = secret
         self.options = options
 
-    async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt:
+    async def send(
+        self, alerts: Alerts, message_ids: Sequence[str], recipients: Sequence[str] = ()
+    ) -> Attempt:
         body = webhook_body(alerts)
         timestamp = int(self.options().now.timestamp())
         return await self.webhook.send(body, webhook_headers(self.secret, timestamp, body))
@@ -217,7 +235,9 @@ class _LogSender:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    async def send(self, alerts: Alerts, message_ids: Sequence[str]) -> Attempt:
+    async def send(
+        self, alerts: Alerts, message_ids: Sequence[str], recipients: Sequence[str] = ()
+    ) -> Attempt:
         for alert in alerts:
             log.warning(
                 "alert %s [%s] %s on %s: %s",

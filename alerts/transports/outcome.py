@@ -18,6 +18,7 @@ from enum import StrEnum
 __all__ = [
     "Attempt",
     "Outcome",
+    "Refusal",
     "classify_http",
     "excerpt",
     "parse_retry_after",
@@ -49,6 +50,18 @@ class Attempt:
     """HTTP status or SMTP reply code, when the peer answered."""
     retry_after_s: float | None = None
     """The peer's ``Retry-After``, in seconds from now, when it gave one."""
+    refused: tuple[Refusal, ...] = ()
+    """Delivered, but not to these recipients (SMTP refuses them one by one)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One recipient the peer refused while it took the message for the others."""
+
+    recipient: str
+    outcome: Outcome
+    """``RETRY`` for a temporary refusal (4xx), ``PERMANENT`` for 5xx."""
+    detail: str
 
 
 def classify_http(

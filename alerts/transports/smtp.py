@@ -13,12 +13,12 @@ import email.message
 import logging
 import os
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import aiosmtplib
 
-from alerts.transports.outcome import Attempt, Outcome, excerpt, redact
+from alerts.transports.outcome import Attempt, Outcome, Refusal, excerpt, redact
 
 __all__ = ["Smtp", "SmtpConfig"]
 
@@ -77,9 +77,7 @@ class Smtp:
         except TimeoutError:
             attempt = Attempt(Outcome.RETRY, f"timeout after {config.timeout_s:g}s")
         secrets = [config.password] if config.password else []
-        attempt = Attempt(
-            attempt.outcome, redact(attempt.detail, secrets), attempt.status, attempt.retry_after_s
-        )
+        attempt = replace(attempt, detail=redact(attempt.detail, secrets))
         log.debug("%s: %s (%s)", self.kind, attempt.outcome, attempt.detail)
         return attempt
 
@@ -137,12 +135,15 @@ class Smtp:
         finally:
             client.close()
         detail = f"250 {excerpt(reply)}".rstrip()
-        if refused:
-            # Accepted for the others: retrying would send them a duplicate.
-            detail += "; refused: " + ", ".join(
-                f"{rcpt} ({r.code} {excerpt(r.message, 80)})" for rcpt, r in sorted(refused.items())
-            )
-        return Attempt(Outcome.DELIVERED, detail, 250)
+        refusals = tuple(
+            Refusal(rcpt, _by_code(r.code), f"{r.code} {excerpt(r.message, 80)}".rstrip())
+            for rcpt, r in sorted(refused.items())
+        )
+        if refusals:
+            # Accepted for the others: retrying the message would send them a duplicate,
+            # so the notifier follows up with the refused recipients alone.
+            detail += "; refused: " + ", ".join(f"{r.recipient} ({r.detail})" for r in refusals)
+        return Attempt(Outcome.DELIVERED, detail, 250, refused=refusals)
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

@@ -41,6 +41,7 @@ from tests.servers.slack import (
     ROLLUP_ERROR,
     SlackServer,
 )
+from tests.servers.smtp import PASSWORD, USERNAME, SmtpServer
 
 pytestmark = pytest.mark.kafka  # needs the dev stack's Redis
 
@@ -595,3 +596,76 @@ async def test_old_news_is_told_only_if_it_is_still_news(make_rig: RigFactory) -
     state = await rig.outbox.state(delivery_id(over, "slack"))
     assert state is not None
     assert state["state"] == "superseded"
+
+
+@pytest.fixture
+async def smtp(tmp_path: Path) -> AsyncIterator[SmtpServer]:
+    async with SmtpServer(tmp_path) as server:
+        yield server
+
+
+async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
+    stack: devstack.Stack, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """The SMTP server takes the mail for the owner but answers 450 (busy) for the
+    on-call alias: the owner is not sent it twice, the alias gets it once it takes mail
+    again, and an address refused for good (550) goes to the dead letters. Before, both
+    were recorded as sent and never heard of again."""
+    config = DeliveryConfig.model_validate(
+        {
+            "receivers": [
+                {
+                    "name": "mail",
+                    "type": "email",
+                    "smtp": {
+                        "host": smtp.host,
+                        "port": smtp.port,
+                        "username": USERNAME,
+                        "password": PASSWORD,
+                        "ca_file": str(tmp_path / "smtp-cert.pem"),
+                    },
+                    "from": "engagewatch@example.com",
+                    "to": ["owner", "oncall@example.com", "gone@example.com"],
+                    "retry": FAST_RETRY,
+                }
+            ],
+            "route": {"receiver": "mail"},
+        }
+    )
+    smtp.refuse["oncall@example.com"] = "450 4.2.1 Mailbox busy"
+    smtp.refuse["gone@example.com"] = "550 5.1.1 No such user"
+    redis = aioredis.from_url(stack.redis_url)
+    dead: list[dict[str, Any]] = []
+
+    async def dead_letter(record: Any) -> None:
+        dead.append(dict(record))
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            options = render_options(lambda: datetime.now(UTC), None)
+            senders: dict[str, Sender] = {
+                r.name: build_sender(r, session, options) for r in config.receivers
+            }
+            outbox = Outbox(redis, f"t{uuid.uuid4().hex[:10]}")
+            notifier = Notifier(
+                config, outbox, senders, dead_letter=dead_letter, now=lambda: datetime.now(UTC)
+            )
+            await notifier.accept(alert())
+            loop = asyncio.create_task(notifier.run_receiver("mail"))
+            try:
+                await until(lambda: len(smtp.received) == 1, 10, "the mail to the owner")
+                del smtp.refuse["oncall@example.com"]  # the alias takes mail again
+                await until(lambda: len(smtp.received) == 2, 10, "the follow-up")
+                await asyncio.sleep(0.5)  # nothing else follows
+            finally:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+            assert await outbox.pending("mail") == 0
+    finally:
+        await redis.aclose()
+    assert [mail.rcpt_tos for mail in smtp.received] == [
+        ("csm@example.com",),
+        ("oncall@example.com",),
+    ]
+    assert [(d["recipients"], d["reason"]) for d in dead] == [(["gone@example.com"], "permanent")]
+    assert "550 5.1.1 No such user" in dead[0]["detail"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from alerts.transports import Outcome, Smtp, SmtpConfig
+from alerts.transports.outcome import Refusal
 from tests.conftest import free_port
 from tests.servers import assert_hidden
 from tests.servers.smtp import PASSWORD, USERNAME, SmtpServer
@@ -118,6 +119,9 @@ async def test_partial_refusal_is_delivered_and_names_who_was_refused(smtp: Smtp
 
     assert attempt.outcome is Outcome.DELIVERED
     assert "refused: gone@example.com (550 5.1.1 No such user)" in attempt.detail
+    assert attempt.refused == (
+        Refusal("gone@example.com", Outcome.PERMANENT, "550 5.1.1 No such user"),
+    )
     assert [mail.rcpt_tos for mail in smtp.received] == [("csm@example.com",)]
 
 

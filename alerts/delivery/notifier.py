@@ -226,6 +226,7 @@ class Notifier:
         """Send one message (or digest); False when this pass must stop."""
         group = await self._drop_snoozed(receiver, group)
         group = await self._hold_back_resolves(receiver, group)
+        group = await self._dead_letter_refused(receiver, group)
         if not group:
             return True
         wait = limiter.reserve(time.monotonic())
@@ -244,11 +245,11 @@ class Notifier:
         attempt = await self._send(receiver, group)
         now = self.now()
         if attempt.outcome is Outcome.DELIVERED:
+            if attempt.refused:  # queued before the send is recorded: none can be lost
+                await self._follow_up(receiver, group, attempt, now)
             await self._record_until_done(lambda: self.outbox.finish(group, "sent", attempt.detail))
             for message in group:
                 self._observe(receiver.name, "delivered", _latency_s(message.event, now))
-            if attempt.refused:
-                await self._follow_up(receiver, group, attempt, now)
             return True
         for message in group:
             message.attempts += 1
@@ -349,24 +350,11 @@ class Notifier:
     async def _follow_up(
         self, receiver: Receiver, group: list[QueuedMessage], attempt: Attempt, now: datetime
     ) -> None:
-        """Recipients refused while the others took the message: the others must not get
-        it twice, so those refused for a while get a follow-up of their own, retried like
-        any message; those refused for good go to the dead letters. None is dropped."""
-        later = [r.recipient for r in attempt.refused if r.outcome is Outcome.RETRY]
-        for refusal in attempt.refused:
-            if refusal.outcome is not Outcome.RETRY:
-                reason = f"recipient {refusal.recipient} refused: {refusal.detail}"
-                failed = Attempt(Outcome.PERMANENT, reason, attempt.status)
-                await self._dead_letter(receiver, group, failed, reason, [refusal.recipient])
-                for _ in group:
-                    self._observe(receiver.name, "permanent")
-        if not later:
-            return
-        recipients = tuple(sorted(later))
-        suffix = f"|to:{','.join(recipients)}"
-        detail = "; ".join(
-            f"{r.recipient}: {r.detail}" for r in attempt.refused if r.recipient in later
-        )
+        """Recipients refused while the others took the message get follow-ups of their
+        own (the others must not get it twice): those refused for a while are retried
+        like any message, those refused for good go to the dead letters from the queue
+        (so a dead-letter topic that is down loses nothing either)."""
+        later = tuple(sorted(r.recipient for r in attempt.refused if r.outcome is Outcome.RETRY))
         decision = retry_or_give_up(
             receiver.retry,
             attempts=1,
@@ -375,25 +363,54 @@ class Notifier:
             retry_after_s=None,
             rand=self.rand(),
         )
-        due = decision.at if not isinstance(decision, GiveUp) else now
-        for message in group:
-            follow_up = QueuedMessage(
-                message.id + suffix,
-                receiver.name,
-                message.event,
-                group=message.group + suffix if message.group else "",
-                attempts=1,
-                first_attempt_at=now.timestamp(),
-                detail=detail,
-                recipients=recipients,
+        follow_ups: list[tuple[tuple[str, ...], str, str, datetime]] = []
+        if later:
+            detail = "; ".join(
+                f"{r.recipient}: {r.detail}" for r in attempt.refused if r.recipient in later
             )
-            firing = message.event["status"] == "firing"
-            episode = episode_id(message.event, receiver.name) if firing else None
-            await self._record_until_done(partial(self.outbox.enqueue, follow_up, due, episode))
-            self._observe(receiver.name, "retry")
-            if self.metrics:
-                self.metrics.count_delivery_retry(receiver.name)
-        log.info("%s: %s; retrying them alone at %s", receiver.name, detail, due.isoformat())
+            if isinstance(decision, GiveUp):
+                follow_ups.append((later, detail, f"{decision.reason}: {detail}", now))
+            else:
+                follow_ups.append((later, detail, "", decision.at))
+        for refusal in attempt.refused:
+            if refusal.outcome is not Outcome.RETRY:
+                reason = f"recipient {refusal.recipient} refused: {refusal.detail}"
+                follow_ups.append(((refusal.recipient,), reason, reason, now))
+        for recipients, detail, refused, due in follow_ups:
+            suffix = f"|retry-to:{','.join(recipients)}"
+            for message in group:
+                follow_up = QueuedMessage(
+                    message.id + suffix,
+                    receiver.name,
+                    message.event,
+                    group=message.group + suffix if message.group else "",
+                    attempts=1,
+                    first_attempt_at=now.timestamp(),
+                    detail=detail,
+                    recipients=recipients,
+                    refused=refused,
+                )
+                firing = message.event["status"] == "firing" and not refused
+                episode = episode_id(message.event, receiver.name) if firing else None
+                await self._record_until_done(partial(self.outbox.enqueue, follow_up, due, episode))
+                if not refused:
+                    self._observe(receiver.name, "retry")
+                    if self.metrics:
+                        self.metrics.count_delivery_retry(receiver.name)
+            log.info("%s: %s; following up at %s", receiver.name, detail, due.isoformat())
+
+    async def _dead_letter_refused(
+        self, receiver: Receiver, group: list[QueuedMessage]
+    ) -> list[QueuedMessage]:
+        """Follow-ups for recipients refused for good are dead-lettered, not sent."""
+        kept = []
+        for message in group:
+            if not message.refused:
+                kept.append(message)
+                continue
+            failed = Attempt(Outcome.PERMANENT, message.refused)
+            await self._give_up(receiver, [message], failed, message.refused)
+        return kept
 
     async def _give_up(
         self, receiver: Receiver, group: list[QueuedMessage], attempt: Attempt, reason: str

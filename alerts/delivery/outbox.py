@@ -132,6 +132,8 @@ class QueuedMessage:
     detail: str = ""
     recipients: tuple[str, ...] = ()
     """Only these recipients (a follow-up for those refused); empty: the receiver's."""
+    refused: str = ""
+    """Set on a follow-up for recipients refused for good: dead-lettered, not sent."""
     interrupted: bool = field(default=False, compare=False)
     """Set when the ledger says ``sending``: a worker died with it in flight."""
 
@@ -146,6 +148,7 @@ class QueuedMessage:
                 "first_attempt_at": self.first_attempt_at,
                 "detail": self.detail,
                 "recipients": list(self.recipients),
+                "refused": self.refused,
             },
             separators=(",", ":"),
         )
@@ -162,6 +165,7 @@ class QueuedMessage:
             first_attempt_at=data.get("first_attempt_at"),
             detail=data.get("detail", ""),
             recipients=tuple(data.get("recipients", ())),
+            refused=data.get("refused", ""),
         )
 
 

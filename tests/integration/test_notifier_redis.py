@@ -26,6 +26,7 @@ import devstack  # scripts/, on the path through tests/conftest.py
 import pytest
 import redis.asyncio as aioredis
 
+from alerts.delivery import notifier as notifier_module
 from alerts.delivery.config import DeliveryConfig
 from alerts.delivery.notifier import Notifier
 from alerts.delivery.outbox import Outbox
@@ -255,6 +256,10 @@ async def test_a_resolved_message_goes_only_where_its_firing_went(make_rig: RigF
     assert len(texts) == 2, texts  # account 1 fired and resolved; account 2 neither
     assert all("Account 1" in text for text in texts)
     assert rig.count("slack", "suppressed") == 2
+
+
+class KafkaUnavailableError(Exception):
+    pass
 
 
 def resolved(event: dict[str, Any]) -> dict[str, Any]:
@@ -604,13 +609,20 @@ async def smtp(tmp_path: Path) -> AsyncIterator[SmtpServer]:
         yield server
 
 
+@pytest.mark.parametrize("dead_letters_down", [False, True])
 async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
-    stack: devstack.Stack, smtp: SmtpServer, tmp_path: Path
+    stack: devstack.Stack,
+    smtp: SmtpServer,
+    tmp_path: Path,
+    dead_letters_down: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The SMTP server takes the mail for the owner but answers 450 (busy) for the
     on-call alias: the owner is not sent it twice, the alias gets it once it takes mail
     again, and an address refused for good (550) goes to the dead letters. Before, both
-    were recorded as sent and never heard of again."""
+    were recorded as sent and never heard of again. With the dead-letter topic down at
+    first, the refusal waits in the queue: nothing is lost, and nobody mailed twice."""
+    monkeypatch.setattr(notifier_module, "REDIS_RETRY_S", (0.1, 0.2))  # a failed pass
     config = DeliveryConfig.model_validate(
         {
             "receivers": [
@@ -637,7 +649,12 @@ async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
     redis = aioredis.from_url(stack.redis_url)
     dead: list[dict[str, Any]] = []
 
+    refusing = [dead_letters_down]
+
     async def dead_letter(record: Any) -> None:
+        if refusing[0]:
+            refusing[0] = False
+            raise KafkaUnavailableError("the dead-letter topic is down")
         dead.append(dict(record))
 
     try:
@@ -656,6 +673,7 @@ async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
                 await until(lambda: len(smtp.received) == 1, 10, "the mail to the owner")
                 del smtp.refuse["oncall@example.com"]  # the alias takes mail again
                 await until(lambda: len(smtp.received) == 2, 10, "the follow-up")
+                await until(lambda: len(dead) == 1, 10, "the dead letter")
                 await asyncio.sleep(0.5)  # nothing else follows
             finally:
                 loop.cancel()

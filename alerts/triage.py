@@ -316,6 +316,9 @@ class Ack:
     author: str
     at: datetime
     comment: str = ""
+    starts_at: str | None = None
+    """The episode acknowledged (the alert's ``starts_at``): an ack that lands as the
+    alert closes must not make its next episode look acknowledged."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -323,11 +326,17 @@ class Ack:
             "author": self.author,
             "at": iso(self.at),
             "comment": self.comment,
+            "starts_at": self.starts_at,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Ack:
-        return cls(data["fingerprint"], data["author"], parse_time(data["at"]), data["comment"])
+        at = parse_time(data["at"])
+        return cls(data["fingerprint"], data["author"], at, data["comment"], data.get("starts_at"))
+
+    def of(self, alert: Mapping[str, Any]) -> bool:
+        """Whether this acknowledges ``alert``'s episode (an ack of old records any)."""
+        return self.starts_at is None or self.starts_at == alert.get("starts_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +498,8 @@ def open_alerts(
         fp = str(alert["fingerprint"])
         silence = silence_for(silences, fp, str(alert["account_id"]), str(alert["rule"]), now)
         ack = acks.get(fp)
+        if ack is not None and not ack.of(alert):
+            ack = None  # an earlier episode's
         resolve = resolves.get(fp)
         wanted = (
             (include_snoozed or silence is None)

@@ -218,7 +218,7 @@ def register_triage(
         alert = await store.alert(fingerprint)
         if alert is None:
             return _unknown(fingerprint)
-        done = Ack(fingerprint, author, clock.now(), comment)
+        done = Ack(fingerprint, author, clock.now(), comment, alert.get("starts_at"))
         await store.ack(alert, done)
         return 200, {"ack": done.to_dict()}
 

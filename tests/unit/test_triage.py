@@ -202,7 +202,7 @@ def test_models_survive_a_round_trip_through_json_data() -> None:
     assert Silence.from_dict(s.to_dict()) == s
     made = silence(account_id="acme", made_from="fp1", made_for="acme")
     assert Silence.from_dict(made.to_dict()) == made
-    ack = Ack("fp1", "dana", NOW, "calling them")
+    ack = Ack("fp1", "dana", NOW, "calling them", starts_at="2026-06-10T00:00:00Z")
     assert Ack.from_dict(ack.to_dict()) == ack
     request = ResolveRequest("fp1", "acme", "dana", "fine", NOW)
     assert ResolveRequest.from_dict(request.to_dict()) == request
@@ -345,6 +345,20 @@ def test_open_alerts_show_acks_snoozes_and_resolves_and_filter() -> None:
     assert shown["f1"]["ack"]["comment"] == "on it" and shown["f1"]["snoozed"] is None
     assert shown["f2"]["snoozed"]["id"] == "s1"
     assert shown["f3"]["resolve_requested"]["author"] == "sam"
+
+
+def test_an_ack_of_an_earlier_episode_does_not_carry_over() -> None:
+    """An ack that landed as its alert closed stays stored until the index is rebuilt:
+    if the alert fires again meanwhile, the new episode is not acknowledged."""
+    refired = alert("f1", "a", starts_at="2026-06-14T00:00:00Z")
+    earlier = {"f1": Ack("f1", "dana", NOW, "on it", starts_at="2026-06-10T00:00:00Z")}
+    [shown] = open_alerts([refired], [], earlier, {}, NOW)
+    assert shown["ack"] is None
+    assert open_alerts([refired], [], earlier, {}, NOW, status="acknowledged") == []
+    this = {"f1": Ack("f1", "dana", NOW, "on it", starts_at="2026-06-14T00:00:00Z")}
+    assert open_alerts([refired], [], this, {}, NOW)[0]["ack"]["comment"] == "on it"
+    stored_before = {"f1": Ack("f1", "dana", NOW, "on it")}  # no episode: shown as before
+    assert open_alerts([refired], [], stored_before, {}, NOW)[0]["ack"] is not None
 
 
 def test_the_packaged_openapi_document_is_the_one_in_docs() -> None:

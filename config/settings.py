@@ -7,6 +7,7 @@ start; a bad value fails with the file, line and setting name, or the variable n
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -156,8 +157,10 @@ class Settings(BaseModel):
     @field_validator("stakeholder_roles", mode="before")
     @classmethod
     def _split_roles(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(role.strip() for role in value.split(",") if role.strip())
+        if isinstance(value, str):  # "champion, admin", or YAML's "[champion, admin]"
+            listed = value.strip().removeprefix("[").removesuffix("]")
+            roles = (role.strip().strip("'\"").strip() for role in listed.split(","))
+            return tuple(role for role in roles if role)
         return value
 
     @property
@@ -188,7 +191,11 @@ def load_settings(
 
 
 def _settings_from_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """``ENGAGEWATCH_KAFKA_BOOTSTRAP=...`` becomes ``{"kafka_bootstrap": ...}``."""
+    """``ENGAGEWATCH_KAFKA_BOOTSTRAP=...`` becomes ``{"kafka_bootstrap": ...}``.
+
+    Other ``ENGAGEWATCH_*`` variables belong to the scripts (``..._CACHE_DIR``) and are
+    left alone, but one a letter or two from a setting is a typo that would otherwise
+    be ignored without a word: it stops the start, naming the setting meant."""
     known = set(Settings.model_fields)
     values: dict[str, str] = {}
     for name, value in environ.items():
@@ -197,6 +204,11 @@ def _settings_from_env(environ: Mapping[str, str]) -> dict[str, str]:
         field = name.removeprefix(ENV_PREFIX).lower()
         if field in known:
             values[field] = value
+        elif meant := difflib.get_close_matches(field, known, n=1, cutoff=0.8):
+            raise ConfigError(
+                f"environment variable {name} is not a setting; "
+                f"did you mean {ENV_PREFIX}{meant[0].upper()}?"
+            )
     return values
 
 

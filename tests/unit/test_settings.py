@@ -111,6 +111,23 @@ def test_variables_without_the_prefix_are_ignored() -> None:
     assert settings == Settings()
 
 
+def test_a_misspelt_variable_stops_the_start_naming_the_setting_meant() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(None, environ={"ENGAGEWATCH_PARTITONS": "16"})
+    assert "ENGAGEWATCH_PARTITONS is not a setting; did you mean ENGAGEWATCH_PARTITIONS?" in str(
+        error.value
+    )
+    # The scripts' own variables are no settings, and nowhere near one: left alone.
+    scripts = {"ENGAGEWATCH_CACHE_DIR": "/c", "ENGAGEWATCH_TEST_STACK_DIR": "/s"}
+    assert load_settings(None, environ=scripts) == Settings()
+
+
+@pytest.mark.parametrize("value", ["champion, admin", "[champion, admin]", "['champion', 'admin']"])
+def test_roles_from_a_variable_as_a_list_or_as_yaml_writes_one(value: str) -> None:
+    settings = load_settings(None, environ={"ENGAGEWATCH_STAKEHOLDER_ROLES": value})
+    assert settings.stakeholder_roles == ("champion", "admin")
+
+
 def test_file_path_argument_beats_config_variable() -> None:
     environ = {f"{ENV_PREFIX}CONFIG": str(example("bad_partitions.yaml"))}
     assert load_settings(example("good.yaml"), environ=environ).partitions == 12

@@ -459,11 +459,12 @@ def load_rules(path: Path) -> RuleSet:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
             loc = _field_path(error["loc"], error["type"])
+            loc += _blamed_field(data, loc, message)
             field = ".".join(str(part) for part in loc)
             at_key = error["type"] == "extra_forbidden" or error["loc"][-1] == "[key]"
             where = locate(path, loc, at_key=at_key)
-            message = error["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {field}: {message}")
         raise ConfigError("invalid rules:\n  " + "\n  ".join(lines)) from None
     _check_unique_names(ruleset, path)
@@ -484,6 +485,18 @@ def _field_path(loc: tuple[int | str, ...], error_type: str) -> list[int | str]:
     if error_type in ("union_tag_invalid", "union_tag_not_found"):
         path.append("kind")
     return path
+
+
+def _blamed_field(data: Any, loc: list[int | str], message: str) -> list[str]:
+    """A check across a rule's fields (``yellow must not be above green``) fails on the
+    whole rule; its message begins with the field it blames, whose line is more use
+    than the rule's first."""
+    if len(loc) != 2 or loc[0] != "rules" or not isinstance(loc[1], int):
+        return []
+    rules = data.get("rules") if isinstance(data, dict) else None
+    rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
+    blamed = message.split(" ", 1)[0]
+    return [blamed] if isinstance(rule, dict) and blamed in rule else []
 
 
 def _check_unique_names(ruleset: RuleSet, path: Path) -> None:

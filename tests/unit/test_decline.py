@@ -264,7 +264,8 @@ def test_min_trend_days_beyond_the_window_names_file_line_and_field(tmp_path: Pa
     )
     with pytest.raises(ConfigError) as caught:
         load_rules(path)
-    assert f"{path}:2: rules.0: min_trend_days must not exceed trend_days" in str(caught.value)
+    message = str(caught.value)
+    assert f"{path}:6: rules.0.min_trend_days: min_trend_days must not exceed trend_days" in message
 
 
 def test_a_too_short_trend_window_is_refused(tmp_path: Path) -> None:

@@ -555,13 +555,13 @@ def test_duplicate_names_name_the_line_and_field() -> None:
 
 def test_yellow_above_green() -> None:
     path = example("yellow_above_green.yaml")
-    # A check across two fields points at the rule that holds them.
-    assert f"{path}:2: rules.0: yellow must not be above green" in rules_error(path)
+    # A check across two fields points at the field it blames.
+    assert f"{path}:5: rules.0.yellow: yellow must not be above green" in rules_error(path)
 
 
 def test_all_zero_weights() -> None:
     path = example("zero_weights.yaml")
-    assert f"{path}:2: rules.0: weights must not all be zero" in rules_error(path)
+    assert f"{path}:4: rules.0.weights: weights must not all be zero" in rules_error(path)
 
 
 def test_unknown_weight_names_the_key() -> None:

@@ -25,7 +25,8 @@ from alerts.evaluate import Context
 from alerts.lifecycle import AlertState, Change, ChangeKind
 from alerts.rules import Rule
 from alerts.sweep import log_failure
-from stream.pipeline import IngestTotals
+from stream.events import KINDS
+from stream.pipeline import STATE_TOO_LARGE, IngestTotals
 
 __all__ = [
     "HEALTH_TIERS",
@@ -58,6 +59,17 @@ NOTIFICATION_OUTCOMES = (
 )
 HEALTH_TIERS = ("green", "yellow", "red")
 KAFKA_OPERATIONS = ("fetch", "offsets", "flush", "commit", "send_alert", "send_dead_letter")
+REDIS_OPERATIONS = (
+    "enqueue",  # the notifier: queueing alert events,
+    "deliver",  # its delivery passes,
+    "record",  # recording outcomes
+    "index_refresh",  # the sweeper's triage index
+    "index_write",
+    "forget_accounts",
+    "resolve_read",
+    "api",  # the triage API
+)
+"""The Redis operations whose failures the engine counts (created at 0 at start)."""
 """Where the worker itself talks to Kafka (stream/bulk.py and stream/app.py)."""
 
 
@@ -205,6 +217,12 @@ class EngineMetrics:
             self.accounts.labels(tier)
         for operation in KAFKA_OPERATIONS:
             self.kafka_errors.labels(operation)
+        self.declare_redis_operations(REDIS_OPERATIONS)
+        # A worker started while producers are down must still show it reads nothing
+        # (EngagewatchNoEvents), and the first state_too_large must alert: both at 0.
+        for kind in KINDS:
+            self.events.labels(kind.value)
+        self.dead_letters.labels(STATE_TOO_LARGE)  # the others vary by field
         self._receivers: set[str] = set()
         self._seen = IngestTotals()
 
@@ -326,7 +344,8 @@ class EngineMetrics:
         self.notification_retries.labels(receiver).inc()
 
     def set_delivery_backlog(self, receiver: str, pending: int) -> None:
-        """Due and undelivered (queued or awaiting a retry); not those held by quiet hours."""
+        """Due, or awaiting a retry, and undelivered; not those held for quiet hours or a
+        digest. Reported by the worker holding the receiver's lease (the others: 0)."""
         self.declare_receivers((receiver,))
         self.notifications_pending.labels(receiver).set(pending)
 

@@ -197,16 +197,21 @@ class Notifier:
     async def _deliver_due(self, receiver: Receiver, limiter: RateLimiter) -> int:
         """One pass over the due messages; returns how many were handled."""
         if not await self._hold_lease(receiver):
+            if self.metrics:  # the holder reports the queue; a stale count here would add up
+                self.metrics.set_delivery_backlog(receiver.name, 0)
             return 0
         now = self.now()
+        if self.metrics:
+            # Due now or waiting for a retry (backoff is at most retry.max), not those
+            # held for hours by quiet hours or a digest: a night's quiet is no backlog.
+            soon = now + timedelta(seconds=receiver.retry.max)
+            self.metrics.set_delivery_backlog(
+                receiver.name, await self.outbox.due_by(receiver.name, soon)
+            )
         paused = self._paused_until.get(receiver.name)
         if paused is not None and now < paused:
             return 0  # the lease held all the same: no other worker sends meanwhile
         due = await self.outbox.due(receiver.name, now)
-        if self.metrics:
-            self.metrics.set_delivery_backlog(
-                receiver.name, await self.outbox.pending(receiver.name)
-            )
         for group in _groups(due):
             if self._stopping.is_set():
                 break

@@ -280,6 +280,10 @@ class Outbox:
     async def pending(self, receiver: str) -> int:
         return int(await self.redis.zcard(self.queue_key(receiver)))
 
+    async def due_by(self, receiver: str, until: datetime) -> int:
+        """How many messages are due by ``until`` and not delivered yet."""
+        return int(await self.redis.zcount(self.queue_key(receiver), "-inf", until.timestamp()))
+
     async def claim(self, messages: Sequence[QueuedMessage]) -> list[QueuedMessage]:
         """Mark ``messages`` ``sending``, those still to be sent, and return them; the
         others were settled meanwhile (a resolve cancelled them). Must succeed before

@@ -517,6 +517,63 @@ async def test_two_workers_share_a_receiver_and_send_each_message_once(
     assert len(set(names)) == 10
 
 
+async def test_only_the_lease_holder_reports_the_backlog(make_rig: RigFactory) -> None:
+    """A worker that lost a receiver's lease must not keep showing the queue it last saw:
+    summed over workers, that stale count raised EngagewatchNotificationBacklog for a
+    queue that had drained."""
+    # A digest an hour away, within the longest retry wait: counted as pending.
+    retry = {**FAST_RETRY, "max": "2h"}
+    rig = await make_rig(digest={"interval": "1h", "group_by": "owner"}, retry=retry)
+    await rig.notifier.accept(alert())
+    twin_metrics = EngineMetrics()
+    twin_metrics.set_delivery_backlog("slack", 7)  # what it saw while it held the lease
+
+    def pending(metrics: EngineMetrics) -> float | None:
+        sample = "engagewatch_notifications_pending"
+        return metrics.registry.get_sample_value(sample, {"receiver": "slack"})
+
+    twin = Notifier(
+        rig.notifier.config,
+        rig.outbox,
+        rig.notifier.senders,
+        dead_letter=rig.notifier.dead_letter,
+        now=rig.notifier.now,
+        metrics=twin_metrics,
+    )
+    holder = asyncio.create_task(rig.notifier.run_receiver("slack"))
+    try:
+        await until(lambda: pending(rig.metrics) == 1, 5, "the holder's count")
+        other = asyncio.create_task(twin.run_receiver("slack"))
+        try:
+            await until(lambda: pending(twin_metrics) == 0, 5, "the other worker's 0")
+        finally:
+            other.cancel()
+            await asyncio.gather(other, return_exceptions=True)
+    finally:
+        holder.cancel()
+        await asyncio.gather(holder, return_exceptions=True)
+    assert pending(rig.metrics) == 1
+
+
+async def test_a_night_of_quiet_hours_is_no_backlog(make_rig: RigFactory) -> None:
+    """Messages held for hours by quiet hours are not 'pending': counted, they raised
+    EngagewatchNotificationBacklog every night."""
+    now = datetime.now(UTC)
+    quiet_now = {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
+        "timezone": "UTC",
+    }
+    rig = await make_rig(quiet_hours=quiet_now)
+    await rig.notifier.accept(alert(severity="warning"))
+    await rig.deliver_for(0.5)
+    assert await rig.outbox.pending("slack") == 1
+    pending = rig.metrics.registry.get_sample_value(
+        "engagewatch_notifications_pending", {"receiver": "slack"}
+    )
+    assert pending == 0
+
+
 # --- Redis outages -------------------------------------------------------------------
 
 

@@ -13,7 +13,16 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = {"kafka", "redis", "worker", "simulator", "prometheus", "grafana", "mailpit"}
+SERVICES = {
+    "kafka",
+    "redis",
+    "worker",
+    "simulator",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "mailpit",
+}
 
 
 def compose() -> dict[str, Any]:

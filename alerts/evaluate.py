@@ -402,7 +402,12 @@ def _threshold(rule: Any, context: Context) -> list[Finding]:
                 {"metric": rule.metric, "value": None, "reason": "not enough history yet"},
             )
         ]
-    working = _working_days(rule, context, yesterday, rule.working_day_rate)
+    # The habit is read up to the last active day, as silence reads it: measured up to
+    # yesterday, a long silence would wear its own working days away until the alert
+    # resolved on an account that has not come back.
+    active = _active_days(context.state, _history_end(context), ANYONE)
+    habit_end = active[-1] if active else yesterday
+    working = _working_days(rule, context, habit_end, rule.working_day_rate)
     days = working.within(yesterday, HISTORY_DAYS)
     days = days[-rule.for_working_days :]
     if len(days) < rule.for_working_days:
@@ -442,10 +447,18 @@ def _drop(rule: Any, context: Context) -> list[Finding]:
             for b in range(rule.for_days)
         ]
         fit = fits[0]
-        down = all(
-            decline.declined(f, level, rule.min_z, rule.min_baseline, rule.min_trend_days)
-            for f in fits
-        )
+        if rule.name in context.open_rules:
+            # Open: it resolves only above the exit level, not because the level fell
+            # under min_baseline (the deeper the drop, the smaller it gets) or the
+            # slope's significance wavered; with too few days to fit, no verdict.
+            if fit is None or fit.days < rule.min_trend_days:
+                return []
+            down = fit.change <= -level
+        else:
+            down = all(
+                decline.declined(f, level, rule.min_z, rule.min_baseline, rule.min_trend_days)
+                for f in fits
+            )
         evidence = {
             "metric": f"{rule.metric}_{rule.trend_days}d_trend",
             "value": None if fit is None else round(fit.end, 3),

@@ -248,6 +248,36 @@ def test_an_open_alert_resolves_only_above_the_exit_level() -> None:
     assert (fresh.active, held.active) == (False, True)
 
 
+def test_an_open_alert_stays_while_the_drop_deepens_below_the_minimum() -> None:
+    """The deeper the fall, the smaller the usual level: an open alert must not resolve
+    because the account fell under min_baseline, only when it comes back above the exit
+    level. (It did: a team down 90% was told it had recovered.)"""
+
+    def plan(day: date, since: int) -> tuple[int, int]:
+        # Three people, a quarter of an hour a day, falling to one person for two minutes.
+        return (0, 0) if day.weekday() >= 5 else ((3, 15) if since < 14 else (1, 2))
+
+    now = datetime.combine(MON, time(6), TZ).astimezone(UTC)
+    state = fold(history(plan))
+    (fresh,) = evaluate(RULE, Context(state, ACCOUNT, now))
+    (held,) = evaluate(RULE, Context(state, ACCOUNT, now, open_rules=frozenset({RULE.name})))
+    assert fresh.evidence["change"] < -0.8
+    assert not fresh.active  # a new alert: the usual level is under the minimum
+    assert held.active  # an open one: still far below the exit level
+
+
+def test_an_open_alert_with_too_few_days_to_fit_is_left_as_it_is() -> None:
+    # Silent for the last weeks: no fit, no verdict (the silence rules speak).
+    def plan(day: date, since: int) -> tuple[int, int]:
+        return (0, 0) if day.weekday() >= 5 or since >= 14 else (10, 30)
+
+    now = datetime.combine(MON, time(6), TZ).astimezone(UTC)
+    held = evaluate(
+        RULE, Context(fold(history(plan)), ACCOUNT, now, open_rules=frozenset({RULE.name}))
+    )
+    assert held == []
+
+
 # --- validation --------------------------------------------------------------------------------
 
 

@@ -590,6 +590,17 @@ def test_one_good_working_day_clears_it() -> None:
     assert finding.evidence["value"] == 0.06
 
 
+def test_a_long_silence_keeps_low_usage_firing() -> None:
+    """Busy every weekday, then silent from 1 June: four weeks on, its working days are
+    still the weekdays it used to work (read up to its last active day, as silence reads
+    them). Read up to yesterday, the silence wore them away until the alert resolved on
+    an account that had not come back."""
+    state = usage(weekdays(W1, date(2026, 5, 29)), [])
+    finding = one(evaluate(LOW_USAGE, context(state, date(2026, 6, 29))))
+    assert finding.active
+    assert list(finding.evidence["values"].values()) == [0.0] * 5
+
+
 @pytest.mark.parametrize(
     "account", [dataclasses.replace(ACCOUNT, licenses=0), None], ids=["zero-licenses", "no-account"]
 )

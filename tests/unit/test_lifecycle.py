@@ -83,6 +83,25 @@ def test_a_held_condition_repeats_only_on_schedule() -> None:
     assert state is not None and state.last_notified_at == T0 + 24 * HOUR and state.starts_at == T0
 
 
+def test_an_alert_that_grows_worse_is_told_at_once() -> None:
+    """A health tier from yellow (warning) to red (critical): routes that page on
+    critical hear of it now, not at the weekly reminder; growing better waits for it."""
+    policy = LifecyclePolicy(repeat_interval_s=7 * 24 * 3600)
+
+    def tier(severity: str) -> Finding:
+        return Finding("health-tier", "acme", True, severity, None, evidence={"tier": severity})
+
+    state, _ = transition(None, tier("warning"), T0, policy)
+    state, change = transition(state, tier("critical"), T0 + HOUR, policy)
+    assert change is not None and change.kind is ChangeKind.REPEAT
+    assert change.alert.severity == "critical" and change.alert.starts_at == T0
+    assert state is not None and state.last_notified_at == T0 + HOUR
+    state, change = transition(state, tier("critical"), T0 + 2 * HOUR, policy)
+    assert change is None
+    state, change = transition(state, tier("warning"), T0 + 3 * HOUR, policy)
+    assert change is None and state is not None and state.severity == "warning"
+
+
 def test_a_returning_condition_is_a_new_episode() -> None:
     state, _ = transition(None, finding(True), T0)
     state, _ = transition(state, finding(False), T0 + HOUR)

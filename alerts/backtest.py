@@ -10,6 +10,7 @@ as if the clock had run (alerts/timeline.py). The live worker runs the same
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -68,10 +69,13 @@ def backtest_records(
     policy: StatePolicy | None = None,
     times: Sequence[float] | None = None,
     on_failure: OnFailure = log_failure,
+    folded: Counter[str] | None = None,
 ) -> list[Notice]:
     """:func:`backtest_account` on decoded records (``stream.events.decode_batch``);
     ``times``: their occurrence times, if the caller has them already; ``on_failure``:
-    told of a rule that raised (it then judged nothing, as live)."""
+    told of a rule that raised (it then judged nothing, as live); ``folded`` counts the
+    events the fold left out: ``late`` (older than the lateness allows: the worker
+    dead-letters them) and ``duplicate``."""
     state = EngagementState(account.account_id, timezone=account.timezone)
     ruleset = RuleSet(tuple(rules), step.total_seconds(), on_failure)
     run = AccountRun(ruleset, state, account, AccountAlerts())
@@ -79,7 +83,7 @@ def backtest_records(
         times = list(map(_TIME, records))
     codes = list(map(_CODE, records))
     kept = (policy or StatePolicy()).keeping(judged_features(rules))  # as live: stream/app.py
-    run.on_events(times, codes, lambda i, j: _fold(state, records[i:j], kept))
+    run.on_events(times, codes, lambda i, j: _fold(state, records[i:j], kept, folded))
     run.on_clock(end.timestamp())
     return [notice for notice in run.notices if notice.change.at >= start]
 
@@ -88,5 +92,13 @@ _TIME = itemgetter(2)
 _CODE = itemgetter(1)
 
 
-def _fold(state: EngagementState, records: Sequence[Record], policy: StatePolicy | None) -> None:
-    fold_records(state, records, policy)
+def _fold(
+    state: EngagementState,
+    records: Sequence[Record],
+    policy: StatePolicy | None,
+    folded: Counter[str] | None,
+) -> None:
+    outcome = fold_records(state, records, policy)
+    if folded is not None and (outcome.late or outcome.duplicates):
+        folded["late"] += len(outcome.late)
+        folded["duplicate"] += outcome.duplicates

@@ -238,9 +238,7 @@ def _while_active(
     last = refreshed.last_notified_at or refreshed.starts_at or now
     # A firing alert that grows worse (a health tier from yellow to red) is told at once,
     # at its new severity: routes that page on critical must not wait for the reminder.
-    escalated = _SEVERITY_RANK.get(refreshed.severity, 0) > _SEVERITY_RANK.get(
-        previous.severity, 0
-    )
+    escalated = _SEVERITY_RANK.get(refreshed.severity, 0) > _SEVERITY_RANK.get(previous.severity, 0)
     if escalated or now - last >= timedelta(seconds=policy.repeat_interval_s):
         repeated = replace(refreshed, last_notified_at=now)
         return repeated, Change(ChangeKind.REPEAT, repeated, now)

@@ -50,6 +50,15 @@ class ReplayReport:
     accounts_rejected: list[str] = field(default_factory=list)
     """Account records that did not decode, as ``file:line: reason: detail``: those
     accounts are judged without their record (name, time zone, licenses, calendar)."""
+    duplicates: int = 0
+    """Events whose id the account had seen already (counted once, as live)."""
+
+    def count_folded(self, folded: Counter[str]) -> None:
+        """Events the fold left out: late ones are rejected (the worker dead-letters
+        them as ``late``), duplicates counted once."""
+        if folded["late"]:
+            self.rejected["late"] += folded["late"]
+        self.duplicates += folded["duplicate"]
 
     def summary(self) -> str:
         rate = self.events / self.seconds if self.seconds else 0.0
@@ -57,6 +66,7 @@ class ReplayReport:
             f"replayed {self.events} events of {self.accounts} accounts in {self.seconds:.2f} s "
             f"({rate:,.0f} events/s)",
             f"rejected: {dict(self.rejected) or 'none'}",
+            *([f"duplicates (counted once): {self.duplicates}"] if self.duplicates else []),
             *(
                 [f"account records rejected ({len(self.accounts_rejected)}), judged without them:"]
                 if self.accounts_rejected
@@ -145,18 +155,20 @@ def _replay(  # noqa: PLR0917 - replay()'s arguments, passed on
         try:
             with _FORK.Pool(min(jobs, len(account_ids))) as pool:
                 results = pool.imap_unordered(_run_account, account_ids)
-                for index, (found, failed) in enumerate(results, 1):
+                for index, (found, failed, folded) in enumerate(results, 1):
                     written.extend(found)
                     report.failed.update(failed)
+                    report.count_folded(folded)
                     if progress is not None:
                         _show_progress(progress, index, len(account_ids))
         finally:
             _WORK = None
     else:
         for index, account_id in enumerate(account_ids, 1):
-            found, failed = work.run(account_id)
+            found, failed, folded = work.run(account_id)
             written.extend(found)
             report.failed.update(failed)
+            report.count_folded(folded)
             if progress is not None:
                 _show_progress(progress, index, len(account_ids))
     for _, _, event in sorted(written, key=lambda item: (item[0], item[1])):
@@ -181,8 +193,9 @@ def _collecting_rarely() -> Iterator[None]:
 
 
 _Written = tuple[datetime, str, dict[str, Any]]
-_Done = tuple[list[_Written], Counter[str]]
-"""One account's alert events, and its rules' failures."""
+_Done = tuple[list[_Written], Counter[str], Counter[str]]
+"""One account's alert events, its rules' failures, and the events its fold left out
+(``late``, ``duplicate``)."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +216,7 @@ class _Work:
         account = self.accounts.get(account_id) or Account(account_id, account_id, 0)
         records = self.by_account[account_id]
         failed: Counter[str] = Counter()
+        folded: Counter[str] = Counter()
 
         def on_failure(rule: Rule, context: Context, error: Exception) -> None:
             if not failed[rule.name]:
@@ -219,8 +233,9 @@ class _Work:
             policy=self.policy,
             times=self.times[account_id],
             on_failure=on_failure,
+            folded=folded,
         )
-        return list(_events(notices, account)), failed
+        return list(_events(notices, account)), failed, folded
 
 
 _FORK = (

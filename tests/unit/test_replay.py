@@ -194,3 +194,29 @@ def test_an_answer_that_arrives_late_is_judged_as_live_judges_it(tmp_path: Path)
     replay(RULES, tmp_path / "events.jsonl", None, out, progress=None)
     alerts = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(a["rule"], a["status"]) for a in alerts] == [("detractor", "firing")]
+
+
+def test_events_the_fold_leaves_out_are_counted_not_dropped_silently(tmp_path: Path) -> None:
+    """An export ordered by user, not by time: events more than the lateness older than
+    one already read are rejected as ``late`` (the worker dead-letters them), and an id
+    seen twice counts once; the summary says both."""
+
+    def login(n: int, day: int, user: str) -> bytes:
+        return codec.dumps(
+            {
+                "schema": 1,
+                "event_id": f"e-{n}",
+                "type": "login",
+                "account_id": "acme",
+                "user_id": user,
+                "occurred_at": f"2026-11-{day:02d}T10:00:00Z",
+            }
+        )
+
+    events = [login(1, 20, "a"), login(2, 10, "b"), login(3, 19, "a"), login(1, 20, "a")]
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(events) + b"\n")
+    report = replay(RULES, tmp_path / "events.jsonl", None, io.StringIO(), progress=None)
+    assert report.rejected == {"late": 1}
+    assert report.duplicates == 1
+    assert "rejected: {'late': 1}" in report.summary()
+    assert "duplicates (counted once): 1" in report.summary()

@@ -40,7 +40,7 @@ from alerts.rules import (
 )
 from stream import metrics
 from stream.accounts import Account
-from stream.engagement import EngagementState, UserRecord
+from stream.engagement import DEFAULT_ROLE, EngagementState, UserRecord
 
 __all__ = [
     "LAST_SEEN_ROLES",
@@ -683,11 +683,16 @@ def _time_to_value(rule: Any, context: Context) -> list[Finding]:
 def _nps(rule: Any, context: Context) -> list[Finding]:
     assert isinstance(rule, NpsRule)
     since = context.now.timestamp() - rule.within_days * 86_400
-    answers = [
-        a
-        for a in context.state.recent_nps
-        if a["at"] >= since and a["role"] in rule.roles and a["score"] <= rule.max_score
-    ]
+    users = context.state.users
+    answers = []
+    for answer in context.state.recent_nps:
+        if answer["at"] < since or answer["score"] > rule.max_score:
+            continue
+        role = answer["role"]
+        if role == DEFAULT_ROLE and (person := users.get(answer["user_id"])) is not None:
+            role = person.role  # an answer sent without a role: who they are
+        if role in rule.roles:
+            answers.append({**answer, "role": role})
     evidence = {
         "metric": "nps_score",
         "value": min((a["score"] for a in answers), default=None),

@@ -119,12 +119,21 @@ class DayBucket:
         )
 
 
+DEFAULT_ROLE = "user"
+"""The role of an event that names none (docs/events.md)."""
+NO_ROLE_AT = -1.0
+
+
 @dataclass(slots=True)
 class UserRecord:
     slot: int
     role: str
     first_seen: float
     last_seen: float
+    role_at: float = NO_ROLE_AT
+    """When the event that gave ``role`` happened (``NO_ROLE_AT``: only the default).
+    An event without a role of its own (``DEFAULT_ROLE``) never takes a role away: a
+    champion's NPS answer sent without a role must not make them a plain user."""
 
 
 @dataclass(slots=True)
@@ -209,7 +218,8 @@ class EngagementState:
             "timezone": self.timezone,
             "days": days,
             "users": {
-                uid: [u.slot, u.role, u.first_seen, u.last_seen] for uid, u in self.users.items()
+                uid: [u.slot, u.role, u.first_seen, u.last_seen, u.role_at]
+                for uid, u in self.users.items()
             },
             "event_counts": self.event_counts,
             "recent_ids": self.recent_ids,
@@ -237,7 +247,7 @@ class EngagementState:
             account_id=data["account_id"],
             timezone=data["timezone"],
             days={day: DayBucket.from_list(b) for day, b in data["days"].items()},
-            users={uid: UserRecord(*u) for uid, u in data["users"].items()},
+            users={uid: _user_record(u) for uid, u in data["users"].items()},
             event_counts=dict(data["event_counts"]),
             recent_ids=dict(data["recent_ids"]),
             newest_at=data["newest_at"],
@@ -362,17 +372,21 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
                 found = users.get(user_id)
                 if found is None:
                     slot = _slot_for(users, user_id, policy)
-                    found = users[user_id] = UserRecord(slot, role, at, at)
+                    found = users[user_id] = UserRecord(slot, DEFAULT_ROLE, at, at)
                     people += 1
                 user = found
                 bit = 1 << user.slot
                 last_user_id = user_id
                 active = False
-            # The newest event says what role they hold now; a tie at the same instant
-            # is broken by name so that arrival order cannot change the result.
-            seen = user.last_seen
-            if at > seen or (at == seen and role > user.role):
+            if at > user.last_seen:  # noqa: PLR1730 - max() costs a call per event
                 user.last_seen = at
+            # The newest event that names a role says which they hold now (one without
+            # a role takes none away); a tie at the same instant is broken by name, so
+            # that arrival order cannot change the result.
+            if role != DEFAULT_ROLE and (
+                at > user.role_at or (at == user.role_at and role > user.role)
+            ):
+                user.role_at = at
                 if role != user.role:
                     user.role = role
                     people += 1
@@ -420,6 +434,15 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
 
 
 _KIND_NAMES = tuple(kind.value for kind in KINDS)
+
+
+def _user_record(stored: Sequence[Any]) -> UserRecord:
+    """A stored user; one stored before ``role_at`` took its role from its newest event."""
+    if len(stored) == 5:
+        return UserRecord(*stored)
+    slot, role, first_seen, last_seen = stored
+    role_at = last_seen if role != DEFAULT_ROLE else NO_ROLE_AT
+    return UserRecord(slot, role, first_seen, last_seen, role_at)
 
 
 def _slot_for(users: Mapping[str, UserRecord], user_id: str, policy: StatePolicy) -> int:

@@ -124,7 +124,18 @@ def reference(events: Sequence[UsageEvent], timezone: str) -> View:
         days=days,
         last_seen={u: max(at(e) for e in with_user if e.user_id == u) for u in newest_of_user},
         first_seen={u: min(at(e) for e in with_user if e.user_id == u) for u in newest_of_user},
-        roles={u: e.role for u, e in newest_of_user.items()},
+        # The newest event naming a role ("user" is the default: it takes none away).
+        roles={
+            u: next(
+                (
+                    e.role
+                    for e in sorted(with_user, key=at, reverse=True)
+                    if e.user_id == u and e.role != "user"
+                ),
+                "user",
+            )
+            for u in newest_of_user
+        },
         event_counts=dict(Counter(e.type.value for e in events)),
         firsts=(
             min((at(e) for e in events), default=None),

@@ -974,6 +974,25 @@ def answered(user: str, day: date, score: int, comment: str | None = None) -> En
     return fold(events)
 
 
+def test_a_champions_answer_sent_without_a_role_is_theirs_and_keeps_them_champion() -> None:
+    """Producers often send NPS answers from a survey tool that knows no roles: the
+    answer is the champion's all the same, and it must not turn them into a plain user
+    whose silence nobody watches (DOMAIN.md: a detractor is a key stakeholder's 0-6)."""
+    events = logins([*team(3), "champ"], weekdays(W1, W6))
+    answer = event(NPS, "champ", W6 + timedelta(days=1), hour=12, score=3, comment="leaving")
+    events.append(dataclasses.replace(answer, role="user"))  # no role on the answer
+    state = fold(events)
+    assert state.users["champ"].role == "champion"
+    finding = one(evaluate(DETRACTOR, context(state, MON)))
+    assert finding.active
+    assert finding.evidence["answers"] == [
+        {"user_id": "champ", "role": "champion", "score": 3, "comment": "leaving"}
+    ]
+    # ... and their silence since is watched.
+    silent = evaluate(CHAMPION_SILENT, context(state, date(2026, 6, 19)))
+    assert [f.subject for f in silent if f.active] == ["champ"]
+
+
 def test_stakeholder_detractor_within_two_weeks() -> None:
     state = answered("champ", W6, 3, comment="too slow")
     finding = one(evaluate(DETRACTOR, context(state, MON)))

@@ -388,7 +388,7 @@ def test_state_json_round_trip() -> None:
         "account_id": "acme",
         "timezone": "America/New_York",
         "days": {"2026-11-23": [2, 1, 0, 0.0, "1", "1", {"export_csv": "1"}, []]},
-        "users": {"u-1": [0, "user", NOW_S, NOW_S]},
+        "users": {"u-1": [0, "user", NOW_S, NOW_S, -1.0]},  # no role of its own: role_at -1
         "event_counts": {"login": 1, "feature_used": 1},
         "recent_ids": {"e1": NOW_S, "e2": NOW_S},
         "newest_at": NOW_S,
@@ -399,6 +399,18 @@ def test_state_json_round_trip() -> None:
     }
     # The dedup memory survives the round trip.
     assert fold_events(back, [usage_event("e2"), usage_event("e3")]) == FoldOutcome(1, 1)
+
+
+def test_a_state_stored_before_role_times_reads_its_roles() -> None:
+    """Users stored as [slot, role, first_seen, last_seen]: the role came from their
+    newest event, so that is when they took it."""
+    state = EngagementState("acme")
+    fold_events(state, [usage_event("e1")])
+    stored = state.to_dict()
+    stored["users"] = {"u-1": [0, "champion", NOW_S - 60, NOW_S], "u-2": [1, "user", 0.0, 1.0]}
+    back = EngagementState.from_dict(stored)
+    assert (back.users["u-1"].role, back.users["u-1"].role_at) == ("champion", NOW_S)
+    assert (back.users["u-2"].role, back.users["u-2"].role_at) == ("user", -1.0)
 
 
 def test_empty_state_round_trip() -> None:

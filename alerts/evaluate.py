@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import string
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from statistics import fmean, median
@@ -47,6 +47,7 @@ __all__ = [
     "Context",
     "DaysOff",
     "WorkingDays",
+    "days_kept_needed",
     "days_off",
     "evaluate",
     "working_weekdays",
@@ -90,6 +91,18 @@ class Context:
     @property
     def account_name(self) -> str:
         return self.account.name if self.account else self.state.account_id
+
+
+def days_kept_needed(rules: Iterable[Rule]) -> int:
+    """Days of buckets an account's state must keep, today included, for ``rules`` to
+    read the same days all day long: the history they read ends yesterday, and a fold
+    that reaches today prunes relative to today (StatePolicy.horizon_days)."""
+    back = HISTORY_DAYS
+    for rule in rules:
+        if isinstance(rule, DropRule):  # the windows ending on earlier days (for_days)
+            reach = rule.trend_days if rule.statistic == "trend" else HISTORY_DAYS
+            back = max(back, reach + rule.for_days - 1)
+    return back + 1
 
 
 def _memo(context: Context, key: Any, compute: Callable[[], _T]) -> _T:

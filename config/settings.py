@@ -60,7 +60,7 @@ class Settings(BaseModel):
     """How far in the future ``occurred_at`` may be before ``future_timestamp``."""
     stakeholder_roles: tuple[str, ...] = ("champion", "admin", "executive")
 
-    horizon_days: Annotated[int, Field(ge=7, le=400)] = 42
+    horizon_days: Annotated[int, Field(ge=7, le=400)] = 44
     """Days of daily buckets kept per account (event time)."""
     allowed_lateness_s: Annotated[float, Field(ge=0)] = 3 * 86_400.0
     """Events older than an account's newest event minus this go to the dead letters as late."""

@@ -19,9 +19,10 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from alerts.evaluate import days_kept_needed
 from alerts.evaluation import RuleSet
 from alerts.rules import Rule, judged_features, load_rules
-from config.settings import Settings
+from config.settings import ConfigError, Settings
 from stream.accounts import Account
 from stream.acks import Acknowledgements
 from stream.bulk import ReaderProgress, bulk_reader_service
@@ -79,7 +80,15 @@ def rules_path(settings: Settings) -> Path:
 
 def state_policy(settings: Settings, rules: Sequence[Rule] = ()) -> StatePolicy:
     """The engagement-state bounds the settings ask for, keeping the features the
-    ``rules`` read past the day's feature limit (as replay does: alerts/backtest.py)."""
+    ``rules`` read past the day's feature limit (as replay does: alerts/backtest.py).
+    A horizon shorter than the ``rules`` read is refused: they would judge fewer days
+    than they say, and other days from one hour to the next."""
+    needed = days_kept_needed(rules)
+    if rules and settings.horizon_days < needed:
+        raise ConfigError(
+            f"horizon_days: {settings.horizon_days} days kept, but the rules read today and "
+            f"{needed - 1} days back: set it to {needed} or more"
+        )
     return StatePolicy(
         horizon_days=settings.horizon_days,
         lateness_s=settings.allowed_lateness_s,

@@ -306,7 +306,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
             step=timedelta(hours=args.step_hours)
             if args.step_hours is not None
             else timedelta(seconds=settings.evaluation_step_s),
-            policy=state_policy(settings),
+            policy=state_policy(settings, rules),
             jobs=args.jobs,
         )
     print(report.summary())

@@ -54,7 +54,7 @@ OTHER_FEATURES = "(other)"
 class StatePolicy:
     """The knobs that bound state size; documented in docs/state.md."""
 
-    horizon_days: int = 42
+    horizon_days: int = 44
     lateness_s: float = 3 * 86_400.0
     dedup_capacity: int = 20_000
     """Event ids remembered per account (those within the lateness window, newest kept)."""

@@ -652,12 +652,15 @@ def _judge_adoption(rule: AdoptionRule, context: Context) -> list[Finding]:
         return []  # too little history to tell "not adopted" from "not seen yet"
     start = max(account.contract_start, rule.launched_on or account.contract_start)
     due = start + timedelta(days=rule.within_days)
+    # An account with fewer seats than min_users adopts with all of them: a one-licence
+    # customer using the feature daily must not be told every week it has not.
+    min_users = min(rule.min_users, account.licenses) if account.licenses > 0 else rule.min_users
     adopted = metrics.account_adopted(
         context.state,
         rule.feature,
         context.today,
         days=rule.window_days,
-        min_users=rule.min_users,
+        min_users=min_users,
         min_days=rule.min_days,
     )
     evidence = {

@@ -902,6 +902,15 @@ def test_feature_adopted_by_two_users_on_three_days() -> None:
     assert finding.evidence["value"] is True
 
 
+def test_a_one_seat_account_adopts_with_its_one_user() -> None:
+    """min_users 2 can never be met by an account with one licence: its one user using
+    reports every day is adoption, not a weekly 'has not adopted' for ever."""
+    state = reports_used(["u1"], weekdays(W6, FRI))
+    one_seat = dataclasses.replace(ACCOUNT, licenses=1)
+    assert not one(evaluate(REPORTS, context(state, MON, one_seat))).active
+    assert one(evaluate(REPORTS, context(state, MON))).active  # 50 seats: one is not enough
+
+
 def test_adoption_is_not_due_yet() -> None:
     # Contract start 20 May: due 19 June, four days from now.
     account = dataclasses.replace(ACCOUNT, contract_start=date(2026, 5, 20))

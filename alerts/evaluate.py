@@ -93,6 +93,10 @@ class Context:
         return self.account.name if self.account else self.state.account_id
 
 
+_BACK_AFTER_ACTIVE_DAYS = 3
+"""Active days in the last week that end an open trend alert left without a fit."""
+
+
 def days_kept_needed(rules: Iterable[Rule]) -> int:
     """Days of buckets an account's state must keep, today included, for ``rules`` to
     read the same days all day long: the history they read ends yesterday, and a fold
@@ -100,7 +104,11 @@ def days_kept_needed(rules: Iterable[Rule]) -> int:
     back = HISTORY_DAYS
     for rule in rules:
         if isinstance(rule, DropRule):  # the windows ending on earlier days (for_days)
-            reach = rule.trend_days if rule.statistic == "trend" else HISTORY_DAYS
+            if rule.statistic == "trend":
+                reach = rule.trend_days
+            else:
+                windows = rule.recent_days + rule.baseline_gap_days + rule.baseline_days
+                reach = max(HISTORY_DAYS, windows)
             back = max(back, reach + rule.for_days - 1)
     return back + 1
 
@@ -465,7 +473,15 @@ def _drop(rule: Any, context: Context) -> list[Finding]:
             # under min_baseline (the deeper the drop, the smaller it gets) or the
             # slope's significance wavered; with too few days to fit, no verdict.
             if fit is None or fit.days < rule.min_trend_days:
-                return []
+                # Too few days to fit: while the account is (nearly) silent, that is the
+                # silence rules' business and the alert stays; once it is active again
+                # on a few days of a week, there is no decline left to show.
+                active = _active_days(context.state, yesterday, ANYONE)
+                week = [day for day in active if day > yesterday - timedelta(days=7)]
+                if len(week) < _BACK_AFTER_ACTIVE_DAYS:
+                    return []
+                reason = "active again: too few days to fit a trend"
+                return [_gone(rule, context, f"{rule.metric}_{rule.trend_days}d_trend", reason)]
             down = fit.change <= -level
         else:
             down = all(

@@ -125,6 +125,9 @@ class AlertState:
     """Who resolved it by hand (``None``: it resolved itself, or is not resolved)."""
     held_until_clear: bool = False
     """Resolved by hand while its condition still held: do not fire until it clears."""
+    told_severity: str | None = None
+    """The highest severity receivers were told in this episode, when that is not
+    ``severity`` (it fell since): only a rise above it is told at once."""
 
     @property
     def is_open(self) -> bool:
@@ -226,26 +229,33 @@ def _while_active(
     ):
         refreshed = previous
     else:
+        told = previous.told_severity or previous.severity
         refreshed = replace(
             previous,
             severity=finding.severity,
             evidence=finding.evidence,
             labels=finding.labels,
             annotations=finding.annotations,
+            told_severity=told if _rank(told) > _rank(finding.severity) else None,
         )
     if refreshed.status is Status.PENDING:
         return _fire_if_due(refreshed, now, policy)
     last = refreshed.last_notified_at or refreshed.starts_at or now
-    # A firing alert that grows worse (a health tier from yellow to red) is told at once,
-    # at its new severity: routes that page on critical must not wait for the reminder.
-    escalated = _SEVERITY_RANK.get(refreshed.severity, 0) > _SEVERITY_RANK.get(previous.severity, 0)
+    # A firing alert that grows worse than receivers were told (a health tier from
+    # yellow to red) is told at once: routes that page on critical must not wait for
+    # the reminder. Once per rise: red, yellow, red again waits for the reminder.
+    escalated = _rank(refreshed.severity) > _rank(previous.told_severity or previous.severity)
     if escalated or now - last >= timedelta(seconds=policy.repeat_interval_s):
-        repeated = replace(refreshed, last_notified_at=now)
+        repeated = replace(refreshed, last_notified_at=now, told_severity=None)
         return repeated, Change(ChangeKind.REPEAT, repeated, now)
     return refreshed, None
 
 
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def _rank(severity: str) -> int:
+    return _SEVERITY_RANK.get(severity, 0)
 
 
 def _new_episode(finding: Finding, now: datetime) -> AlertState:
@@ -313,6 +323,8 @@ def state_to_dict(state: AlertState) -> dict[str, Any]:
         data["resolved_by"] = state.resolved_by
     if state.held_until_clear:
         data["held_until_clear"] = True
+    if state.told_severity is not None:
+        data["told_severity"] = state.told_severity
     return data
 
 
@@ -333,6 +345,7 @@ def state_from_dict(data: Mapping[str, Any]) -> AlertState:
         annotations=data["annotations"],
         resolved_by=data.get("resolved_by"),
         held_until_clear=bool(data.get("held_until_clear", False)),
+        told_severity=data.get("told_severity"),
     )
 
 

@@ -35,7 +35,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Print what each file holds; exit 2 at the first one that is invalid."""
     from alerts.delivery.config import load_receivers
     from alerts.rules import load_rules
-    from stream.app import rules_path
+    from stream.app import rules_path, state_policy
     from stream.notify import receivers_path
     from stream.triage_api import load_api_token
 
@@ -45,6 +45,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         token = load_api_token(settings)  # read at start: a missing file stops the worker
         print(f"api token: {'set' if token else 'none (triage writes are refused)'}")
         rules = load_rules(rules_file).rules
+        state_policy(settings, rules)  # a horizon shorter than the rules read stops a worker
         print(
             f"rules: {rules_file}: {_many(len(rules), 'rule')} ({_counted(r.kind for r in rules)})"
         )

@@ -87,3 +87,27 @@ def test_receivers_are_not_checked_for_a_worker_without_a_notifier(
     assert capsys.readouterr().out.splitlines()[-1] == (
         "receivers: not checked (notifier_enabled is false)"
     )
+
+
+def test_rules_reading_further_back_than_the_horizon_fail_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A drop rule judged on three days running reads 45 days back with today: with the
+    default horizon of 44 its oldest day would be pruned as each day's first event
+    arrives. The worker refuses to start; the check says so first."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: usage-drop\n    kind: drop\n    metric: active_users\n"
+        "    drop: 0.4\n    statistic: median\n    for_days: 3\n"
+    )
+    assert main(["check", "--rules", str(rules)]) == 2
+    assert (
+        "horizon_days: 44 days kept, but the rules read today and 44 days back: set it to 45"
+        in (capsys.readouterr().err)
+    )
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("ENGAGEWATCH_HORIZON_DAYS", "45")
+    try:
+        assert main(["check", "--rules", str(rules)]) == 0
+    finally:
+        monkeypatch.undo()

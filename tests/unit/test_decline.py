@@ -278,6 +278,22 @@ def test_an_open_alert_with_too_few_days_to_fit_is_left_as_it_is() -> None:
     assert held == []
 
 
+def test_an_open_alert_without_a_fit_resolves_once_the_account_is_back() -> None:
+    """Down, then silent for weeks, then back at full use: too few days to fit a trend
+    for three weeks, but the account is plainly back, so the drop alert resolves after
+    a few active days rather than staying open (it stayed about 19 days)."""
+
+    def plan(day: date, since: int) -> tuple[int, int]:
+        back = day >= MON - timedelta(days=7)  # the last week: back at full use
+        return (0, 0) if day.weekday() >= 5 or (since >= 7 and not back) else (10, 30)
+
+    now = datetime.combine(MON, time(6), TZ).astimezone(UTC)
+    state = fold(history(plan))
+    (back,) = evaluate(RULE, Context(state, ACCOUNT, now, open_rules=frozenset({RULE.name})))
+    assert not back.active
+    assert back.evidence["reason"] == "active again: too few days to fit a trend"
+
+
 # --- validation --------------------------------------------------------------------------------
 
 

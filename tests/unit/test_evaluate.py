@@ -1282,3 +1282,13 @@ def between(working: WorkingDays, after: date, before: date) -> int:
         count += day in working
         day += timedelta(days=1)
     return count
+
+
+def test_the_days_the_shipped_rules_read_fit_the_default_horizon() -> None:
+    from alerts.evaluate import days_kept_needed
+    from alerts.rules import load_rules
+    from config.settings import Settings
+
+    needed = days_kept_needed(load_rules(SHIPPED).rules)
+    assert needed == 44  # 43 days back from yesterday's window's start, and today
+    assert Settings().horizon_days >= needed

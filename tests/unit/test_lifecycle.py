@@ -17,6 +17,8 @@ from alerts.lifecycle import (
     LifecyclePolicy,
     Status,
     fingerprint,
+    state_from_dict,
+    state_to_dict,
     transition,
 )
 
@@ -100,6 +102,12 @@ def test_an_alert_that_grows_worse_is_told_at_once() -> None:
     assert change is None
     state, change = transition(state, tier("warning"), T0 + 3 * HOUR, policy)
     assert change is None and state is not None and state.severity == "warning"
+    # Back to red: receivers were told red already; the reminder will say it again.
+    state, change = transition(state, tier("critical"), T0 + 4 * HOUR, policy)
+    assert change is None and state is not None and state.severity == "critical"
+    state, change = transition(state, tier("warning"), T0 + 5 * HOUR, policy)
+    assert state is not None and state.told_severity == "critical"
+    assert state_from_dict(state_to_dict(state)) == state
 
 
 def test_a_returning_condition_is_a_new_episode() -> None:

@@ -97,11 +97,32 @@ class Rig:
         with contextlib.suppress(asyncio.CancelledError):
             await loop
 
+    def second_worker(self, metrics: EngineMetrics | None = None) -> Notifier:
+        """Another worker's notifier on the same outbox and receivers."""
+        return Notifier(
+            self.notifier.config,
+            self.outbox,
+            self.notifier.senders,
+            dead_letter=self.notifier.dead_letter,
+            now=self.notifier.now,
+            metrics=metrics,
+        )
+
     def count(self, receiver: str, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(
             "engagewatch_notifications_total", {"receiver": receiver, "outcome": outcome}
         )
         return value or 0.0
+
+
+def quiet_now() -> dict[str, str]:
+    """Quiet hours from an hour ago to two hours from now (UTC)."""
+    now = datetime.now(UTC)
+    return {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
+        "timezone": "UTC",
+    }
 
 
 async def until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -277,6 +298,23 @@ def kinds(rig: Rig) -> list[str]:
     return found
 
 
+async def resolve_after_first_send(rig: Rig, first_reply: Reply) -> dict[str, Any]:
+    """Fire an alert whose first send gets ``first_reply``, resolve it once that send
+    has reached Slack, and deliver until Slack has taken two messages."""
+    rig.slack.webhook_script.push(first_reply)
+    event = alert()
+    await rig.notifier.accept(event)
+    loop = asyncio.create_task(rig.notifier.run_receiver("slack"))
+    try:
+        await until(lambda: len(rig.slack.webhook_requests) == 1, 5, "the firing's send")
+        await rig.notifier.accept(resolved(event))
+        await until(lambda: len(rig.slack.posted) == 2, 10, "the firing and its resolve")
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    return event
+
+
 async def test_a_resolve_judged_while_its_firing_is_in_flight_waits_for_it(
     make_rig: RigFactory,
 ) -> None:
@@ -284,17 +322,8 @@ async def test_a_resolve_judged_while_its_firing_is_in_flight_waits_for_it(
     receiver hears the firing (retried) first and the resolve after, never the reverse
     (which would leave a PagerDuty incident open for good)."""
     rig = await make_rig()
-    rig.slack.webhook_script.push(Reply(500, "rollup_error", delay_s=0.5))
-    event = alert()
-    await rig.notifier.accept(event)
-    loop = asyncio.create_task(rig.notifier.run_receiver("slack"))
-    try:
-        await until(lambda: len(rig.slack.webhook_requests) == 1, 5, "the firing's send")
-        await rig.notifier.accept(resolved(event))  # while Slack has not answered yet
-        await until(lambda: len(rig.slack.posted) == 2, 10, "the firing and its resolve")
-    finally:
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
+    # Slack has not answered yet when the resolve comes.
+    await resolve_after_first_send(rig, Reply(500, "rollup_error", delay_s=0.5))
     assert kinds(rig) == ["firing", "resolved"]
 
 
@@ -304,17 +333,7 @@ async def test_a_firing_waiting_to_retry_is_not_cancelled_by_its_resolve(
     """A firing that failed may have reached the receiver (a timeout after it took it),
     and it was judged worth telling: its resolve does not cancel it, but follows it."""
     rig = await make_rig(retry={**FAST_RETRY, "initial": "1s"})
-    rig.slack.webhook_script.push(ROLLUP_ERROR)
-    event = alert()
-    await rig.notifier.accept(event)
-    loop = asyncio.create_task(rig.notifier.run_receiver("slack"))
-    try:
-        await until(lambda: len(rig.slack.webhook_requests) == 1, 5, "the failed send")
-        await rig.notifier.accept(resolved(event))  # the firing waits for its retry
-        await until(lambda: len(rig.slack.posted) == 2, 10, "the firing and its resolve")
-    finally:
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
+    event = await resolve_after_first_send(rig, ROLLUP_ERROR)  # it waits for its retry
     assert kinds(rig) == ["firing", "resolved"]
     state = await rig.outbox.state(delivery_id(event, "slack"))
     assert state is not None
@@ -340,14 +359,7 @@ async def test_a_resolve_follows_a_reminder_that_went_out_after_a_quieted_firing
 async def test_a_reminder_held_by_quiet_hours_is_dropped_when_the_alert_resolves(
     make_rig: RigFactory,
 ) -> None:
-    now = datetime.now(UTC)
-    quiet_now = {
-        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
-        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
-        "timezone": "UTC",
-        "deliver_severities": ["critical"],
-    }
-    rig = await make_rig(quiet_hours=quiet_now)
+    rig = await make_rig(quiet_hours=quiet_now())  # warnings wait, criticals go
     event = alert(severity="warning")
     # The firing went out before the quiet hours (recorded as sent), the reminder waits.
     first = delivery_id(event, "slack")
@@ -448,13 +460,7 @@ async def test_a_firing_resolved_before_its_digest_is_never_sent(make_rig: RigFa
 
 
 async def test_quiet_hours_hold_warnings_but_not_criticals(make_rig: RigFactory) -> None:
-    now = datetime.now(UTC)
-    quiet_now = {
-        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
-        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
-        "timezone": "UTC",
-    }
-    rig = await make_rig(quiet_hours=quiet_now)
+    rig = await make_rig(quiet_hours=quiet_now())
     await rig.notifier.accept(alert(1, severity="warning"))
     await rig.notifier.accept(alert(2, severity="critical"))
     await rig.deliver_for(1.0)
@@ -494,13 +500,7 @@ async def test_two_workers_share_a_receiver_and_send_each_message_once(
     make_rig: RigFactory,
 ) -> None:
     rig = await make_rig()
-    twin = Notifier(
-        rig.notifier.config,
-        rig.outbox,
-        rig.notifier.senders,
-        dead_letter=rig.notifier.dead_letter,
-        now=rig.notifier.now,
-    )
+    twin = rig.second_worker()
     for n in range(1, 11):
         await rig.notifier.accept(alert(n))
     loops = [
@@ -532,14 +532,7 @@ async def test_only_the_lease_holder_reports_the_backlog(make_rig: RigFactory) -
         sample = "engagewatch_notifications_pending"
         return metrics.registry.get_sample_value(sample, {"receiver": "slack"})
 
-    twin = Notifier(
-        rig.notifier.config,
-        rig.outbox,
-        rig.notifier.senders,
-        dead_letter=rig.notifier.dead_letter,
-        now=rig.notifier.now,
-        metrics=twin_metrics,
-    )
+    twin = rig.second_worker(twin_metrics)
     holder = asyncio.create_task(rig.notifier.run_receiver("slack"))
     try:
         await until(lambda: pending(rig.metrics) == 1, 5, "the holder's count")
@@ -558,13 +551,7 @@ async def test_only_the_lease_holder_reports_the_backlog(make_rig: RigFactory) -
 async def test_a_night_of_quiet_hours_is_no_backlog(make_rig: RigFactory) -> None:
     """Messages held for hours by quiet hours are not 'pending': counted, they raised
     EngagewatchNotificationBacklog every night."""
-    now = datetime.now(UTC)
-    quiet_now = {
-        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
-        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
-        "timezone": "UTC",
-    }
-    rig = await make_rig(quiet_hours=quiet_now)
+    rig = await make_rig(quiet_hours=quiet_now())
     await rig.notifier.accept(alert(severity="warning"))
     await rig.deliver_for(0.5)
     assert await rig.outbox.pending("slack") == 1

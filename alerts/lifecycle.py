@@ -46,6 +46,7 @@ __all__ = [
     "Status",
     "fingerprint",
     "resolve_manually",
+    "severity_rank",
     "stand_down",
     "state_from_dict",
     "state_to_dict",
@@ -236,7 +237,7 @@ def _while_active(
             evidence=finding.evidence,
             labels=finding.labels,
             annotations=finding.annotations,
-            told_severity=told if _rank(told) > _rank(finding.severity) else None,
+            told_severity=told if severity_rank(told) > severity_rank(finding.severity) else None,
         )
     if refreshed.status is Status.PENDING:
         return _fire_if_due(refreshed, now, policy)
@@ -244,7 +245,9 @@ def _while_active(
     # A firing alert that grows worse than receivers were told (a health tier from
     # yellow to red) is told at once: routes that page on critical must not wait for
     # the reminder. Once per rise: red, yellow, red again waits for the reminder.
-    escalated = _rank(refreshed.severity) > _rank(previous.told_severity or previous.severity)
+    escalated = severity_rank(refreshed.severity) > severity_rank(
+        previous.told_severity or previous.severity
+    )
     if escalated or now - last >= timedelta(seconds=policy.repeat_interval_s):
         repeated = replace(refreshed, last_notified_at=now, told_severity=None)
         return repeated, Change(ChangeKind.REPEAT, repeated, now)
@@ -254,7 +257,8 @@ def _while_active(
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
-def _rank(severity: str) -> int:
+def severity_rank(severity: str) -> int:
+    """How grave a severity is: info 0, warning 1, critical 2 (anything else 0)."""
     return _SEVERITY_RANK.get(severity, 0)
 
 

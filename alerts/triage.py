@@ -21,7 +21,7 @@ from itertools import pairwise
 from typing import Any
 
 from alerts.evaluate import HISTORY_DAYS, working_weekdays
-from alerts.lifecycle import AlertState
+from alerts.lifecycle import AlertState, severity_rank
 from alerts.rules import parse_duration_s
 from stream import metrics
 from stream.accounts import Account
@@ -518,10 +518,9 @@ def open_alerts(
                     "resolve_requested": resolve.to_dict() if resolve else None,
                 }
             )
-    rank = {"critical": 0, "warning": 1, "info": 2}
     shown.sort(
         key=lambda a: (
-            rank.get(a.get("severity", ""), 3),
+            -severity_rank(a.get("severity", "")),
             a.get("starts_at") or "",
             a["fingerprint"],
         )

@@ -25,6 +25,7 @@ from stream import codec
 
 __all__ = [
     "KINDS",
+    "MAX_SESSION_S",
     "REASONS",
     "SCHEMA_VERSION",
     "AccountRecords",
@@ -291,11 +292,19 @@ def _properties(obj: Mapping[str, Any], event_type: EventType) -> Mapping[str, A
     return props
 
 
+MAX_SESSION_S = 7 * 86_400
+"""The longest session an event may report, in seconds (a week: a tab left open over a
+weekend still counts). Past it a duration is a placeholder (JavaScript's
+``Number.MAX_VALUE``) or a unit mistake; summed into a day it could even overflow to
+infinity, which no state encoding keeps."""
+
+
 def _session_end(props: Mapping[str, Any]) -> None:
     duration = _required(props, "duration_s", float, "properties.")
-    if duration < 0:
+    if not 0 <= duration <= MAX_SESSION_S:
         raise _InvalidEventError(
-            "bad_value:properties.duration_s", f"duration_s must be >= 0, got {duration}"
+            "bad_value:properties.duration_s",
+            f"duration_s must be 0-{MAX_SESSION_S} seconds (a week), got {duration}",
         )
 
 
@@ -332,7 +341,7 @@ def _is_count(value: Any) -> bool:
 _FAST_PROPERTY_CHECKS: dict[EventType, Any] = {
     EventType.LOGIN: lambda p: True,
     EventType.SESSION_END: lambda p: (
-        type(p.get("duration_s")) in (int, float) and p["duration_s"] >= 0
+        type(p.get("duration_s")) in (int, float) and 0 <= p["duration_s"] <= MAX_SESSION_S
     ),
     EventType.FEATURE_USED: lambda p: type(p.get("feature")) is str and bool(p["feature"]),
     EventType.NPS_RESPONSE: lambda p: (
@@ -383,7 +392,7 @@ _Text = Annotated[str, msgspec.Meta(min_length=1)]
 class _WireProperties(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """Every property the contract knows, each already held to its rule."""
 
-    duration_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    duration_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_SESSION_S)] | None = None
     feature: _Text | None = None
     score: Annotated[int, msgspec.Meta(ge=0, le=10)] | None = None
     comment: str | None = None

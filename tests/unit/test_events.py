@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.events import (
+    MAX_SESSION_S,
     REASONS,
     EventLimits,
     EventType,
@@ -148,6 +149,7 @@ def test_login_without_properties_has_empty_properties() -> None:
         pytest.param("login", "account_id", "a" * 128, id="account_id-128-chars"),
         pytest.param("session_end", "properties.duration_s", 0, id="duration_s-0"),
         pytest.param("session_end", "properties.duration_s", 12.5, id="duration_s-float"),
+        pytest.param("session_end", "properties.duration_s", 604_800, id="duration_s-a-week"),
         pytest.param("nps_response", "properties.score", 0, id="score-0"),
         pytest.param("nps_response", "properties.score", 10, id="score-10"),
         pytest.param("nps_response", "properties.comment", MISSING, id="no-comment"),
@@ -322,6 +324,20 @@ FIELD_REJECTIONS: list[Any] = [
         -0.5,
         "bad_value:properties.duration_s",
         id="duration-neg-float",
+    ),
+    pytest.param(  # a day's sum of such placeholders overflowed to infinity
+        "session_end",
+        "properties.duration_s",
+        1.7976931348623157e308,
+        "bad_value:properties.duration_s",
+        id="duration-number-max-value",
+    ),
+    pytest.param(
+        "session_end",
+        "properties.duration_s",
+        604_800.5,
+        "bad_value:properties.duration_s",
+        id="duration-over-a-week",
     ),
     pytest.param(
         "license_change",
@@ -579,7 +595,9 @@ def valid_events(draw: st.DrawFn) -> tuple[dict[str, Any], datetime]:
     occurred = local.replace(tzinfo=zone)
     choices: dict[str, dict[str, Any]] = {
         "login": {},
-        "session_end": {"duration_s": draw(st.floats(min_value=0, max_value=1e9) | st.just(0))},
+        "session_end": {
+            "duration_s": draw(st.floats(min_value=0, max_value=MAX_SESSION_S) | st.just(0))
+        },
         "feature_used": {"feature": draw(_ID_TEXT)},
         "nps_response": {"score": draw(st.integers(min_value=0, max_value=10))},
         "value_milestone": {"milestone": draw(_ID_TEXT)},

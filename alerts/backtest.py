@@ -55,28 +55,35 @@ def backtest_account(
     cannot fire: a backtest judges from ``start`` on).
     """
     records = [record_of(event) for event in events]
-    return backtest_records(rules, account, records, start, end, step=step, policy=policy)
+    return backtest_records(
+        rules, account.account_id, records, start, end, account=account, step=step, policy=policy
+    )
 
 
 def backtest_records(
     rules: Sequence[Rule],
-    account: Account,
+    account_id: str,
     records: Sequence[Record],
     start: datetime,
     end: datetime,
     *,
+    account: Account | None,
     step: timedelta = DEFAULT_STEP,
     policy: StatePolicy | None = None,
     times: Sequence[float] | None = None,
     on_failure: OnFailure = log_failure,
     folded: Counter[str] | None = None,
 ) -> list[Notice]:
-    """:func:`backtest_account` on decoded records (``stream.events.decode_batch``);
-    ``times``: their occurrence times, if the caller has them already; ``on_failure``:
-    told of a rule that raised (it then judged nothing, as live); ``folded`` counts the
-    events the fold left out: ``late`` (older than the lateness allows: the worker
-    dead-letters them) and ``duplicate``."""
-    state = EngagementState(account.account_id, timezone=account.timezone)
+    """:func:`backtest_account` on decoded records (``stream.events.decode_batch``) of
+    ``account_id``, whose record ``account`` may be missing: judged then as a worker
+    judges an account it has no record of (no metadata, UTC days).
+
+    ``times``: the records' occurrence times, if the caller has them already;
+    ``on_failure``: told of a rule that raised (it then judged nothing, as live);
+    ``folded`` counts the events the fold left out: ``late`` (older than the lateness
+    allows: the worker dead-letters them) and ``duplicate``."""
+    zone = account.timezone if account is not None else "UTC"  # as live: stream/pipeline.py
+    state = EngagementState(account_id, timezone=zone)
     ruleset = RuleSet(tuple(rules), step.total_seconds(), on_failure)
     run = AccountRun(ruleset, state, account, AccountAlerts())
     if times is None:

@@ -33,6 +33,7 @@ from stream import codec
 from stream.accounts import Account, decode_account
 from stream.engagement import StatePolicy
 from stream.events import EventLimits, Record, Rejection, decode_batch, decode_event, record_of
+from stream.publish import classify
 
 __all__ = ["ReplayReport", "replay"]
 
@@ -48,10 +49,15 @@ class ReplayReport:
     failure of each rule in each account is logged with its traceback)."""
     seconds: float = 0.0
     accounts_rejected: list[str] = field(default_factory=list)
-    """Account records that did not decode, as ``file:line: reason: detail``: those
-    accounts are judged without their record (name, time zone, licenses, calendar)."""
+    """Account records that did not decode, as ``file:line: reason: detail``: left out,
+    so an account with no other record is judged without one (no name, time zone,
+    licenses or calendar)."""
     duplicates: int = 0
     """Events whose id the account had seen already (counted once, as live)."""
+    account_records: int = 0
+    """Account records read (``--accounts``, and any among the events)."""
+    after_until: int = 0
+    """Events that occurred after ``--until``, left out."""
 
     def count_folded(self, folded: Counter[str]) -> None:
         """Events the fold left out: late ones are rejected (the worker dead-letters
@@ -67,8 +73,13 @@ class ReplayReport:
             f"({rate:,.0f} events/s)",
             f"rejected: {dict(self.rejected) or 'none'}",
             *([f"duplicates (counted once): {self.duplicates}"] if self.duplicates else []),
+            *([f"after --until, left out: {self.after_until}"] if self.after_until else []),
+            f"account records: {self.account_records}",
             *(
-                [f"account records rejected ({len(self.accounts_rejected)}), judged without them:"]
+                [
+                    f"account records rejected ({len(self.accounts_rejected)}), left out (an "
+                    "account with no valid record is judged without one):"
+                ]
                 if self.accounts_rejected
                 else []
             ),
@@ -96,31 +107,48 @@ def replay(
     progress: TextIO | None = sys.stderr,
     until: datetime | None = None,
     jobs: int = 1,
+    limits: EventLimits | None = None,
 ) -> ReplayReport:
     """Backtest every account of ``events_path``; write alert events to ``out``.
 
     Idle accounts are judged up to the history's last event, or up to ``until`` (the
     clock a live worker would have reached). Accounts are independent, so ``jobs``
-    processes can share them (where processes fork); the output is the same."""
+    processes can share them (where processes fork); the output is the same. ``limits``:
+    the worker's (``max_event_bytes``, ``future_skew_s``), so that both take the same
+    events."""
     report = ReplayReport()
     started = time.perf_counter()
     with _collecting_rarely():
-        _replay(rules, events_path, accounts_path, out, report, step, policy, progress, until, jobs)
+        _replay(
+            rules,
+            events_path,
+            accounts_path,
+            out,
+            report,
+            options=_Options(step, policy, progress, until, jobs, limits or EventLimits()),
+        )
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _replay(  # noqa: PLR0917 - replay()'s arguments, passed on
+@dataclass(frozen=True)
+class _Options:
+    step: timedelta
+    policy: StatePolicy | None
+    progress: TextIO | None
+    until: datetime | None
+    jobs: int
+    limits: EventLimits
+
+
+def _replay(
     rules: Sequence[Rule],
     events_path: Path,
     accounts_path: Path | None,
     out: TextIO,
     report: ReplayReport,
-    step: timedelta,
-    policy: StatePolicy | None,
-    progress: TextIO | None,
-    until: datetime | None,
-    jobs: int,
+    *,
+    options: _Options,
 ) -> None:
     accounts = _load_accounts(accounts_path, report) if accounts_path else {}
     # Reading makes records (tuples of plain values: no cycles) kept to the end, so the
@@ -129,7 +157,9 @@ def _replay(  # noqa: PLR0917 - replay()'s arguments, passed on
     collecting = gc.isenabled()
     gc.disable()
     try:
-        by_account = _load_events(events_path, report)
+        by_account = _load_events(events_path, report, accounts, options.limits)
+        if options.until is not None:
+            by_account = _cut_at(by_account, options.until.timestamp(), report)
     finally:
         if collecting:
             gc.enable()
@@ -144,8 +174,9 @@ def _replay(  # noqa: PLR0917 - replay()'s arguments, passed on
     first = min(min(account_times) for account_times in times.values())
     last = max(max(account_times) for account_times in times.values())
     start = datetime.fromtimestamp(first, UTC)
-    end = until or datetime.fromtimestamp(last, UTC)
-    work = _Work(rules, accounts, by_account, times, start, end, step, policy)
+    end = options.until or datetime.fromtimestamp(last, UTC)
+    work = _Work(rules, accounts, by_account, times, start, end, options.step, options.policy)
+    jobs, progress = options.jobs, options.progress
     written: list[_Written] = []
     # The busiest accounts first, so that no process is left with one at the end.
     account_ids = sorted(by_account, key=lambda a: (-len(by_account[a]), a))
@@ -213,7 +244,7 @@ class _Work:
     policy: StatePolicy | None
 
     def run(self, account_id: str) -> _Done:
-        account = self.accounts.get(account_id) or Account(account_id, account_id, 0)
+        account = self.accounts.get(account_id)  # None: judged as live, without metadata
         records = self.by_account[account_id]
         failed: Counter[str] = Counter()
         folded: Counter[str] = Counter()
@@ -225,10 +256,11 @@ class _Work:
 
         notices = backtest_records(
             self.rules,
-            account,
+            account_id,
             records,
             self.start,
             self.end,
+            account=account,
             step=self.step,
             policy=self.policy,
             times=self.times[account_id],
@@ -253,7 +285,7 @@ def _run_account(account_id: str) -> _Done:
     return _WORK.run(account_id)
 
 
-def _events(notices: Iterable[Notice], account: Account) -> Iterator[_Written]:
+def _events(notices: Iterable[Notice], account: Account | None) -> Iterator[_Written]:
     for notice in notices:
         change = notice.change
         event = alert_event(change, account, change.at, inhibited_by=notice.inhibited_by)
@@ -261,27 +293,50 @@ def _events(notices: Iterable[Notice], account: Account) -> Iterator[_Written]:
 
 
 def _load_accounts(path: Path, report: ReplayReport) -> dict[str, Account]:
-    accounts = {}
+    accounts: dict[str, Account] = {}
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            result = decode_account(line.strip())
-            if isinstance(result, Account):
-                accounts[result.account_id] = result
-            else:
-                report.accounts_rejected.append(
-                    f"{path}:{number}: {result.reason}: {result.detail}"
-                )
+            if line.strip():
+                _take_account(line.strip(), f"{path}:{number}", accounts, report)
     return accounts
 
 
-def _load_events(path: Path, report: ReplayReport) -> dict[str, list[Record]]:
+def _take_account(
+    line: bytes, where: Path | str, accounts: dict[str, Account], report: ReplayReport
+) -> None:
+    """One account record: it replaces the account's earlier one, as on the accounts
+    topic; one that does not decode is named in the report and changes nothing."""
+    result = decode_account(line)
+    if isinstance(result, Account):
+        accounts[result.account_id] = result
+        report.account_records += 1
+    else:
+        report.accounts_rejected.append(f"{where}: {result.reason}: {result.detail}")
+
+
+def _cut_at(
+    by_account: dict[str, list[Record]], until_s: float, report: ReplayReport
+) -> dict[str, list[Record]]:
+    """The history a live worker would have had at ``until``: the events that occurred
+    after it left out (and counted)."""
+    kept = {}
+    for account_id, records in by_account.items():
+        before = [record for record in records if record[2] <= until_s]
+        report.after_until += len(records) - len(before)
+        if before:
+            kept[account_id] = before
+    return kept
+
+
+def _load_events(
+    path: Path, report: ReplayReport, accounts: dict[str, Account], limits: EventLimits
+) -> dict[str, list[Record]]:
     """Each account's events as records, in file order, decoded as the worker does: the
     common event in one typed pass, anything else by the careful path, which alone
-    decides a rejection (stream/events.py)."""
+    decides a rejection (stream/events.py). Account records among the events (a file
+    ``engagewatch produce`` takes: it sends them to the accounts topic) go to
+    ``accounts``, a later one for an account replacing an earlier one."""
     now = datetime.now(UTC)
-    limits = EventLimits()
     limit_s = (now + limits.future_skew).timestamp()
     by_account: dict[str, list[Record]] = {}
     for chunk in _chunks(path):
@@ -289,7 +344,12 @@ def _load_events(path: Path, report: ReplayReport) -> dict[str, list[Record]]:
         batch = decode_batch(chunk, None, limits.max_bytes, limit_s)
         careful: dict[str, list[tuple[int, Record]]] = defaultdict(list)
         for index in batch.careful:
-            result = decode_event(chunk[index], now, limits)
+            line = chunk[index]
+            if classify(line)[0]:  # an account record: produce would send it to the accounts
+                report.events -= 1
+                _take_account(line, path, accounts, report)
+                continue
+            result = decode_event(line, now, limits)
             if isinstance(result, Rejection):
                 report.rejected[result.reason] += 1
             else:

@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         "--until",
         type=moment_argument,
         default=None,
-        help="judge idle accounts up to this RFC 3339 time (default: the last event)",
+        help="the clock a live worker would have reached: events after it are left out, "
+        "idle accounts judged up to it (default: the last event)",
     )
     replay.add_argument(
         "--step-hours",
@@ -284,6 +285,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from alerts.replay import replay
     from alerts.rules import load_rules
     from stream.app import rules_path, state_policy
+    from stream.events import EventLimits
 
     for path in (args.events, args.accounts):
         if path is not None and not path.is_file():
@@ -308,6 +310,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
             else timedelta(seconds=settings.evaluation_step_s),
             policy=state_policy(settings, rules),
             jobs=args.jobs,
+            limits=EventLimits(settings.max_event_bytes, timedelta(seconds=settings.future_skew_s)),
         )
     print(report.summary())
     return 0

@@ -75,5 +75,5 @@ def test_replay_says_which_account_records_it_could_not_use(
     out = tmp_path / "alerts.jsonl"
     assert main(["replay", str(history), "--accounts", str(accounts), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "account records rejected (1), judged without them:" in printed
+    assert "account records rejected (1), left out (an account with no valid record" in printed
     assert f"{accounts}:1: bad_type:licenses" in printed

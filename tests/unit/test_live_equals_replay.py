@@ -46,12 +46,21 @@ def comparable(events: list[dict[str, Any]]) -> Counter[str]:
     )
 
 
-def replayed(tmp: Path) -> list[dict[str, Any]]:
+def replayed(tmp: Path, *, records: bool = True) -> list[dict[str, Any]]:
+    """Replay's alert events; ``records=False``: without the account records."""
     events, accounts = tmp / "events.jsonl", tmp / "accounts.jsonl"
     events.write_text("".join(json.dumps(e) + "\n" for e in EVENTS))
     accounts.write_text("".join(json.dumps(a.record()) + "\n" for a in FLEET))
     out = io.StringIO()
-    replay(RULES, events, accounts, out, step=timedelta(seconds=STEP), progress=None, until=END)
+    replay(
+        RULES,
+        events,
+        accounts if records else None,
+        out,
+        step=timedelta(seconds=STEP),
+        progress=None,
+        until=END,
+    )
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
@@ -81,10 +90,11 @@ async def wired(
     decoded_states: int = 10_000,
     tables: Tables | None = None,
     refusing: bool = False,
+    records: bool = True,
 ) -> tuple[IngestPipeline, Sweeper]:
     """The worker's pure parts over dicts (tests/unit/live_wiring.py), the fleet's
-    account records already in; alert events are appended to ``published`` (with
-    ``refusing``, every send fails instead)."""
+    account records already in (unless not ``records``); alert events are appended to
+    ``published`` (with ``refusing``, every send fails instead)."""
     clock = ManualClock(END)
     tables = tables or Tables()
 
@@ -97,7 +107,7 @@ async def wired(
         pass
 
     await AccountsPipeline(tables.accounts, dead_letter, clock).process(
-        [raw(a.record(), i) for i, a in enumerate(FLEET)]
+        [raw(a.record(), i) for i, a in enumerate(FLEET)] if records else []
     )
     return live_engine(
         RULES,
@@ -115,14 +125,21 @@ async def wired(
 
 
 async def live(
-    cuts: list[int], sweep_after: set[int], *, shared: bool = True, decoded_states: int = 10_000
+    cuts: list[int],
+    sweep_after: set[int],
+    *,
+    shared: bool = True,
+    decoded_states: int = 10_000,
+    records: bool = True,
 ) -> list[dict[str, Any]]:
     """The events in batches cut at ``cuts``; a sweep after the batches in ``sweep_after``
     (at the clock of the newest event so far, as a worker keeping up would), then a
     last sweep at the end. ``shared``: wired as the worker is, the sweep judging the
     pipeline's own states and sharing the evaluator's reuse; else on its own."""
     published: list[dict[str, Any]] = []
-    pipeline, sweeper = await wired(published, shared=shared, decoded_states=decoded_states)
+    pipeline, sweeper = await wired(
+        published, shared=shared, decoded_states=decoded_states, records=records
+    )
     bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(EVENTS)), len(EVENTS)]
     for n, (start, end) in enumerate(itertools.pairwise(bounds)):
         await pipeline.process([raw(e, start + i) for i, e in enumerate(EVENTS[start:end])])
@@ -140,6 +157,15 @@ def test_the_worker_publishes_what_replay_writes(tmp_path: Path) -> None:
     during = [e for e in expected if (e["ends_at"] or e["starts_at"]) < last_event[e["account_id"]]]
     assert {e["rule"] for e in during} >= {"detractor", "champion-silent", "health-tier"}
     got = asyncio.run(live(cuts=[len(EVENTS) // 3, len(EVENTS) // 2], sweep_after={0, 1}))
+    assert comparable(got) == comparable(expected)
+
+
+def test_accounts_without_a_record_are_judged_alike_live_and_in_replay(tmp_path: Path) -> None:
+    """No metadata: the worker judges such an account with none (``account: null`` in
+    its alert events, UTC days), and so must replay (it used to make up a record)."""
+    expected = replayed(tmp_path, records=False)
+    assert expected and all(e["account"] is None for e in expected)
+    got = asyncio.run(live(cuts=[len(EVENTS) // 2], sweep_after={0}, records=False))
     assert comparable(got) == comparable(expected)
 
 

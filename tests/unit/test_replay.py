@@ -124,7 +124,7 @@ def test_events_the_fast_decoder_leaves_to_the_careful_one_keep_their_place(
         if isinstance(event, UsageEvent):
             expected.setdefault(event.account_id, []).append(record_of(event))
     report = ReplayReport()
-    loaded = _load_events(path, report)
+    loaded = _load_events(path, report, {}, EventLimits())
     assert loaded == expected
     assert sum(r[2] % 1 == 0.5 for records in loaded.values() for r in records) > 100
 
@@ -164,7 +164,7 @@ def test_lines_are_read_as_their_stripped_selves_whatever_surrounds_them(
         if isinstance(event, UsageEvent):
             expected.setdefault(event.account_id, []).append(record_of(event))
     report = ReplayReport()
-    assert _load_events(path, report) == expected
+    assert _load_events(path, report, {}, EventLimits()) == expected
     assert report.events == events == 402
     assert any(r[0] == "pad-1" for r in expected[model["account_id"]])  # at the limit, in
 
@@ -220,3 +220,89 @@ def test_events_the_fold_leaves_out_are_counted_not_dropped_silently(tmp_path: P
     assert report.duplicates == 1
     assert "rejected: {'late': 1}" in report.summary()
     assert "duplicates (counted once): 1" in report.summary()
+
+
+def test_account_records_among_the_events_are_taken_as_produce_routes_them(
+    tmp_path: Path,
+) -> None:
+    """One file of records and events, as `engagewatch produce` takes it (records to the
+    accounts topic): the same alert events as with the records in --accounts, and the
+    records are not counted as rejected events."""
+    write_history(tmp_path)
+    expected, apart = run(tmp_path)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(
+        (tmp_path / "accounts.jsonl").read_bytes() + (tmp_path / "events.jsonl").read_bytes()
+    )
+    out = io.StringIO()
+    report = replay(RULES, mixed, None, out, progress=None)
+    assert out.getvalue() == expected
+    assert report.rejected == apart.rejected == {"invalid_json": 1, "missing_field:type": 1}
+    assert report.events == apart.events
+    assert report.account_records == apart.account_records == 12
+
+
+def test_a_rejected_record_leaves_the_accounts_earlier_one_in_force(tmp_path: Path) -> None:
+    """As on the accounts topic: a record that does not decode changes nothing, and the
+    summary says it was left out, not that the account went without a record."""
+    write_history(tmp_path)
+    expected, _ = run(tmp_path)
+    accounts = tmp_path / "accounts.jsonl"
+    first = json.loads(accounts.read_bytes().splitlines()[0])
+    broken = codec.dumps({**first, "licenses": -5})
+    accounts.write_bytes(accounts.read_bytes() + broken + b"\n")
+    text, report = run(tmp_path)
+    assert text == expected
+    assert len(report.accounts_rejected) == 1
+    assert f"{accounts}:13: " in report.accounts_rejected[0]
+    assert "left out (an account with no valid record is judged without one)" in report.summary()
+
+
+def test_the_workers_event_limits_decide_what_replay_takes(tmp_path: Path) -> None:
+    """A worker configured with a bigger max_event_bytes takes a 70 KB event; replay given
+    the same limits takes it too (it used to apply the built-in 64 KB)."""
+    event = {
+        "schema": 1,
+        "event_id": "e-big",
+        "type": "feature_used",
+        "account_id": "acme",
+        "user_id": "u-1",
+        "occurred_at": "2026-11-20T10:00:00Z",
+        "properties": {"feature": "reports", "note": "x" * 70_000},
+    }
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(codec.dumps(event) + b"\n")
+    default = replay(RULES, path, None, io.StringIO(), progress=None)
+    assert default.rejected == {"too_large": 1}
+    bigger = EventLimits(max_bytes=128 * 1024)
+    configured = replay(RULES, path, None, io.StringIO(), progress=None, limits=bigger)
+    assert configured.rejected == {}
+    assert configured.events == 1 and configured.accounts == 1
+
+
+def test_until_before_the_last_event_replays_the_history_up_to_it(tmp_path: Path) -> None:
+    """--until is the clock a live worker would have reached: what occurred after it is
+    left out (and counted), not judged in the past of the accounts that had it."""
+    write_history(tmp_path)
+    until = END - timedelta(days=10)
+    out = io.StringIO()
+    events, accounts = tmp_path / "events.jsonl", tmp_path / "accounts.jsonl"
+    report = replay(RULES, events, accounts, out, progress=None, until=until)
+    written = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert written
+    assert max(e["generated_at"] for e in written) <= until.isoformat().replace("+00:00", "Z")
+    assert report.after_until > 0
+    assert f"after --until, left out: {report.after_until}" in report.summary()
+    # The same as a history that ends there.
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(
+        b"".join(
+            line + b"\n"
+            for line in events.read_bytes().splitlines()
+            if not line.startswith(b"{")
+            or json.loads(line).get("occurred_at", "") <= until.isoformat().replace("+00:00", "Z")
+        )
+    )
+    again = io.StringIO()
+    replay(RULES, cut, accounts, again, progress=None, until=until)
+    assert again.getvalue() == out.getvalue()

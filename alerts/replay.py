@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from alerts.backtest import DEFAULT_STEP, Notice, backtest_records
 from alerts.evaluate import Context
@@ -104,7 +104,7 @@ def replay(
     *,
     step: timedelta = DEFAULT_STEP,
     policy: StatePolicy | None = None,
-    progress: TextIO | None = sys.stderr,
+    progress: TextIO | Literal["stderr"] | None = "stderr",
     until: datetime | None = None,
     jobs: int = 1,
     limits: EventLimits | None = None,
@@ -116,6 +116,8 @@ def replay(
     processes can share them (where processes fork); the output is the same. ``limits``:
     the worker's (``max_event_bytes``, ``future_skew_s``), so that both take the same
     events."""
+    if progress == "stderr":  # the stream of the moment, not the one at import time
+        progress = sys.stderr
     report = ReplayReport()
     started = time.perf_counter()
     with _collecting_rarely():

@@ -25,7 +25,7 @@ from statistics import fmean, median
 from typing import Any, TypeVar
 
 from alerts import decline
-from alerts.lifecycle import Finding
+from alerts.lifecycle import AlertState, Finding
 from alerts.rules import (
     AdoptionRule,
     Calendar,
@@ -75,6 +75,10 @@ class Context:
     """False while the engine's own input is stalled: silence means nothing then."""
     open_rules: frozenset[str] = frozenset()
     """Rules with an alert open on this account (for exit levels that differ from entry)."""
+    open_alerts: Mapping[str, AlertState] = field(default_factory=dict, compare=False)
+    """The account's firing alerts by fingerprint: a silence alert is judged on the habit
+    it fired on while its subject stays away (the history that showed the habit ages out
+    of the state, and would otherwise resolve the alert with nobody back)."""
     memo: dict[Any, Any] | None = field(default=None, compare=False)
     """Results shared by the evaluations of one day while the account's history before
     today stands still (alerts/evaluation.py clears it when that moves). An entry that
@@ -265,10 +269,11 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
     # state's ``people_version`` moves whenever any of it does.
     people = context.state.holding(roles)
     version = context.state.people_version
+    fired = _fired(rule, context)
     verdicts = _memo(
         context,
-        ("silence", rule.name, version),
-        lambda: _silence_verdicts(rule, context, people),
+        ("silence", rule.name, version, _habits_fired_on(fired)),
+        lambda: _silence_verdicts(rule, context, people, fired),
     )
     # Fresh evidence: people seen today show up at once (and nothing else moves today).
     seen = tuple(user.last_seen for _, user in people)
@@ -282,19 +287,54 @@ def _silence(rule: Any, context: Context) -> list[Finding]:
             found.append(_finding(rule, context, active, subject, evidence))
         return found
 
-    return _memo(context, ("silence-seen", rule.name, version, seen), findings)
+    return _memo(
+        context, ("silence-seen", rule.name, version, seen, _habits_fired_on(fired)), findings
+    )
 
 
 _SilenceVerdict = tuple[str | None, bool, dict[str, Any]]
 
 
+def _fired(rule: SilenceRule, context: Context) -> dict[str | None, AlertState]:
+    """The rule's firing alerts on this account, by subject."""
+    return {
+        alert.subject: alert for alert in context.open_alerts.values() if alert.rule == rule.name
+    }
+
+
+def _habits_fired_on(fired: Mapping[str | None, AlertState]) -> tuple[Any, ...]:
+    """What of ``fired`` a verdict reads (a memo key): each one's habit as it fired."""
+    return tuple(sorted((str(s), str(_habit_fired_on(a))) for s, a in fired.items()))
+
+
+def _habit_fired_on(alert: AlertState) -> tuple[date, frozenset[int], int] | None:
+    """The last active day, working weekdays and usual longest break a silence alert
+    fired on (its evidence), or ``None`` if its evidence does not say."""
+    evidence = alert.evidence
+    last, weekdays, usual = (
+        evidence.get("last_active_day"),
+        evidence.get("working_weekdays"),
+        evidence.get("baseline"),
+    )
+    if not (isinstance(last, str) and isinstance(weekdays, list) and isinstance(usual, int)):
+        return None
+    try:
+        return date.fromisoformat(last), frozenset(weekdays), usual
+    except ValueError:
+        return None
+
+
 def _silence_verdicts(
-    rule: SilenceRule, context: Context, people: Sequence[tuple[str, UserRecord]]
+    rule: SilenceRule,
+    context: Context,
+    people: Sequence[tuple[str, UserRecord]],
+    fired: Mapping[str | None, AlertState],
 ) -> list[_SilenceVerdict]:
     """Each subject's verdict and evidence, bar the last-seen times: a function of the
-    history before today and of the people (who holds the roles, since when), so
-    evaluations of one day share it while neither moves (:func:`_silence` keys it on
-    both). ``people``: the users holding the rule's roles (``EngagementState.holding``)."""
+    history before today, of the people (who holds the roles, since when) and of the
+    habits ``fired`` alerts fired on, so evaluations of one day share it while none of
+    them moves (:func:`_silence` keys it on all three). ``people``: the users holding the
+    rule's roles (``EngagementState.holding``)."""
     state = context.state
     # The habit is read from the history *before* the silence: measured up to today, a
     # long silence would erode its own working days until the alert resolved itself.
@@ -303,6 +343,9 @@ def _silence_verdicts(
     rate = rule.working_day_rate
     if rule.scope == "account":
         days = _active_days(state, end, ANYONE)
+        held = _still_away(rule, context, None, days, alert=fired.get(None), off=off)
+        if held is not None:
+            return [held]
         working = WorkingDays(_account_weekdays(context, days[-1] if days else end, rate, off), off)
         first = state.first_seen_at
         return [_silence_verdict(rule, context, None, days, first_seen=first, working=working)]
@@ -312,6 +355,10 @@ def _silence_verdicts(
         # nothing on a Sunday, even if colleagues of theirs work then.
         bit = 1 << user.slot
         days = _active_days(state, end, bit)
+        held = _still_away(rule, context, user_id, days, alert=fired.get(user_id), off=off)
+        if held is not None:
+            verdicts.append(held)
+            continue
         weekdays = working_weekdays(
             state, days[-1] if days else end, rate, off, users=bit, since=user.first_seen
         )
@@ -326,6 +373,33 @@ def _silence_verdicts(
             )
         )
     return verdicts
+
+
+def _still_away(
+    rule: SilenceRule,
+    context: Context,
+    subject: str | None,
+    days: list[date],
+    *,
+    alert: AlertState | None,
+    off: DaysOff,
+) -> _SilenceVerdict | None:
+    """The verdict on a subject whose silence alert is firing and who has not been
+    active since the day it fired on: judged on the habit it fired on, not read again.
+
+    Read again, the habit erodes as the state's horizon moves on with other events (a
+    colleague's, a billing sync's): the weekdays thin out, the missed count falls, and
+    once fewer than ``min_active_days`` are left the alert resolved as "no established
+    habit yet", with nobody back. ``None``: judge afresh (no such alert, or back)."""
+    habit = _habit_fired_on(alert) if alert is not None else None
+    if habit is None:
+        return None
+    last_active, weekdays, usual = habit
+    if days and days[-1] > last_active:
+        return None  # back since: the history says what the habit is now
+    working = WorkingDays(weekdays, off)
+    _, missed = working.gaps([last_active], context.today)
+    return _judged_silence(rule, subject, last_active, working, usual=usual, missed=missed)
 
 
 def _history_end(context: Context) -> date:
@@ -364,13 +438,26 @@ def _silence_verdict(
         reason = "no established habit yet"
         return subject, False, {"metric": "missed_working_days", "value": 0, "reason": reason}
     usual, missed = working.gaps(days, today)
+    return _judged_silence(rule, subject, days[-1], working, usual=usual, missed=missed)
+
+
+def _judged_silence(
+    rule: SilenceRule,
+    subject: str | None,
+    last_active: date,
+    working: WorkingDays,
+    *,
+    usual: int,
+    missed: int,
+) -> _SilenceVerdict:
+    """Silent once the working days missed reach the rule's multiple of the usual break."""
     threshold = max(rule.min_missed_working_days, math.ceil(rule.gap_multiple * usual))
     evidence: dict[str, Any] = {
         "metric": "missed_working_days",
         "value": missed,
         "threshold": threshold,
         "baseline": usual,
-        "last_active_day": days[-1].isoformat(),
+        "last_active_day": last_active.isoformat(),
         "working_weekdays": sorted(working.weekdays),
         "last_seen": {},  # filled in by _silence, at each evaluation
     }

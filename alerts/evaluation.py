@@ -106,7 +106,8 @@ class Reuse:
     verdicts: dict[str, tuple[frozenset[str], tuple[int, ...] | None, list[Finding]]] = field(
         default_factory=dict
     )
-    """rule -> (the open alerts then, the NPS tally then if it reads it, its findings)."""
+    """rule -> (the open alerts' fingerprints then, the NPS tally then if it reads it, its
+    findings)."""
     memo: dict[Any, Any] = field(default_factory=dict)
     """Partial results the rules keep themselves (``Context.memo``)."""
 
@@ -123,11 +124,12 @@ class Reuse:
         """The rule's findings, reused while the history and the open alerts stand still
         (an exit level may depend on whether its alert is open)."""
         tally = tuple(context.state.nps_totals) if rule.kind in READS_NPS_TALLY else None
+        opened = frozenset(context.open_alerts)
         cached = self.verdicts.get(rule.name)
-        if cached is not None and cached[0] == context.open_rules and cached[1] == tally:
+        if cached is not None and cached[0] == opened and cached[1] == tally:
             return cached[2]
         found = evaluate(rule, context)
-        self.verdicts[rule.name] = (context.open_rules, tally, found)
+        self.verdicts[rule.name] = (opened, tally, found)
         return found
 
 
@@ -183,9 +185,17 @@ class AccountRun:
     def _evaluate(self, rules: Sequence[Rule], at: float) -> None:
         now = datetime.fromtimestamp(at, UTC)
         findings: list[Finding] = []
-        open_rules = frozenset(state.rule for state in self.book.open())
+        open_alerts = {state.fingerprint: state for state in self.book.open()}
+        open_rules = frozenset(state.rule for state in open_alerts.values())
         memo = self.reuse.memo if self.reuse is not None else None
-        context = Context(self.state, self.account, now, open_rules=open_rules, memo=memo)
+        context = Context(
+            self.state,
+            self.account,
+            now,
+            open_rules=open_rules,
+            open_alerts=open_alerts,
+            memo=memo,
+        )
         if self.reuse is not None:
             self.reuse.move_to(context)
         failed: list[str] = []

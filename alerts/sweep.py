@@ -151,9 +151,10 @@ def sweep_account(
     ``on_failure`` hears of a rule that raised, which then changes nothing.
     """
     changes: list[Change] = []
-    open_rules = frozenset(state.rule for state in alerts.open())
-    if context.open_rules != open_rules:
-        context = replace(context, open_rules=open_rules)
+    open_alerts = {state.fingerprint: state for state in alerts.open()}
+    if context.open_alerts.keys() != open_alerts.keys():
+        open_rules = frozenset(state.rule for state in open_alerts.values())
+        context = replace(context, open_rules=open_rules, open_alerts=open_alerts)
     status = context.account.status if context.account is not None else None
     # Rules with an alert firing or pending: only theirs can need standing down.
     unresolved = frozenset(s.rule for s in alerts.states.values() if not s.is_over)

@@ -63,3 +63,89 @@ def test_changes_sit_on_the_evaluation_grid() -> None:
     )
     assert notices
     assert {n.change.at.hour for n in notices} <= {0, 6, 12, 18}
+
+
+def weekday_logins(
+    user: str, role: str, first: datetime, days: range, *, account: str = "acme"
+) -> list[UsageEvent]:
+    """A login at 14:00 on each weekday of ``days`` (offsets from ``first``)."""
+    events = []
+    for offset in days:
+        at = first + timedelta(days=offset, hours=14)
+        if at.weekday() < 5:
+            raw = {
+                "schema": 1,
+                "event_id": f"{user}-{offset}",
+                "type": "login",
+                "account_id": account,
+                "user_id": user,
+                "role": role,
+                "occurred_at": at.isoformat().replace("+00:00", "Z"),
+            }
+            event = validate_event(raw, at + timedelta(days=1))
+            assert isinstance(event, UsageEvent)
+            events.append(event)
+    return events
+
+
+def silence_changes(
+    events: list[UsageEvent], rule: str, start: datetime, end: datetime
+) -> list[tuple[str, object, object]]:
+    account = Account("acme", "Acme", 2)
+    ordered = sorted(events, key=lambda e: e.occurred_at)
+    notices = backtest_account(RULES, account, ordered, start, end)
+    return [
+        (n.change.kind.value, n.change.alert.evidence.get("value"), n.change.alert.subject)
+        for n in notices
+        if n.change.alert.rule == rule
+    ]
+
+
+MONDAY = datetime(2026, 8, 3, tzinfo=UTC)
+
+
+def test_a_champion_who_left_for_good_stays_alerted_while_a_colleague_works_on() -> None:
+    """Found by a review: the colleague's events move the state's horizon on, which
+    pruned the champion's days until "no established habit yet" resolved the alert five
+    weeks in, with nobody back; before that the missed count fell as their working
+    weekdays thinned out (9, 14, 19, 14). Judged on the habit it fired on, it holds."""
+    events = weekday_logins("champ", "champion", MONDAY, range(35))
+    events += weekday_logins("colleague", "user", MONDAY, range(110))
+    changes = silence_changes(events, "champion-silent", MONDAY, MONDAY + timedelta(days=110))
+    assert changes[0] == ("firing", 4, "champ")
+    assert all(kind == "repeat" for kind, _, _ in changes[1:])
+    missed = [value for _, value, _ in changes]
+    assert missed == sorted(missed) and len(missed) >= 10  # one a week, always growing
+
+
+def test_a_champion_back_after_the_history_aged_out_resolves() -> None:
+    events = weekday_logins("champ", "champion", MONDAY, range(35))
+    events += weekday_logins("champ", "champion", MONDAY, range(90, 95))
+    events += weekday_logins("colleague", "user", MONDAY, range(100))
+    changes = silence_changes(events, "champion-silent", MONDAY, MONDAY + timedelta(days=100))
+    kinds = [kind for kind, _, _ in changes]
+    assert kinds[0] == "firing" and kinds[-1] == "resolved"
+    assert kinds.count("resolved") == 1
+
+
+def test_a_silent_account_stays_alerted_through_a_daily_billing_sync() -> None:
+    """Events without a user (a licence sync each day) are no activity, but they move
+    the horizon: the account's own days aged out and account-silent resolved itself."""
+    events = weekday_logins("u1", "user", MONDAY, range(35))
+    for offset in range(35, 110):
+        at = MONDAY + timedelta(days=offset, hours=3)
+        raw = {
+            "schema": 1,
+            "event_id": f"sync-{offset}",
+            "type": "license_change",
+            "account_id": "acme",
+            "occurred_at": at.isoformat().replace("+00:00", "Z"),
+            "properties": {"licenses": 2},
+        }
+        event = validate_event(raw, at + timedelta(days=1))
+        assert isinstance(event, UsageEvent)
+        events.append(event)
+    changes = silence_changes(events, "account-silent", MONDAY, MONDAY + timedelta(days=110))
+    assert changes[0][0] == "firing"
+    assert all(kind == "repeat" for kind, _, _ in changes[1:])
+    assert len(changes) >= 10

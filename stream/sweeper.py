@@ -186,10 +186,7 @@ class Sweeper:
         newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
         stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
         if stalled:
-            report.held = bool(states)
-            if self._triage is not None and states:
-                ids = [s.account_id for s in states]
-                await self._redis("index_refresh", lambda t: t.refresh_index(ids))
+            await self._hold(states, now, report)
             return report
         if self._unindexed:
             await self._forget_in_index()
@@ -339,6 +336,38 @@ class Sweeper:
         found = [self._current_state(account_id) for account_id, _ in owned]
         return [state for state in found if state is not None]
 
+    async def _hold(
+        self, states: Sequence[EngagementState], now: datetime, report: SweepReport
+    ) -> None:
+        """A sweep held while the input is stalled: nothing judged by the clock, the
+        people's resolves applied, the triage entries kept alive."""
+        report.held = bool(states)
+        if self._triage is not None and states:
+            await self._resolve_while_held(states, now, report)
+            ids = [s.account_id for s in states]
+            await self._redis("index_refresh", lambda t: t.refresh_index(ids))
+
+    async def _resolve_while_held(
+        self, states: Sequence[EngagementState], now: datetime, report: SweepReport
+    ) -> None:
+        """People's resolves while the rules are held (the input stalled: a quiet night,
+        a holiday): applied and published without judging anything, not left waiting
+        for the next event (a request nobody applies in a day is dropped)."""
+        resolves = await self._resolve_requests(now)
+        owned = [state for state in states if state.account_id in resolves]
+        if not owned:
+            return
+        batch = IndexBatch()
+        for state in owned:
+            async with self._one_account:
+                if state.account_id in self._removed:
+                    continue
+                requests = resolves[state.account_id]
+                await self._sweep_one(state, now, report, requests, batch, judge=False)
+                self._indexed.pop(state.account_id, None)  # built afresh next time
+        await self._publish(report)
+        await self._redis("index_write", lambda t: t.write_index(batch))
+
     async def _resolve_requests(self, now: datetime) -> dict[str, list[ResolveRequest]]:
         """Pending resolve requests by account (any worker's; each applies its own)."""
         requests = await self._redis("resolve_read", lambda t: t.resolve_requests(now))
@@ -375,9 +404,11 @@ class Sweeper:
         batch: IndexBatch | None = None,
         *,
         shared: bool = False,
+        judge: bool = True,
     ) -> None:
         """Judge one account; ``shared``: ``state`` is the ingest pipeline's own object,
-        whose evaluations' reuse the evaluator keeps (a copy decoded here has none)."""
+        whose evaluations' reuse the evaluator keeps (a copy decoded here has none);
+        not ``judge``: only apply ``resolves`` (the rules are held)."""
         record = self._accounts.get(state.account_id)
         account = Account.from_json(record) if record else None
         stored = self._alerts.get(state.account_id)
@@ -385,7 +416,7 @@ class Sweeper:
         run = AccountRun(self._ruleset, state, account, book)
         if self._reuse_for is not None and shared:
             run.reuse = self._reuse_for(state.account_id, state)
-        changes = list(run.on_clock(now.timestamp() - self._delay_s))
+        changes = list(run.on_clock(now.timestamp() - self._delay_s)) if judge else []
         # People's resolves after the ticks (which are in the past): the resolved alert
         # is then held until its condition clears.
         changes += [

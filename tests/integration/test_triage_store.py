@@ -233,6 +233,29 @@ async def test_the_sweep_applies_a_resolve_once_and_does_not_refire(store: Triag
     assert (resolved["author"], resolved["reason"]) == ("dana", "on holiday")
 
 
+async def test_a_resolve_is_applied_while_the_sweeps_are_held(store: TriageStore) -> None:
+    """Found by a review: with the input stalled (a quiet night, a holiday) every sweep
+    was held before it read the requests, so a resolve waited for the next event, and
+    one held over a day was dropped unapplied while the alert went on firing."""
+    harness, account_id = await swept(store)
+    alert = next(a for a in await store.alerts(NOW) if a["rule"] == "account-silent")
+    asked = NOW + timedelta(minutes=5)
+    request = ResolveRequest(alert["fingerprint"], account_id, "dana", "known outage", asked)
+    await store.request_resolve(alert, request)
+    harness.sweeper._catch_up_lag_s = 3600.0  # the default: the newest event is days old
+    before = len(harness.published)
+    report = await harness.sweeper.sweep(asked + timedelta(minutes=1))
+    assert report.held
+    events = [codec.loads(v) for _, v in harness.published[before:]]
+    assert [(e["fingerprint"], e["status"]) for e in events] == [(alert["fingerprint"], "resolved")]
+    assert events[0]["annotations"]["resolved_by"] == "dana"
+    assert await store.resolve_requests(asked + timedelta(minutes=2)) == {}
+    assert alert["fingerprint"] not in {a["fingerprint"] for a in await store.alerts(asked)}
+    for hours in (2, 30):  # still held, a day later: nothing more, nothing fired again
+        assert (await harness.sweeper.sweep(asked + timedelta(hours=hours))).held
+    assert len(harness.published) == before + 1
+
+
 async def test_requests_nobody_applied_within_a_day_are_dropped(store: TriageStore) -> None:
     request = ResolveRequest("fp", "gone", "dana", "r", NOW)
     await store.request_resolve({"account_id": "gone", "fingerprint": "fp"}, request)

@@ -35,6 +35,7 @@ from stream.ingest import Batch
 from stream.notify import register_notifier
 from stream.pipeline import AccountsPipeline, IngestPipeline, OnDeleted, raw_message
 from stream.portfolio import register_portfolio_view
+from stream.records_first import KafkaRecordOffsets, RecordsFirst
 from stream.snapshot import account_snapshot
 from stream.sweeper import Sweeper, SweepReport
 from stream.tables import (
@@ -131,6 +132,18 @@ def dead_letter_sender(
     return send_dead_letter
 
 
+def records_first_for(app: Any, settings: Settings, names: TopicNames) -> RecordsFirst:
+    """The worker's :class:`RecordsFirst`, reading offsets of the accounts topic (and of
+    the app's group, which the accounts agent commits in) until the app shuts down."""
+    offsets = KafkaRecordOffsets(settings.kafka_bootstrap, names.accounts, settings.app_id)
+
+    @app.on_before_shutdown.connect
+    async def close_record_offsets(sender: Any, **kwargs: Any) -> None:
+        await offsets.close()
+
+    return RecordsFirst(offsets)
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     now: Clock = clock or SystemClock()
     app = faust.App(
@@ -213,6 +226,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         on_publish_failure=lambda error: telemetry.count_kafka_error("send_alert"),
         owns=lambda account_id: owns_account(app, alerts.table, account_id),
     )
+    # A new account's state takes its record's time zone: its first events wait until
+    # the records published before them are read (stream/records_first.py).
+    records_first = records_first_for(app, settings, names)
     pipeline = IngestPipeline(
         engagement,
         send_dead_letter,
@@ -224,6 +240,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         evaluator=evaluator,
         max_state_bytes=settings.max_state_bytes,
         deleted=deleted,
+        records_first=records_first.wait,
     )
 
     async def ingest_batch(messages: Batch) -> None:
@@ -258,18 +275,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             await ensure_metadata(
                 app, accounts.table, engagement_table, alerts.table, deleted.table
             )
-            await accounts_pipeline.process([raw_message(event.message) for event in batch])
+            await _take_records(accounts_pipeline, records_first, batch)
 
-    @app.timer(STATS_INTERVAL_S)
-    async def log_totals() -> None:
-        totals = pipeline.totals
-        log.info(
-            "ingest: %d batches, valid %s, duplicates %d, dead letters %s",
-            totals.batches,
-            dict(totals.valid_by_type),
-            totals.duplicates,
-            dict(totals.dead_by_reason),
-        )
+    _log_totals_every(app, STATS_INTERVAL_S, pipeline)
 
     @app.page("/accounts/{account_id}")
     class AccountView(View):
@@ -353,6 +361,32 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         sweeper=sweeper,
         triage=triage,
     )
+
+
+async def _take_records(
+    pipeline: AccountsPipeline, records_first: RecordsFirst, batch: Sequence[Any]
+) -> None:
+    """One batch of the accounts topic into the accounts table; then the records are
+    known read (new accounts' events wait for them: stream/records_first.py)."""
+    messages = [raw_message(event.message) for event in batch]
+    await pipeline.process(messages)
+    for message in messages:
+        records_first.record_read(message.position.partition, message.position.offset)
+
+
+def _log_totals_every(app: Any, interval_s: float, pipeline: IngestPipeline) -> None:
+    """What ingest counted so far, in the worker's log."""
+
+    @app.timer(interval_s)
+    async def log_totals() -> None:
+        totals = pipeline.totals
+        log.info(
+            "ingest: %d batches, valid %s, duplicates %d, dead letters %s",
+            totals.batches,
+            dict(totals.valid_by_type),
+            totals.duplicates,
+            dict(totals.dead_by_reason),
+        )
 
 
 def _account_removal(sweeper: Sweeper, telemetry: EngineMetrics, clock: Clock) -> OnDeleted:

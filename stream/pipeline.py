@@ -24,7 +24,7 @@ from stream.accounts import Account, decode_account
 from stream.clock import Clock
 from stream.deadletter import DeadLetter, SourcePosition
 from stream.engagement import EngagementState, FoldOutcome, StatePolicy, fold_records
-from stream.events import EventLimits, Record, Rejection
+from stream.events import AccountRecords, EventLimits, Record, Rejection
 from stream.ingest import Batch, ConsumerRecord, RawMessage, triage_records
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
+RecordsFirstWait = Callable[[Collection[int]], Awaitable[object]]
+"""Waits until the account records published to these partitions have been read."""
 
 ACCOUNT_DELETED = "account_deleted"
 """The dead-letter reason of events for an account deleted since (a tombstone)."""
@@ -125,8 +127,12 @@ class IngestPipeline:
         evaluator: Evaluator | None = None,
         max_state_bytes: int | None = None,
         deleted: Mapping[str, Any] | None = None,
+        records_first: RecordsFirstWait | None = None,
     ) -> None:
         self._table = table
+        self._records_first = records_first
+        """Waits for the account records published to some partitions to be read
+        (stream/records_first.py): a new account's state takes its record's time zone."""
         self._deleted = deleted if deleted is not None else {}
         """account_id -> when it was deleted: its events are refused until a record for
         it arrives again (AccountsPipeline keeps it)."""
@@ -156,6 +162,10 @@ class IngestPipeline:
         rejected = len(dead)
         counted = 0
         touched: list[str] = []
+        if self._records_first is not None:
+            new = self._unrecorded_new_accounts(outcome.accepted)
+            if new:
+                await self._records_first({position(group.indexes[0]).partition for group in new})
         for account_id, group in outcome.accepted.items():
             # Being removed, or deleted: a state with a marker is a removal a worker
             # stopped in, or one waiting for Kafka to take its alert events.
@@ -200,6 +210,19 @@ class IngestPipeline:
         self.totals.messages += len(messages)
         self.totals.busy_s += time.perf_counter() - started
         return touched
+
+    def _unrecorded_new_accounts(
+        self, accepted: Mapping[str, AccountRecords]
+    ) -> list[AccountRecords]:
+        """The batch's accounts that have neither a state (their first events) nor a
+        record yet: their state is about to take its time zone for good."""
+        return [
+            group
+            for account_id, group in accepted.items()
+            if account_id not in self._states
+            and not self._table.get(account_id)
+            and account_id not in self._accounts
+        ]
 
     def _fold(self, account_id: str, state: EngagementState, records: list[Record]) -> FoldOutcome:
         """Fold the account's records; with an evaluator, judge the ticks they cross on

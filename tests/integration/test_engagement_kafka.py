@@ -171,6 +171,49 @@ def test_state_survives_a_restart_and_equals_the_pure_fold(
         assert second.stop() == 0
 
 
+def publish_lines(settings: Settings, lines: Sequence[dict[str, Any]]) -> None:
+    """As `engagewatch produce` sends a file: no waiting between records and events."""
+    publisher = Publisher(settings)
+    try:
+        for line in lines:
+            publisher.send_json(line)
+        publisher.flush()
+    finally:
+        publisher.close()
+
+
+@pytest.mark.parametrize("backlog", [True, False], ids=["worker-starts-on-a-backlog", "live"])
+def test_records_published_before_the_events_set_each_accounts_time_zone(
+    engine_settings: Settings, tmp_path: Path, backlog: bool
+) -> None:
+    """Found by two reviews: the accounts agent reads its records in batches held up to a
+    second, so the events reader folded an account's first events before its record
+    was read, and its days were cut in UTC for good (33 of the demo's 36 accounts)."""
+    settings = engine_settings
+    fleet, events = fleet_and_events(accounts=8, days=7)
+    assert {a.timezone for a in fleet} - {"UTC"}  # zones that cut days elsewhere
+    expected = reference_states(settings, fleet, events)
+    lines = [a.record() for a in fleet] + events
+    process = worker(settings, tmp_path / "worker.log")
+    if backlog:
+        publish_lines(settings, lines)
+        process.start()
+    else:
+        process.start()
+        publish_lines(settings, lines)
+    try:
+        wait_for(lambda: states_match(settings, expected), 120, "every account folded", 2)
+        zones = {
+            a.account_id: get_json(process.settings.web_port, f"/accounts/{a.account_id}")
+            for a in fleet
+        }
+        assert {k: v["timezone"] for k, v in zones.items()} == {
+            a.account_id: a.timezone for a in fleet
+        }
+    finally:
+        assert process.stop() == 0
+
+
 def test_second_worker_takes_over_with_state_from_the_changelog(
     engine_settings: Settings, tmp_path: Path
 ) -> None:

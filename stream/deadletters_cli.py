@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from config.settings import Settings
-from stream.deadletter import DeadLetter
+from stream.deadletter import MAX_ORIGINAL_BYTES, DeadLetter
 
 __all__ = ["Choice", "DeadLetterSummary", "add_parser", "run"]
 
@@ -162,7 +162,9 @@ def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) 
     skipped: Counter[str] = Counter()
 
     def republish(letter: DeadLetter) -> None:
-        if letter.source.topic == topics.events:
+        if letter.is_truncated:  # only its first bytes: the whole is at its source position
+            skipped["truncated"] += 1
+        elif letter.source.topic == topics.events:
             publisher.send_event(letter.original, letter.source.key)
         elif letter.source.topic == topics.accounts:
             publisher.send_account(letter.original, letter.source.key)
@@ -182,7 +184,15 @@ def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) 
         file=out,
     )
     for topic, count in skipped.items():
-        print(f"left alone: {count:,} from {topic}, not an engine input topic", file=out)
+        if topic == "truncated":
+            print(
+                f"left alone: {count:,} letters that kept only the first "
+                f"{MAX_ORIGINAL_BYTES:,} bytes of their original (read the whole at the "
+                "source position they name)",
+                file=out,
+            )
+        else:
+            print(f"left alone: {count:,} from {topic}, not an engine input topic", file=out)
     if report.failed:
         print(f"engagewatch: {report.failed:,} records were not delivered", file=sys.stderr)
         return 1

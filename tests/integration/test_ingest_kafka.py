@@ -17,7 +17,7 @@ from kafka.structs import TopicPartition
 
 from config.settings import Settings
 from stream.app import events_group
-from stream.deadletter import DeadLetter
+from stream.deadletter import MAX_ORIGINAL_BYTES, DeadLetter
 from stream.topics import TopicNames, ensure_topics
 from tests.integration.harness import (
     counts_by_type,
@@ -339,3 +339,35 @@ def test_dead_letters_kafka_refused_are_sent_again_by_the_next_worker(
     totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
     assert totals == dict(expected_types)
     assert Counter(letter.reason for letter in dead_letters(settings)) == expected_reasons
+
+
+def test_an_event_too_big_for_its_dead_letter_whole_does_not_stop_the_reader(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """Found by a review: an 800 KB event (under the events topic's 1 MB, over
+    max_event_bytes) made a dead letter of ~1.07 MB in base64, which the dead-letter
+    topic refused; the reader commits nothing past a lost letter, so the worker stopped
+    on it at every start and its partition was wedged. The letter now keeps the first
+    MAX_ORIGINAL_BYTES with the whole's size and SHA-256; the events around it count."""
+    settings = engine_settings
+    ensure_topics(settings)
+    key, big, _ = valid_event(0, prefix="big")
+    padded = json.loads(big)
+    padded["properties"] = {"padding": "x" * 800_000}
+    huge = json.dumps(padded).encode()
+    before = [valid_event(i, prefix="before") for i in range(1, 41)]
+    after = [valid_event(i, prefix="after") for i in range(1, 41)]
+    produce(
+        settings, [(k, v) for k, v, _ in before] + [(key, huge)] + [(k, v) for k, v, _ in after]
+    )
+
+    with running_worker(settings, tmp_path / "worker.log") as worker:
+        wait_until_read(settings, 80, 1, "the events around the big one, and its dead letter")
+        assert worker.stop() == 0
+
+    [letter] = dead_letters(settings)
+    assert letter.reason == "too_large"
+    assert letter.is_truncated and letter.truncated_from == len(huge)
+    assert letter.original == huge[:MAX_ORIGINAL_BYTES]
+    totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
+    assert sum(totals.values()) == 80

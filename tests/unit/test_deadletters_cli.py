@@ -6,14 +6,18 @@ in tests/integration/test_engagement_kafka.py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
+from stream import codec
 from stream.cli import _parser
-from stream.deadletter import DeadLetter, SourcePosition
+from stream.deadletter import MAX_ORIGINAL_BYTES, DeadLetter, SourcePosition
 from stream.deadletters_cli import Choice, DeadLetterSummary
 
 AT = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
@@ -122,3 +126,55 @@ def test_the_command_line_takes_repeated_filters_and_refuses_a_time_without_offs
     with pytest.raises(SystemExit):
         _parser().parse_args(["dead-letters", "--since", "2026-11-23T05:00:00"])
     assert "needs an offset" in capsys.readouterr().err
+
+
+def test_a_letter_keeps_at_most_the_first_bytes_of_a_huge_original() -> None:
+    """Whole, an 800 KB original made a letter over the 1 MB a topic takes by default;
+    its send failed and the reader stopped on it at every start."""
+    huge = b'{"padding": "' + b"x" * 800_000 + b'"}'
+    source = SourcePosition("ew.events", 0, 7, b"acme", None)
+    big = DeadLetter("too_large", "800 KB", huge, source, AT)
+    encoded = big.to_json()
+    assert len(encoded) < 1_000_000
+    back = DeadLetter.from_json(encoded)
+    assert back.original == huge[:MAX_ORIGINAL_BYTES]
+    assert back.truncated_from == len(huge) and back.is_truncated
+    assert codec.loads(encoded)["original_truncated"]["sha256"] == hashlib.sha256(huge).hexdigest()
+    small = letter("late")
+    assert DeadLetter.from_json(small.to_json()) == small and not small.is_truncated
+
+
+def test_republishing_leaves_a_truncated_letter_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its original is only the first bytes: sending those would publish a broken event."""
+    from stream import deadletters_cli, publish
+
+    sent: list[bytes] = []
+
+    class Publisher:
+        def __init__(self, settings: Settings) -> None:
+            self.report = publish.PublishReport()
+
+        def send_event(self, value: bytes, key: bytes | None) -> None:
+            sent.append(value)
+            self.report.events += 1
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    huge = DeadLetter("too_large", "big", b"x" * (MAX_ORIGINAL_BYTES + 1), letter("x").source, AT)
+    whole = letter("late")
+    monkeypatch.setattr(publish, "Publisher", Publisher)
+    monkeypatch.setattr(
+        deadletters_cli, "_values", lambda settings, topic: iter([huge.to_json(), whole.to_json()])
+    )
+    settings = Settings(topic_prefix="ew", data_dir=str(tmp_path))
+    args = _parser().parse_args(["dead-letters", "--republish"])
+    out = io.StringIO()
+    assert deadletters_cli.run(settings, args, out) == 0
+    assert sent == [whole.original]
+    assert "left alone: 1 letters that kept only the first" in out.getvalue()

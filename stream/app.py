@@ -198,6 +198,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     accounts = AccountKeyed(account_table(ACCOUNTS_TABLE))
     alerts = AccountKeyed(account_table(ALERTS_TABLE))
     deleted = AccountKeyed(account_table(DELETED_TABLE))  # markers (stream/pipeline.py)
+    _learn_changelogs_on_rebalance(
+        app, engagement_table, accounts.table, alerts.table, deleted.table
+    )
     progress = ReaderProgress()
     telemetry = EngineMetrics(reader=progress)  # per-partition lag is computed at scrape
 
@@ -361,6 +364,17 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         sweeper=sweeper,
         triage=triage,
     )
+
+
+def _learn_changelogs_on_rebalance(app: Any, *tables: Any) -> None:
+    """After each rebalance, the producer learns every table's changelog (and keeps
+    tracking it): a read routed by ``table_route`` partitions its key with that
+    metadata, and a worker that had written nothing since it started answered 500 once
+    a metadata refresh for another changelog (its first sweep's) had dropped them."""
+
+    @app.on_rebalance_complete.connect
+    async def learn_changelogs(sender: Any = None, **kwargs: Any) -> None:
+        await ensure_metadata(app, *tables)
 
 
 async def _take_records(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -279,6 +280,36 @@ def test_read_api_answers_404_for_an_unknown_account_and_400_for_a_bad_query(
         assert empty == {"feature": "reports", "adopted": 0, "accounts": 0, "rate": None}
     finally:
         assert only.stop() == 0
+
+
+def test_a_restarted_worker_answers_reads_after_its_sweeps_with_no_new_event(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """Found by a review: a worker that had folded nothing since it started answered
+    500 for every account once its first sweep ran (the producer's metadata refresh for
+    the alerts changelog dropped the engagement changelog, which a read is routed by)."""
+    settings = engine_settings.model_copy(update={"sweep_interval_s": 1.0})
+    fleet, events = fleet_and_events(accounts=4, days=7)
+    first = worker(settings, tmp_path / "first.log")
+    first.start()
+    try:
+        publish(settings, fleet, events)
+        expected = reference_states(settings, fleet, events)
+        wait_for(lambda: states_match(settings, expected), 120, "every account folded", 2)
+    finally:
+        assert first.stop() == 0
+    second = worker(settings, tmp_path / "second.log")
+    second.start()
+    try:
+        time.sleep(5)  # several sweeps, and no event
+        for account in fleet:
+            body = get_json(second.settings.web_port, f"/accounts/{account.account_id}")
+            assert body["event_counts"]
+        with pytest.raises(urllib.error.HTTPError) as error:
+            get_json(second.settings.web_port, "/accounts/nobody-here")
+        assert error.value.code == 404
+    finally:
+        assert second.stop() == 0
 
 
 def big_account_event(n: int, start: datetime) -> dict[str, Any]:

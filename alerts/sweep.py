@@ -48,6 +48,7 @@ __all__ = [
     "log_failure",
     "resolve_by_hand",
     "stand_down_alerts",
+    "stand_down_for_status",
     "sweep_account",
 ]
 
@@ -162,8 +163,7 @@ def sweep_account(
         if status is not None and status in rule.skip_statuses:
             # No verdict for such an account: what it had open must not stay open.
             if rule.name in unresolved:
-                reason = f"account status {status}"
-                changes += stand_down_alerts(alerts, context.now, reason, _of_rule(rule.name))
+                changes += stand_down_for_status([rule], status, alerts, context.now)
             continue
         try:
             found = judge(rule, context)
@@ -186,6 +186,24 @@ def sweep_account(
                 changes.append(change)
         if rule.name in unresolved and isinstance(rule, SilenceRule) and rule.scope != "account":
             changes += _stand_down_former_holders(rule, context, alerts)
+    return changes
+
+
+def stand_down_for_status(
+    rules: Sequence[Rule], status: str | None, alerts: AccountAlerts, now: datetime
+) -> list[Change]:
+    """The alerts of the rules that skip the account's ``status`` (``paused``,
+    ``churned``, ...) resolve, saying why: no rule judges them any more. The worker
+    calls it at each sweep, so a record marked churned does not wait for the next tick
+    to close a page."""
+    if status is None:
+        return []
+    unresolved = {state.rule for state in alerts.states.values() if not state.is_over}
+    reason = f"account status {status}"
+    changes: list[Change] = []
+    for rule in rules:
+        if status in rule.skip_statuses and rule.name in unresolved:
+            changes += stand_down_alerts(alerts, now, reason, _of_rule(rule.name))
     return changes
 
 

@@ -45,6 +45,7 @@ from alerts.sweep import (
     close_deleted_account,
     log_failure,
     resolve_by_hand,
+    stand_down_for_status,
 )
 from alerts.triage import ResolveRequest
 from stream import codec
@@ -417,6 +418,9 @@ class Sweeper:
         if self._reuse_for is not None and shared:
             run.reuse = self._reuse_for(state.account_id, state)
         changes = list(run.on_clock(now.timestamp() - self._delay_s)) if judge else []
+        if judge and account is not None:  # a status just changed closes them now, not at a tick
+            status_changes = stand_down_for_status(self._ruleset.rules, account.status, book, now)
+            changes += [Notice(change, None) for change in status_changes]
         # People's resolves after the ticks (which are in the past): the resolved alert
         # is then held until its condition clears.
         changes += [

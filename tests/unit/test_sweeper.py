@@ -41,6 +41,7 @@ class Harness:
     def __init__(self, state: EngagementState, account: Account, *, backlog: bool = False) -> None:
         self.published: list[tuple[bytes, bytes]] = []
         self.alerts: dict[str, bytes] = {}
+        self.accounts: dict[str, bytes] = {account.account_id: account.to_json()}
         self.backlog = backlog
 
         async def publish(key: bytes, value: bytes) -> None:
@@ -49,7 +50,7 @@ class Harness:
         self.sweeper = Sweeper(
             RULES,
             lambda: [(state.account_id, state.to_json())],
-            {account.account_id: account.to_json()},
+            self.accounts,
             self.alerts,
             outbox=AlertOutbox(self.alerts, publish),
             deleted={},
@@ -192,3 +193,28 @@ async def test_a_copy_decoded_by_the_sweep_gets_no_reuse_entry() -> None:
     )
     report = await sweeper.sweep(NOW)
     assert report.accounts == 1 and report.changes > 0 and asked == []
+
+
+def test_an_account_marked_churned_has_its_alerts_closed_at_the_next_sweep() -> None:
+    """Found by a review: the stand-down came only from a tick's evaluation, so a
+    critical page stayed open up to 6 hours (the grid step) after the CRM marked the
+    account churned."""
+    state, account = quiet_account_state()
+    harness = Harness(state, account)
+    asyncio.run(harness.sweeper.sweep(NOW))
+    opened = {codec.loads(v)["fingerprint"] for _, v in harness.published}
+    assert opened
+    churned = Account(
+        account.account_id, account.name, account.licenses, timezone=account.timezone,
+        status="churned",
+    )  # fmt: skip
+    harness.accounts[account.account_id] = churned.to_json()
+    before = len(harness.published)
+    asyncio.run(harness.sweeper.sweep(NOW + timedelta(minutes=10)))  # no tick in between
+    events = [codec.loads(v) for _, v in harness.published[before:]]
+    assert {e["fingerprint"] for e in events} == opened
+    assert {e["status"] for e in events} == {"resolved"}
+    assert {e["annotations"]["resolve_reason"] for e in events} == {"account status churned"}
+    assert {e["ends_at"] for e in events} == {"2026-11-23T12:10:00Z"}
+    asyncio.run(harness.sweeper.sweep(NOW + timedelta(hours=7)))  # ticks: nothing more
+    assert len(harness.published) == before + len(events)

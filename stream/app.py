@@ -336,6 +336,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         now,
         _account_removal(sweeper, telemetry, now),
         deleted,
+        removal_unfinished=lambda account_id: (
+            engagement.get(account_id) is not None or alerts.get(account_id) is not None
+        ),
     )
 
     if settings.notifier_enabled:

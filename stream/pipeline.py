@@ -348,9 +348,26 @@ def _columns(
     return [r.value for r in records], [r.key for r in records], position
 
 
+def recreated_marker(marker: Any) -> bytes:
+    """``marker``, saying a record for the account was published again while its removal
+    was still waiting: the removal drops the marker once it is done."""
+    return codec.dumps({**codec.loads(marker), "recreated": True})
+
+
+def is_recreated(marker: Any) -> bool:
+    return bool(marker) and bool(codec.loads(marker).get("recreated"))
+
+
 def _deleted_detail(account_id: str, marker: Any) -> str:
-    deleted_at = codec.loads(marker).get("deleted_at") if marker else None
+    found = codec.loads(marker) if marker else {}
+    deleted_at = found.get("deleted_at")
     when = datetime.fromtimestamp(deleted_at, UTC).isoformat() if deleted_at else "earlier"
+    if found.get("recreated"):
+        return (
+            f"account {account_id!r} was deleted ({when}) and its record published again, "
+            f"but its removal still waits for Kafka to take its alert events: republish "
+            f"these once the worker logs it done"
+        )
     return (
         f"account {account_id!r} was deleted ({when}): its events are refused until a "
         f"record for it is published again (then republish these)"
@@ -397,6 +414,8 @@ class AccountsPipeline:
         clock: Clock,
         on_deleted: OnDeleted = _nothing_more,
         deleted: MutableMapping[str, Any] | None = None,
+        *,
+        removal_unfinished: Callable[[str], bool] = lambda account_id: False,
     ) -> None:
         self._table = table
         self._send_dead_letter = send_dead_letter
@@ -405,6 +424,10 @@ class AccountsPipeline:
         self._deleted = deleted if deleted is not None else {}
         """account_id -> its deletion marker (``{"deleted_at": epoch s}``), until a record
         for it arrives again."""
+        self._removal_unfinished = removal_unfinished
+        """Whether the account's removal still waits (its state and alert book kept
+        until Kafka takes their alert events): a record published again meanwhile
+        must not bring the old state back to life."""
 
     async def process(self, messages: Sequence[RawMessage]) -> None:
         latest: dict[str, bytes | None] = {}
@@ -447,8 +470,15 @@ class AccountsPipeline:
         for account_id, value in latest.items():  # compacted: only the last one matters
             if value is None:
                 self._table.pop(account_id, None)
+                continue
+            self._table[account_id] = value
+            kept = self._deleted.get(account_id)
+            if kept is None:
+                continue
+            if self._removal_unfinished(account_id):
+                # Its removal finishes first (the sweep tries again), then it lives afresh.
+                self._deleted[account_id] = recreated_marker(kept)
             else:
-                self._table[account_id] = value
                 self._deleted.pop(account_id, None)  # published (again): it lives
 
     async def _reject(self, message: RawMessage, rejection: Rejection) -> None:

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -52,6 +52,7 @@ from stream import codec
 from stream.accounts import Account
 from stream.alert_outbox import AlertOutbox
 from stream.engagement import EngagementState
+from stream.pipeline import is_recreated
 from stream.triage_store import IndexBatch, TriageStore
 
 __all__ = ["SweepReport", "Sweeper"]
@@ -128,7 +129,7 @@ class Sweeper:
         on_rule_failure: OnFailure = log_failure,
         forget_state: Callable[[str], object] = lambda account_id: None,
         retire_states: Callable[[Collection[str]], object] = lambda account_ids: None,
-        deleted: Mapping[str, Any],
+        deleted: MutableMapping[str, Any],
     ) -> None:
         self._ruleset = RuleSet(tuple(rules), step_s, on_rule_failure)
         self._current_state = current_state
@@ -274,6 +275,9 @@ class Sweeper:
                 if account_id in waiting:
                     continue  # its marker stays: the next sweep finishes it
                 self._forget_state(account_id)
+                if is_recreated(self._deleted.get(account_id)):
+                    del self._deleted[account_id]  # published again meanwhile: it lives afresh
+                    log.info("deleted account %s removed; its new record takes over", account_id)
                 self._indexed.pop(account_id, None)
                 stored = self._alerts.pop(account_id, None)
                 book = AccountAlerts.from_dict(codec.loads(stored) if stored else None)

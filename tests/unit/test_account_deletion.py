@@ -153,7 +153,12 @@ class Fleet:
             await self.sweeper.remove(deleted, self.clock.now())
 
         self.records = AccountsPipeline(
-            self.accounts, dead_letter, self.clock, remove, self.deleted
+            self.accounts,
+            dead_letter,
+            self.clock,
+            remove,
+            self.deleted,
+            removal_unfinished=lambda a: a in self.engagement or a in self.alerts,
         )
         self.offset = 0
 
@@ -307,6 +312,44 @@ async def test_events_after_the_deletion_go_to_the_dead_letters_until_a_record_c
     told = len(fleet.published)
     await fleet.sweeper.sweep(MIDNIGHT + timedelta(days=5))
     assert [e for e in fleet.published[told:] if e["account_id"] == "quiet"] == []
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_record_published_again_while_the_removal_waits_starts_a_new_account(
+    restart: bool,
+) -> None:
+    """Found by a review: deleted while Kafka refused alert events, then published again
+    (a CRM's undo), the account lost its marker, so the waiting removal was never
+    finished: its events were refused until a restart, and once Kafka was back its old
+    alerts resolved, then fired again on the old state. Now the removal finishes first
+    (a worker restarted meanwhile too: the marker says so), then the account lives afresh."""
+    fleet = Fleet()
+    await fleet.history()
+    fleet.refusing = True
+    await fleet.records.process([fleet.tombstone("quiet")])
+    again = Account("quiet", "Quiet again", 5).to_json()
+    await fleet.records.process([RawMessage(again, SourcePosition("accounts", 0, 99, b"quiet"))])
+    assert "quiet" in fleet.deleted and "quiet" in fleet.accounts  # the marker waits too
+    await fleet.pipeline.process([fleet.login("quiet", MIDNIGHT + timedelta(minutes=5))])
+    [letter] = fleet.dead_letters
+    assert "its record published again, but its removal still waits" in letter.detail
+    fleet.refusing = False
+    if restart:
+        fleet = Fleet(restarted_from=fleet)
+    await fleet.sweeper.sweep(MIDNIGHT + timedelta(hours=1))
+    told = [e for e in fleet.published if e["account_id"] == "quiet"]
+    resolved = [e for e in told if e["status"] == "resolved"]
+    assert resolved and told[-len(resolved) :] == resolved  # nothing fired after them
+    assert {e["annotations"]["resolve_reason"] for e in resolved} == {"account record deleted"}
+    assert "quiet" not in fleet.deleted and "quiet" not in fleet.alerts
+    assert fleet.pipeline.current_state("quiet") is None  # the old state is gone
+    before = len(fleet.published)
+    fleet.clock.set(MIDNIGHT + timedelta(hours=2))
+    await fleet.pipeline.process([fleet.login("quiet", MIDNIGHT + timedelta(hours=2))])
+    state = fleet.pipeline.current_state("quiet")
+    assert state is not None and state.total_events == 1  # a new account, welcome
+    await fleet.sweeper.sweep(MIDNIGHT + timedelta(days=3))
+    assert [e for e in fleet.published[before:] if e["account_id"] == "quiet"] == []
 
 
 async def test_an_account_deleted_while_a_sweep_runs_is_passed_by(monkeypatch: Any) -> None:

@@ -1,4 +1,4 @@
-"""Alert events: what the alerts topic carries (CONTRACTS.md), built from a Change.
+"""Alert events: what the alerts topic carries (docs/alert-events.md), built from a Change.
 
 Keyed by fingerprint, so every receiver can deduplicate. A ``repeat`` change (a
 re-notification of an alert that still holds) is published as ``firing`` again with

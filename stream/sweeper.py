@@ -7,7 +7,7 @@ timer on every worker, judges the ticks no event crossed, over the accounts on i
 ``evaluation_delay_s``. Alert states and the cursor live in the `alerts` table, keyed
 by account like everything else, so a restart or a take-over neither re-fires nor
 forgets an alert. Changes are kept in the book and published to the alerts topic,
-keyed by fingerprint (CONTRACTS.md), once the sweep has judged every account; they
+keyed by fingerprint (docs/alert-events.md), once the sweep has judged every account; they
 leave the book once Kafka has them (stream/alert_outbox.py).
 
 With a triage store, the sweep also applies the resolve requests people made for its

@@ -140,6 +140,13 @@ def register_triage(
                 return _error(self, 503, "redis unavailable", detail, headers={"Retry-After": "5"})
             return self.json(body, status=status)
 
+        # Every method a view does not answer: a JSON 405 (aiohttp's own is plain text).
+        get: Any = _not_allowed
+        post: Any = _not_allowed
+        put: Any = _not_allowed
+        patch: Any = _not_allowed
+        delete: Any = _not_allowed
+
     # Registered before /accounts/{account_id}: aiohttp matches in registration order.
     @app.page(f"{API}/accounts/silent", name="triage-silent")
     class SilentView(TriageView):
@@ -260,6 +267,13 @@ def register_triage(
     write_view("unsnooze", "triage-unsnooze", unsnooze)
     write_view("resolve", "triage-resolve", resolve)
     _register_documents(app)
+
+    # Last of the API's routes: any other path under it is a JSON 404, as the API's
+    # errors are (aiohttp's own is plain text).
+    @app.page(f"{API}/{{path:.*}}", name="triage-unknown")
+    class UnknownView(TriageView):
+        get = post = put = patch = delete = _no_such_path
+
     return store
 
 
@@ -327,6 +341,15 @@ def _error(
         body["field"] = field
     response: Response = view.json(body, status=status, headers=dict(headers or {}))
     return response
+
+
+async def _not_allowed(view: View, request: Request, **params: str) -> Response:
+    detail = f"{request.method} is not allowed on {request.url.path}"
+    return _error(view, 405, "method not allowed", detail)
+
+
+async def _no_such_path(view: View, request: Request, **params: str) -> Response:
+    return _error(view, 404, "not found", f"no such API path {request.url.path}")
 
 
 def _unknown(fingerprint: str) -> Reply:

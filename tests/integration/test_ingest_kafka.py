@@ -357,9 +357,9 @@ def test_an_event_too_big_for_its_dead_letter_whole_does_not_stop_the_reader(
     huge = json.dumps(padded).encode()
     before = [valid_event(i, prefix="before") for i in range(1, 41)]
     after = [valid_event(i, prefix="after") for i in range(1, 41)]
-    produce(
-        settings, [(k, v) for k, v, _ in before] + [(key, huge)] + [(k, v) for k, v, _ in after]
-    )
+    messages: list[tuple[bytes | None, bytes]] = [(k, v) for k, v, _ in before]
+    messages += [(key, huge), *((k, v) for k, v, _ in after)]
+    produce(settings, messages)
 
     with running_worker(settings, tmp_path / "worker.log") as worker:
         wait_until_read(settings, 80, 1, "the events around the big one, and its dead letter")

@@ -27,6 +27,7 @@ import yaml
 from alerts.sweep import ACCOUNT_DELETED
 from alerts.triage import Silence
 from config.settings import ConfigError, Settings
+from stream import triage_api
 from stream.app import create_app
 from stream.deadletter import DeadLetter
 from stream.simulate import FleetSpec, build_fleet, generate_events
@@ -147,15 +148,38 @@ def test_the_openapi_document_lists_every_route_the_worker_serves(
         (path, method.upper()) for path, item in document["paths"].items() for method in item
     }
     engine = create_app(engine_settings)  # built, not run: its routes are all we read
-    served = {
+    answered = {
         (path, method)
         for path, view in engine.app.web.views.items()
         if path.startswith(("/api/v1/", "/triage"))
         for method in view.get_methods() - {"HEAD"}  # HEAD comes with every GET
     }
+    # Every other method answers a JSON 405, any other API path a JSON 404.
+    errors_only = (triage_api._not_allowed, triage_api._no_such_path)
+    served = {
+        (path, method)
+        for path, method in answered
+        if getattr(engine.app.web.views[path].methods[method.lower()], "__func__", None)
+        not in errors_only
+    }
     assert served == documented
+    assert ("/api/v1/{path:.*}", "GET") in answered
     with urllib.request.urlopen(f"{fleet.url}/api/v1/openapi.yaml", timeout=10) as response:
         assert response.read() == (REPO / "docs" / "openapi.yaml").read_bytes()
+
+
+def test_an_unknown_path_or_method_is_a_json_error_too(fleet: Fleet) -> None:
+    """Found by a review: the document says every error is JSON, but aiohttp answered
+    these in plain text ("404: Not Found"), which a client parsing errors chokes on."""
+    status, headers, body = call(fleet, "GET", "/api/v1/nosuch")
+    assert (status, body["error"]) == (404, "not found")
+    assert "/api/v1/nosuch" in body["detail"]
+    assert headers["Content-Type"].startswith("application/json")
+    status, _, body = call(fleet, "GET", "/api/v1/alerts/abc/ack")
+    assert (status, body["error"]) == (405, "method not allowed")
+    assert body["detail"] == "GET is not allowed on /api/v1/alerts/abc/ack"
+    status, _, body = call(fleet, "DELETE", "/api/v1/accounts/silent")
+    assert (status, body["error"]) == (405, "method not allowed")
 
 
 # --- reading -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from alerts.backtest import backtest_account, ticks
 from alerts.lifecycle import ChangeKind
@@ -90,7 +91,7 @@ def weekday_logins(
 
 def silence_changes(
     events: list[UsageEvent], rule: str, start: datetime, end: datetime
-) -> list[tuple[str, object, object]]:
+) -> list[tuple[str, Any, Any]]:
     account = Account("acme", "Acme", 2)
     ordered = sorted(events, key=lambda e: e.occurred_at)
     notices = backtest_account(RULES, account, ordered, start, end)

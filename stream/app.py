@@ -132,7 +132,9 @@ def dead_letter_sender(
     return send_dead_letter
 
 
-def records_first_for(app: Any, settings: Settings, names: TopicNames) -> RecordsFirst:
+def records_first_for(
+    app: Any, settings: Settings, names: TopicNames, telemetry: EngineMetrics
+) -> RecordsFirst:
     """The worker's :class:`RecordsFirst`, reading offsets of the accounts topic (and of
     the app's group, which the accounts agent commits in) until the app shuts down."""
     offsets = KafkaRecordOffsets(settings.kafka_bootstrap, names.accounts, settings.app_id)
@@ -141,7 +143,7 @@ def records_first_for(app: Any, settings: Settings, names: TopicNames) -> Record
     async def close_record_offsets(sender: Any, **kwargs: Any) -> None:
         await offsets.close()
 
-    return RecordsFirst(offsets)
+    return RecordsFirst(offsets, on_wait=telemetry.count_record_wait)
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
@@ -231,7 +233,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     )
     # A new account's state takes its record's time zone: its first events wait until
     # the records published before them are read (stream/records_first.py).
-    records_first = records_first_for(app, settings, names)
+    records_first = records_first_for(app, settings, names, telemetry)
     pipeline = IngestPipeline(
         engagement,
         send_dead_letter,

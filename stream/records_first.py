@@ -52,8 +52,11 @@ class RecordsFirst:
         poll_s: float = POLL_S,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        on_wait: Callable[[bool], None] = lambda timed_out: None,
     ) -> None:
         self._offsets = offsets
+        self._on_wait = on_wait
+        """Told of each wait that had records to wait for: whether it timed out."""
         self._timeout_s = timeout_s
         self._poll_s = poll_s
         self._monotonic = monotonic
@@ -79,10 +82,13 @@ class RecordsFirst:
         if behind:  # records read before this worker started are the committed ones
             committed = await self._offsets.committed(behind)
             behind = {p for p in behind if committed.get(p, 0) < ends[p]}
+        if not behind:
+            return set()
         deadline = self._monotonic() + self._timeout_s
         while behind and self._monotonic() < deadline:
             await self._sleep(self._poll_s)
             behind = self._behind({p: ends[p] for p in behind})
+        self._on_wait(bool(behind))
         if behind:
             self.timeouts += 1
             log.warning(

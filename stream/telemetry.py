@@ -158,6 +158,14 @@ class EngineMetrics:
         self.sweeps_held = Counter(
             "engagewatch_sweeps_held", "Sweeps skipped because the input was behind.", registry=r
         )
+        self.record_waits = Counter(
+            "engagewatch_account_record_waits",
+            "Waits for the account records published before a new account's first events.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("read", "timed_out"):
+            self.record_waits.labels(outcome)
         self.accounts = Gauge(
             "engagewatch_accounts",
             "This worker's accounts, by health tier.",
@@ -355,6 +363,9 @@ class EngineMetrics:
         """Create these operations' error counters at zero, so the first error alerts."""
         for operation in operations:
             self.redis_errors.labels(operation)
+
+    def count_record_wait(self, timed_out: bool) -> None:
+        self.record_waits.labels("timed_out" if timed_out else "read").inc()
 
     def count_redis_error(self, operation: str) -> None:
         self.redis_errors.labels(operation).inc()

@@ -53,9 +53,19 @@ class Clock:
         await asyncio.sleep(0)
 
 
+WAITS: list[bool] = []
+"""What the last barrier told its ``on_wait`` (the worker counts it: timed out or not)."""
+
+
 def barrier(offsets: Offsets, clock: Clock, timeout_s: float = 1.0) -> RecordsFirst:
+    WAITS.clear()
     return RecordsFirst(
-        offsets, timeout_s=timeout_s, poll_s=0.1, monotonic=clock.monotonic, sleep=clock.sleep
+        offsets,
+        timeout_s=timeout_s,
+        poll_s=0.1,
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
+        on_wait=WAITS.append,
     )
 
 
@@ -64,7 +74,7 @@ def test_nothing_is_awaited_once_every_record_is_read() -> None:
     first = barrier(Offsets({0: 5, 1: 0}), clock)
     first.record_read(0, 4)
     assert asyncio.run(first.wait({0, 1})) == set()
-    assert clock.sleeps == 0
+    assert clock.sleeps == 0 and WAITS == []  # nothing to wait for: not counted
 
 
 def test_records_committed_before_the_worker_started_count_as_read() -> None:
@@ -93,7 +103,7 @@ def test_the_wait_ends_when_the_agent_reads_the_last_record() -> None:
         return await waiting
 
     assert asyncio.run(run()) == set()
-    assert first.timeouts == 0 and 0 < clock.sleeps < 10
+    assert first.timeouts == 0 and 0 < clock.sleeps < 10 and WAITS == [False]
 
 
 def test_a_partition_still_behind_after_the_timeout_is_named_and_logged(
@@ -102,7 +112,7 @@ def test_a_partition_still_behind_after_the_timeout_is_named_and_logged(
     clock = Clock()
     first = barrier(Offsets({0: 3, 1: 9}, committed={0: 3}), clock, timeout_s=1.0)
     assert asyncio.run(first.wait({0, 1})) == {1}
-    assert first.timeouts == 1 and clock.now >= 1.0
+    assert first.timeouts == 1 and clock.now >= 1.0 and WAITS == [True]
     assert "partitions [1] of the accounts topic still unread" in caplog.text
 
 

@@ -345,3 +345,16 @@ def test_rule_failures_are_counted_from_zero_and_logged_sparingly(
     logged = [r for r in caplog.records if "rule detractor failed on account acme" in r.message]
     assert len(logged) == 2  # the first, and the 101st
     assert logged[0].exc_info is not None
+
+
+def test_waits_for_account_records_are_counted_from_zero_by_outcome() -> None:
+    metrics = EngineMetrics()
+    seen = samples(metrics)
+    for outcome in ("read", "timed_out"):  # at 0 from the start, so the first one alerts
+        assert seen[("engagewatch_account_record_waits_total", (("outcome", outcome),))] == 0
+    metrics.count_record_wait(timed_out=False)
+    metrics.count_record_wait(timed_out=True)
+    metrics.count_record_wait(timed_out=False)
+    seen = samples(metrics)
+    assert seen[("engagewatch_account_record_waits_total", (("outcome", "read"),))] == 2
+    assert seen[("engagewatch_account_record_waits_total", (("outcome", "timed_out"),))] == 1

@@ -16,11 +16,12 @@ import multiprocessing
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
+from functools import partial
+from operator import add, itemgetter
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -304,7 +305,7 @@ def _load_accounts(path: Path, report: ReplayReport) -> dict[str, Account]:
 
 
 def _take_account(
-    line: bytes, where: Path | str, accounts: dict[str, Account], report: ReplayReport
+    line: bytes, where: str, accounts: dict[str, Account], report: ReplayReport
 ) -> None:
     """One account record: it replaces the account's earlier one, as on the accounts
     topic; one that does not decode is named in the report and changes nothing."""
@@ -327,6 +328,7 @@ def _cut_at(
         report.after_until += len(records) - len(before)
         if before:
             kept[account_id] = before
+    report.events -= report.after_until  # read, but not replayed
     return kept
 
 
@@ -341,7 +343,7 @@ def _load_events(
     now = datetime.now(UTC)
     limit_s = (now + limits.future_skew).timestamp()
     by_account: dict[str, list[Record]] = {}
-    for chunk in _chunks(path):
+    for chunk, line_number in _chunks(path):
         report.events += len(chunk)
         batch = decode_batch(chunk, None, limits.max_bytes, limit_s)
         careful: dict[str, list[tuple[int, Record]]] = defaultdict(list)
@@ -349,7 +351,7 @@ def _load_events(
             line = chunk[index]
             if classify(line)[0]:  # an account record: produce would send it to the accounts
                 report.events -= 1
-                _take_account(line, path, accounts, report)
+                _take_account(line, f"{path}:{line_number(index)}", accounts, report)
                 continue
             result = decode_event(line, now, limits)
             if isinstance(result, Rejection):
@@ -381,12 +383,18 @@ def _first(item: tuple[int, Record]) -> int:
     return item[0]
 
 
-def _chunks(path: Path) -> Iterator[list[bytes]]:
+def _chunks(path: Path) -> Iterator[tuple[list[bytes], Callable[[int], int]]]:
     """The file's lines, stripped, blank ones left out, in lists of about
-    :data:`_CHUNK_BYTES`."""
+    :data:`_CHUNK_BYTES`; each with the line number (from 1) of each of its lines."""
+    start = 1
     with path.open("rb") as handle:
         while lines := handle.readlines(_CHUNK_BYTES):
-            yield [stripped for line in lines if (stripped := line.strip())]
+            kept = [stripped for line in lines if (stripped := line.strip())]
+            if len(kept) == len(lines):  # no blank line: numbered from the first
+                yield kept, partial(add, start)
+            else:
+                yield kept, [start + n for n, line in enumerate(lines) if line.strip()].__getitem__
+            start += len(lines)
 
 
 def _show_progress(stream: TextIO, done: int, total: int) -> None:

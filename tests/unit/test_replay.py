@@ -223,7 +223,7 @@ def test_events_the_fold_leaves_out_are_counted_not_dropped_silently(tmp_path: P
 
 
 def test_account_records_among_the_events_are_taken_as_produce_routes_them(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One file of records and events, as `engagewatch produce` takes it (records to the
     accounts topic): the same alert events as with the records in --accounts, and the
@@ -240,6 +240,15 @@ def test_account_records_among_the_events_are_taken_as_produce_routes_them(
     assert report.rejected == apart.rejected == {"invalid_json": 1, "missing_field:type": 1}
     assert report.events == apart.events
     assert report.account_records == apart.account_records == 12
+    # A record among the events that does not decode is named with its line, as in
+    # --accounts: blank lines count, as an editor counts them.
+    bad = codec.dumps({"account_id": "zz", "name": "Z", "licenses": -5})
+    mixed.write_bytes(b"\n\n" + mixed.read_bytes() + bad + b"\n")
+    lines = len(mixed.read_bytes().splitlines())
+    monkeypatch.setattr("alerts.replay._CHUNK_BYTES", 4096)  # numbered across chunks too
+    report = replay(RULES, mixed, None, io.StringIO(), progress=None)
+    [rejected] = report.accounts_rejected
+    assert rejected.startswith(f"{mixed}:{lines}: bad_value:licenses: ")
 
 
 def test_a_rejected_record_leaves_the_accounts_earlier_one_in_force(tmp_path: Path) -> None:
@@ -293,6 +302,8 @@ def test_until_before_the_last_event_replays_the_history_up_to_it(tmp_path: Path
     assert max(e["generated_at"] for e in written) <= until.isoformat().replace("+00:00", "Z")
     assert report.after_until > 0
     assert f"after --until, left out: {report.after_until}" in report.summary()
+    whole = replay(RULES, events, accounts, io.StringIO(), progress=None)
+    assert report.events == whole.events - report.after_until  # replayed: what was judged
     # The same as a history that ends there.
     cut = tmp_path / "cut.jsonl"
     cut.write_bytes(

@@ -114,7 +114,7 @@ def dead_letter_sender(
         delivery = await telemetry.counting_kafka_errors(
             "send_dead_letter",
             topic.send(
-                key=letter.source.key,
+                key=letter.kafka_key,
                 value=letter.to_json(),
                 headers={"reason": letter.reason.encode()},
             ),
@@ -143,7 +143,13 @@ def records_first_for(
     async def close_record_offsets(sender: Any, **kwargs: Any) -> None:
         await offsets.close()
 
-    return RecordsFirst(offsets, on_wait=telemetry.count_record_wait)
+    return RecordsFirst(
+        offsets,
+        on_wait=telemetry.count_record_wait,
+        # The accounts agent is held while the worker stops or rebalances: waiting for
+        # it then only holds up the stop (or the hand-over), and ends in UTC days.
+        abandon=lambda: bool(app.should_stop or getattr(app, "rebalancing", False)),
+    )
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Engine:

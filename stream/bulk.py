@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from stream.acks import Acknowledgements, DeliveryFailedError
-from stream.ingest import Batch
+from stream.ingest import Batch, BatchAbandonedError
 from stream.telemetry import counting_errors
 
 __all__ = ["ReaderProgress", "bulk_reader_service"]
@@ -215,7 +215,11 @@ def bulk_reader_service(
                 if stamp_ms is not None and stamp_ms > 0:  # -1: the producer set none
                     reader_progress.newest_by_partition[tp.partition] = stamp_ms / 1000
             # The records as aiokafka made them: a wrapper per record cost ~1 us per event.
-            await process([r for records in fetched.values() for r in records])
+            try:
+                await process([r for records in fetched.values() for r in records])
+            except BatchAbandonedError as exc:  # read again by whoever reads these partitions next
+                log.info("bulk reader: batch left unread: %s", exc)
+                return
             reader_progress.set_backlog(behind)
             for tp, records in fetched.items():
                 self._pending[tp] = records[-1].offset + 1

@@ -17,12 +17,22 @@ from datetime import datetime
 
 from stream import codec
 
-__all__ = ["DEAD_LETTER_SCHEMA", "MAX_ORIGINAL_BYTES", "DeadLetter", "SourcePosition"]
+__all__ = [
+    "DEAD_LETTER_SCHEMA",
+    "MAX_KEY_BYTES",
+    "MAX_ORIGINAL_BYTES",
+    "DeadLetter",
+    "SourcePosition",
+]
 
 DEAD_LETTER_SCHEMA = 1
 MAX_ORIGINAL_BYTES = 512 * 1024
 """The most of an original a letter keeps: in base64 with the rest of the letter, well
 under the 1 MB a Kafka topic takes by default (``max.message.bytes``)."""
+MAX_KEY_BYTES = 4096
+"""The most of the original's key a letter keeps (and is keyed by): a valid key is an
+account id of at most 128 characters; a key of hundreds of kilobytes, written twice
+(as the letter's key and in base64), would again make a letter no topic takes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +58,38 @@ class DeadLetter:
     truncated_from: int | None = None
     """The original's size when ``original`` holds only its first bytes (read back
     from a letter that kept only those)."""
+    key_truncated_from: int | None = None
+    """The same for the source's key."""
 
     @property
     def is_truncated(self) -> bool:
-        return self.truncated_from is not None or len(self.original) > MAX_ORIGINAL_BYTES
+        """Only the first bytes of the original or of its key are kept: republishing
+        them would send something else."""
+        key = self.source.key or b""
+        return (
+            self.truncated_from is not None
+            or self.key_truncated_from is not None
+            or len(self.original) > MAX_ORIGINAL_BYTES
+            or len(key) > MAX_KEY_BYTES
+        )
+
+    @property
+    def kafka_key(self) -> bytes | None:
+        """What the letter is keyed by on the dead-letter topic (its source's key, or
+        the first :data:`MAX_KEY_BYTES` of it)."""
+        key = self.source.key
+        return key[:MAX_KEY_BYTES] if key is not None else None
 
     def to_json(self) -> bytes:
-        key = self.source.key
+        key = self.kafka_key
         kept = self.original[:MAX_ORIGINAL_BYTES]
-        truncated = None
-        if len(self.original) > MAX_ORIGINAL_BYTES:
-            truncated = {
-                "bytes": len(self.original),
-                "sha256": hashlib.sha256(self.original).hexdigest(),
-            }
+        truncated = _truncation(self.original) if len(self.original) > MAX_ORIGINAL_BYTES else None
+        whole_key = self.source.key
+        key_truncated = (
+            _truncation(whole_key)
+            if whole_key is not None and len(whole_key) > MAX_KEY_BYTES
+            else None
+        )
         return codec.dumps(
             {
                 "schema": DEAD_LETTER_SCHEMA,
@@ -75,6 +103,7 @@ class DeadLetter:
                     "key": key.decode("utf-8", "replace") if key is not None else None,
                     "key_b64": base64.b64encode(key).decode("ascii") if key is not None else None,
                     "timestamp_ms": self.source.timestamp_ms,
+                    **({"key_truncated": key_truncated} if key_truncated else {}),
                 },
                 "original_b64": base64.b64encode(kept).decode("ascii"),
                 **({"original_truncated": truncated} if truncated else {}),
@@ -97,4 +126,10 @@ class DeadLetter:
             ),
             rejected_at=datetime.fromisoformat(obj["rejected_at"]),
             truncated_from=(obj.get("original_truncated") or {}).get("bytes"),
+            key_truncated_from=(src.get("key_truncated") or {}).get("bytes"),
         )
+
+
+def _truncation(whole: bytes) -> dict[str, int | str]:
+    """What a letter says of something it keeps only the first bytes of."""
+    return {"bytes": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}

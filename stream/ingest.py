@@ -61,6 +61,15 @@ Batch = Sequence[RawMessage] | Sequence[ConsumerRecord]
 """What the ingest pipeline takes: messages, or the bulk reader's records."""
 
 
+_SHOWN_KEY_CHARS = 200
+
+
+class BatchAbandonedError(Exception):
+    """Processing gave up on a batch before it changed anything (the worker is stopping
+    or its partitions are moving): its offsets are not committed, so whoever reads the
+    partitions next reads it again."""
+
+
 @dataclass(slots=True)
 class BatchOutcome:
     """Accepted events by account (in arrival order) and the dead letters."""
@@ -168,6 +177,8 @@ def _decode_value(
     # account would land on another worker's partition and split that account.
     if isinstance(result, UsageEvent) and (key is None or key != result.account_id.encode()):
         shown = key.decode("utf-8", "replace") if key is not None else "no key"
+        if len(shown) > _SHOWN_KEY_CHARS:  # a letter must stay small enough to send
+            shown = f"{shown[:_SHOWN_KEY_CHARS]}... ({len(key or b''):,} bytes)"
         return Rejection(
             "key_mismatch",
             f"the message key must be the account_id {result.account_id!r}, got {shown!r}",

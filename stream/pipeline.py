@@ -220,6 +220,8 @@ class IngestPipeline:
             group
             for account_id, group in accepted.items()
             if account_id not in self._states
+            and account_id not in self._retiring  # refused below: no state to start
+            and account_id not in self._deleted
             and not self._table.get(account_id)
             and account_id not in self._accounts
         ]

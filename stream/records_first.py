@@ -22,6 +22,8 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol
 
+from stream.ingest import BatchAbandonedError
+
 __all__ = ["KafkaRecordOffsets", "RecordOffsets", "RecordsFirst"]
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,12 @@ class RecordsFirst:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         on_wait: Callable[[bool], None] = lambda timed_out: None,
+        abandon: Callable[[], bool] = lambda: False,
     ) -> None:
         self._offsets = offsets
+        self._abandon = abandon
+        """Whether to give up waiting at once (the worker is stopping, or rebalancing):
+        the accounts agent is held then, so the records cannot come."""
         self._on_wait = on_wait
         """Told of each wait that had records to wait for: whether it timed out."""
         self._timeout_s = timeout_s
@@ -74,7 +80,9 @@ class RecordsFirst:
     async def wait(self, partitions: Collection[int]) -> set[int]:
         """Return once every record published to ``partitions`` before this call has
         been read; returns the partitions still behind when ``timeout_s`` ran out (their
-        accounts are then started without a record, as before)."""
+        accounts are then started without a record, as before). Raises
+        :class:`BatchAbandonedError` if told to give up meanwhile (nothing is folded then:
+        the batch is read again)."""
         if not partitions:
             return set()
         ends = await self._offsets.ends(partitions)
@@ -86,6 +94,8 @@ class RecordsFirst:
             return set()
         deadline = self._monotonic() + self._timeout_s
         while behind and self._monotonic() < deadline:
+            if self._abandon():
+                raise BatchAbandonedError(f"account records of partitions {sorted(behind)} unread")
             await self._sleep(self._poll_s)
             behind = self._behind({p: ends[p] for p in behind})
         self._on_wait(bool(behind))

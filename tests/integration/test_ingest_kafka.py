@@ -357,17 +357,25 @@ def test_an_event_too_big_for_its_dead_letter_whole_does_not_stop_the_reader(
     huge = json.dumps(padded).encode()
     before = [valid_event(i, prefix="before") for i in range(1, 41)]
     after = [valid_event(i, prefix="after") for i in range(1, 41)]
+    # And a valid event under a 600 KB key, which the letter wrote twice (found by a
+    # second review): its key and its key_b64.
+    _, small, _ = valid_event(0, prefix="keyed")
+    big_key = b"k" * 600_000
     messages: list[tuple[bytes | None, bytes]] = [(k, v) for k, v, _ in before]
-    messages += [(key, huge), *((k, v) for k, v, _ in after)]
+    messages += [(key, huge), (big_key, small), *((k, v) for k, v, _ in after)]
     produce(settings, messages)
 
     with running_worker(settings, tmp_path / "worker.log") as worker:
-        wait_until_read(settings, 80, 1, "the events around the big one, and its dead letter")
+        wait_until_read(settings, 80, 2, "the events around the big ones, and their letters")
         assert worker.stop() == 0
 
-    [letter] = dead_letters(settings)
-    assert letter.reason == "too_large"
-    assert letter.is_truncated and letter.truncated_from == len(huge)
-    assert letter.original == huge[:MAX_ORIGINAL_BYTES]
+    too_large, mismatch = sorted(
+        dead_letters(settings), key=lambda letter: letter.reason, reverse=True
+    )
+    assert too_large.reason == "too_large"
+    assert too_large.is_truncated and too_large.truncated_from == len(huge)
+    assert too_large.original == huge[:MAX_ORIGINAL_BYTES]
+    assert mismatch.reason == "key_mismatch" and mismatch.original == small
+    assert mismatch.key_truncated_from == len(big_key) and mismatch.is_truncated
     totals = counts_by_type(engagement_states(settings.kafka_bootstrap, changelog(settings)))
     assert sum(totals.values()) == 80

@@ -17,7 +17,7 @@ import pytest
 from config.settings import Settings
 from stream import codec
 from stream.cli import _parser
-from stream.deadletter import MAX_ORIGINAL_BYTES, DeadLetter, SourcePosition
+from stream.deadletter import MAX_KEY_BYTES, MAX_ORIGINAL_BYTES, DeadLetter, SourcePosition
 from stream.deadletters_cli import Choice, DeadLetterSummary
 
 AT = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
@@ -178,3 +178,37 @@ def test_republishing_leaves_a_truncated_letter_alone(
     assert deadletters_cli.run(settings, args, out) == 0
     assert sent == [whole.original]
     assert "left alone: 1 letters that kept only the first" in out.getvalue()
+
+
+def test_a_letter_keeps_at_most_the_first_bytes_of_a_huge_key() -> None:
+    """Found by a review: a 600 KB key, written as the letter's key and again in base64,
+    made a letter the topic refused, and the reader stopped on it at every start."""
+    key = b"k" * 600_000
+    source = SourcePosition("ew.events", 0, 7, key, None)
+    big = DeadLetter("key_mismatch", "the key is not the account", b'{"x": 1}', source, AT)
+    assert big.kafka_key == key[:MAX_KEY_BYTES] and big.is_truncated
+    encoded = big.to_json()
+    assert len(encoded) < 20_000
+    back = DeadLetter.from_json(encoded)
+    assert back.source.key == key[:MAX_KEY_BYTES] and back.key_truncated_from == len(key)
+    assert back.is_truncated and back.original == b'{"x": 1}'
+
+
+def test_a_key_mismatchs_detail_shows_only_the_start_of_a_huge_key() -> None:
+    from stream.events import EventLimits, Rejection
+    from stream.ingest import RawMessage, _decode
+
+    value = codec.dumps(
+        {
+            "schema": 1,
+            "event_id": "e-1",
+            "type": "login",
+            "account_id": "acme",
+            "user_id": "u",
+            "occurred_at": "2026-11-23T04:00:00Z",
+        }
+    )
+    message = RawMessage(value, SourcePosition("ew.events", 0, 1, b"k" * 600_000))
+    rejection = _decode(message, AT, EventLimits())
+    assert isinstance(rejection, Rejection) and rejection.reason == "key_mismatch"
+    assert len(rejection.detail) < 400 and "(600,000 bytes)" in rejection.detail

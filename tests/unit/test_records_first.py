@@ -12,7 +12,7 @@ import pytest
 from stream import codec
 from stream.clock import ManualClock
 from stream.deadletter import DeadLetter, SourcePosition
-from stream.ingest import RawMessage
+from stream.ingest import BatchAbandonedError, RawMessage
 from stream.pipeline import IngestPipeline
 from stream.records_first import RecordsFirst
 
@@ -116,6 +116,33 @@ def test_a_partition_still_behind_after_the_timeout_is_named_and_logged(
     assert "partitions [1] of the accounts topic still unread" in caplog.text
 
 
+def test_a_worker_stopping_or_rebalancing_gives_the_batch_up_at_once() -> None:
+    """The accounts agent is held then: waiting would only hold the stop up for 10 s
+    (found by a review) and end in UTC days. Nothing is folded: the batch is read again."""
+    stopping = False
+    clock = Clock()
+    first = RecordsFirst(
+        Offsets({0: 3}, committed={0: 1}),
+        timeout_s=10.0,
+        poll_s=0.1,
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
+        abandon=lambda: stopping,
+    )
+
+    async def run() -> None:
+        nonlocal stopping
+        waiting = asyncio.ensure_future(first.wait({0}))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        stopping = True
+        await waiting
+
+    with pytest.raises(BatchAbandonedError, match=r"partitions \[0\] unread"):
+        asyncio.run(run())
+    assert clock.now < 1.0 and first.timeouts == 0
+
+
 def test_only_the_first_events_of_an_account_without_a_record_wait() -> None:
     """Accounts with a state, or a record, start nothing: no wait; a new one without a
     record waits on its own partition, once (its state is then written)."""
@@ -124,13 +151,16 @@ def test_only_the_first_events_of_an_account_without_a_record_wait() -> None:
     async def wait(partitions: Collection[int]) -> None:
         waited.append(set(partitions))
 
+    letters: list[DeadLetter] = []
+
     async def dead_letter(letter: DeadLetter) -> None:
-        raise AssertionError(letter)
+        letters.append(letter)
 
     table: dict[str, Any] = {}
+    deleted: dict[str, Any] = {}
     accounts = {"known": codec.dumps({"account_id": "known", "name": "K", "licenses": 1})}
     pipeline = IngestPipeline(
-        table, dead_letter, ManualClock(NOW), accounts=accounts, records_first=wait
+        table, dead_letter, ManualClock(NOW), accounts=accounts, records_first=wait, deleted=deleted
     )
 
     def login(account: str, partition: int, offset: int) -> RawMessage:
@@ -148,6 +178,11 @@ def test_only_the_first_events_of_an_account_without_a_record_wait() -> None:
 
     asyncio.run(pipeline.process([login("known", 0, 1), login("new", 3, 2)]))
     assert waited == [{3}]
+    # A deleted account's events are refused, not waited for (found by a review: every
+    # batch with one waited up to a second for the accounts agent).
+    deleted["gone"] = codec.dumps({"deleted_at": NOW.timestamp()})
+    asyncio.run(pipeline.process([login("gone", 2, 5)]))
+    assert waited == [{3}] and [letter.reason for letter in letters] == ["account_deleted"]
     asyncio.run(pipeline.process([login("known", 0, 3), login("new", 3, 4)]))
     assert waited == [{3}]  # "new" has its state now
-    assert set(table) == {"known", "new"}
+    assert set(table) == {"known", "new"} and len(letters) == 1

@@ -88,9 +88,12 @@ class Context:
 
     today: date = field(init=False, repr=False, compare=False)
     """The account's local day at ``now`` (read by every rule, so worked out once)."""
+    open_fingerprints: frozenset[str] = field(init=False, repr=False, compare=False)
+    """The keys of ``open_alerts`` (what reused findings are keyed on), worked out once."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "today", self.state.local_day(self.now))
+        object.__setattr__(self, "open_fingerprints", frozenset(self.open_alerts))
 
     @property
     def account_name(self) -> str:

@@ -124,7 +124,7 @@ class Reuse:
         """The rule's findings, reused while the history and the open alerts stand still
         (an exit level may depend on whether its alert is open)."""
         tally = tuple(context.state.nps_totals) if rule.kind in READS_NPS_TALLY else None
-        opened = frozenset(context.open_alerts)
+        opened = context.open_fingerprints
         cached = self.verdicts.get(rule.name)
         if cached is not None and cached[0] == opened and cached[1] == tally:
             return cached[2]

@@ -1,6 +1,6 @@
 """Judge the shipped rules on labelled scenarios: precision, recall, delay, noise.
 
-    .venv/bin/python bench/judge_rules.py [--seeds 5] [--first-seed 1] [--accounts 36]
+    .venv/bin/python bench/judge_rules.py [--seeds 3] [--first-seed 1] [--accounts 36]
         [--days 70] [--step-hours 6] [--rules FILE] [--jobs 2] [--verbose]
         [--labels slow_decline,healthy]
 
@@ -17,7 +17,9 @@ before each sweep), and the notifications a user would receive (firing changes t
 no critical alert inhibits) are scored after a warm-up:
 
 * a notification on a problem account at or after the problem's onset is a true
-  positive, anything else a false alarm;
+  positive, anything else a false alarm, bar two kinds scored neither way: a detractor
+  alert where no detractor was planted (it reports an answer really given), and
+  adoption or time-to-value alerts on onboarding accounts (they may rightly hear them);
 * recall counts problems notified within 7 days of onset; delay is onset -> first
   notification (a problem never notified counts as an infinite delay in the p90);
 * noise is false alarms per calm account per 30 days.

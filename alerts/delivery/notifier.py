@@ -122,6 +122,11 @@ class Notifier:
             reason = f"inhibited by {event['inhibited_by']}"
             await self._suppress(receiver.name, message_id, reason)
             return
+        if firing and event.get("repeat") and not await self._told(receiver, event):
+            # Nothing of this episode reached this receiver (its firing was quieted by a
+            # critical alert that has closed since, say): this reminder is its first
+            # word of it, so it says FIRING, and is old news like any late firing.
+            event = {**event, "repeat": False}
         now = self.now()
         due = now
         age = _latency_s(event, now)
@@ -157,6 +162,16 @@ class Notifier:
         episode = episode_id(event, receiver.name) if firing else None
         if await self.outbox.enqueue(message, due, episode) and self.metrics and due > now:
             self.metrics.observe_notification(receiver.name, "deferred")
+
+    async def _told(self, receiver: Receiver, event: Mapping[str, Any]) -> bool:
+        """Whether a firing message of ``event``'s episode was queued for ``receiver``
+        (the episode's set; or, for an episode begun before those sets were kept, its
+        first firing's ledger entry, unless that was suppressed)."""
+        if await self.outbox.episode_size(episode_id(event, receiver.name)):
+            return True
+        first = delivery_id({**event, "status": "firing", "repeat": False}, receiver.name)
+        entry = await self.outbox.state(first)
+        return entry is not None and entry.get("state") != "suppressed"
 
     async def _settle(self, receiver: Receiver, resolved: Mapping[str, Any]) -> Settled:
         """Settle the firing messages of a resolved event's episode (``Outbox.settle``)."""

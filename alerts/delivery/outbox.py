@@ -317,6 +317,10 @@ class Outbox:
                 pipe.zadd(self.queue_key(message.receiver), {message.id: due.timestamp()})
             await pipe.execute()
 
+    async def episode_size(self, episode: str) -> int:
+        """How many firing messages (first, reminders) of ``episode`` were queued."""
+        return int(await self.redis.scard(self.episode_key(episode)))
+
     async def state(self, message_id: str) -> Mapping[str, Any] | None:
         raw = await self.redis.get(self.ledger_key(message_id))
         return cast(Mapping[str, Any], json.loads(raw)) if raw is not None else None

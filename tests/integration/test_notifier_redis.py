@@ -344,7 +344,8 @@ async def test_a_resolve_follows_a_reminder_that_went_out_after_a_quieted_firing
     make_rig: RigFactory,
 ) -> None:
     """The firing was quieted by a critical alert; once that ended, the reminder went
-    out: the CSM heard of the alert, so they hear of its end."""
+    out, saying FIRING (the CSM had heard nothing of it: "still firing" would puzzle
+    them): they heard of the alert, so they hear of its end."""
     rig = await make_rig()
     event = alert(inhibited_by="fp-critical")
     await rig.notifier.accept(event)
@@ -353,7 +354,27 @@ async def test_a_resolve_follows_a_reminder_that_went_out_after_a_quieted_firing
     await rig.deliver_for(1.0)
     await rig.notifier.accept({**resolved(event), "inhibited_by": None})
     await rig.deliver_for(1.0)
-    assert kinds(rig) == ["repeat", "resolved"]
+    assert kinds(rig) == ["firing", "resolved"]
+
+
+async def test_an_old_reminder_after_a_quieted_firing_is_told_as_old_news(
+    make_rig: RigFactory,
+) -> None:
+    """Found by a review (and by the delivery test, on days whose tick made a health
+    tier go red): a yellow tier quieted by a critical alert, then red, is re-notified as
+    a reminder; read in a catch-up burst it was dropped as an old reminder, so nobody
+    heard of an alert still open. It is this receiver's first word of the episode: old
+    news, told once its catch-up wait shows it is still open."""
+    rig = await make_rig(catch_up_wait="0.5s")
+    judged = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    quieted = alert(1, generated_at=judged, inhibited_by="fp-critical")
+    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    red = {**quieted, "inhibited_by": None, "repeat": True, "severity": "critical"}
+    await rig.notifier.accept(quieted)
+    await rig.notifier.accept({**red, "generated_at": two_days_ago})
+    await rig.deliver_for(1.5)
+    assert kinds(rig) == ["firing"]
+    assert "FIRING critical" in str(rig.slack.posted[0])
 
 
 async def test_a_reminder_held_by_quiet_hours_is_dropped_when_the_alert_resolves(

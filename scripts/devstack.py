@@ -172,6 +172,8 @@ def up(state_dir: Path = DEFAULT_STATE) -> Stack:
     if existing is not None:
         return existing
     install()
+    if (state_dir / "stack.json").exists():  # one of them died: the other stops too
+        down(state_dir)
     shutil.rmtree(state_dir, ignore_errors=True)
     (state_dir / "logs").mkdir(parents=True)
     kafka_port, controller_port, redis_port = _free_ports(3)

@@ -49,10 +49,15 @@ def publish(settings: Settings, fleet: Sequence[SimAccount], events: list[dict[s
     """Account records first (as a CRM sync would), then the events."""
     if fleet:
         publish_accounts(settings, fleet)
+    publish_lines(settings, events)
+
+
+def publish_lines(settings: Settings, lines: Sequence[dict[str, Any]]) -> None:
+    """As `engagewatch produce` sends a file: no waiting between records and events."""
     publisher = Publisher(settings)
     try:
-        for event in events:
-            publisher.send_json(event)
+        for line in lines:
+            publisher.send_json(line)
         publisher.flush()
     finally:
         publisher.close()
@@ -170,17 +175,6 @@ def test_state_survives_a_restart_and_equals_the_pure_fold(
         wait_for(lambda: states_match(settings, everything), 120, "the second half folded", 2)
     finally:
         assert second.stop() == 0
-
-
-def publish_lines(settings: Settings, lines: Sequence[dict[str, Any]]) -> None:
-    """As `engagewatch produce` sends a file: no waiting between records and events."""
-    publisher = Publisher(settings)
-    try:
-        for line in lines:
-            publisher.send_json(line)
-        publisher.flush()
-    finally:
-        publisher.close()
 
 
 @pytest.mark.parametrize("backlog", [True, False], ids=["worker-starts-on-a-backlog", "live"])

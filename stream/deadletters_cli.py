@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from config.settings import Settings
-from stream.deadletter import MAX_ORIGINAL_BYTES, DeadLetter
+from stream.deadletter import MAX_KEY_BYTES, MAX_ORIGINAL_BYTES, DeadLetter
 
 __all__ = ["Choice", "DeadLetterSummary", "add_parser", "run"]
 
@@ -159,11 +159,13 @@ def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) 
         DeadLetterSummary.of(values, choice, show=args.show).report(topics.dead_letters, out)
         return 0
     publisher = Publisher(settings)
-    skipped: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()  # by topic: not an engine input
+    truncated = 0  # letters keeping only the first bytes of the original (or its key)
 
     def republish(letter: DeadLetter) -> None:
+        nonlocal truncated
         if letter.is_truncated:  # only its first bytes: the whole is at its source position
-            skipped["truncated"] += 1
+            truncated += 1
         elif letter.source.topic == topics.events:
             publisher.send_event(letter.original, letter.source.key)
         elif letter.source.topic == topics.accounts:
@@ -183,16 +185,15 @@ def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) 
         f"{report.accounts:,} account records to {topics.accounts}",
         file=out,
     )
+    if truncated:
+        print(
+            f"left alone: {truncated:,} letters that kept only the first "
+            f"{MAX_ORIGINAL_BYTES:,} bytes of their original, or the first "
+            f"{MAX_KEY_BYTES:,} of its key (read the whole at the source position they name)",
+            file=out,
+        )
     for topic, count in skipped.items():
-        if topic == "truncated":
-            print(
-                f"left alone: {count:,} letters that kept only the first "
-                f"{MAX_ORIGINAL_BYTES:,} bytes of their original (read the whole at the "
-                "source position they name)",
-                file=out,
-            )
-        else:
-            print(f"left alone: {count:,} from {topic}, not an engine input topic", file=out)
+        print(f"left alone: {count:,} from {topic}, not an engine input topic", file=out)
     if report.failed:
         print(f"engagewatch: {report.failed:,} records were not delivered", file=sys.stderr)
         return 1

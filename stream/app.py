@@ -24,7 +24,7 @@ from alerts.evaluation import RuleSet
 from alerts.rules import Rule, judged_features, load_rules
 from config.settings import ConfigError, Settings
 from stream.accounts import Account
-from stream.acks import Acknowledgements
+from stream.acks import Acknowledgements, DeliveryFailedError
 from stream.bulk import ReaderProgress, bulk_reader_service
 from stream.clock import Clock, SystemClock
 from stream.deadletter import DeadLetter
@@ -60,6 +60,9 @@ ALERTS_TABLE = "alerts"
 DELETED_TABLE = "deleted-accounts"
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "config" / "rules.yaml"
 STATS_INTERVAL_S = 10.0
+RECORDS_BATCH_MAX = 500
+RECORDS_BATCH_WITHIN_S = 1.0
+"""The accounts agent takes up to 500 records at a time, or what came within a second."""
 
 
 @dataclass
@@ -105,10 +108,10 @@ def events_group(settings: Settings) -> str:
 
 
 def dead_letter_sender(
-    topic: Any, telemetry: EngineMetrics, acknowledgements: Acknowledgements | None
+    topic: Any, telemetry: EngineMetrics, acknowledgements: Acknowledgements
 ) -> Callable[[DeadLetter], Awaitable[None]]:
-    """Sends a dead letter, its reason in a header, and has ``acknowledgements`` (if
-    any) follow its delivery."""
+    """Sends a dead letter, its reason in a header; ``acknowledgements`` follows its
+    delivery (a lost letter stops commits), and a failure is counted."""
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         delivery = await telemetry.counting_kafka_errors(
@@ -120,10 +123,8 @@ def dead_letter_sender(
             ),
         )
         future = cast("asyncio.Future[Any]", delivery)  # Faust's send returns the future
-        if acknowledgements is not None:
-            acknowledgements.track(future)
-        else:
-            future.add_done_callback(count_failure)
+        acknowledgements.track(future)
+        future.add_done_callback(count_failure)
 
     def count_failure(future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -279,14 +280,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         )
     )
 
-    @app.agent(accounts_topic, name="accounts")
-    async def account_records(stream: Any) -> None:
-        """Keep the accounts table in step with the compacted accounts topic."""
-        async for batch in stream.take_events(500, within=1.0):
-            await ensure_metadata(
-                app, accounts.table, engagement_table, alerts.table, deleted.table
-            )
-            await _take_records(accounts_pipeline, records_first, batch)
+    async def take_records(batch: Sequence[Any]) -> None:
+        await ensure_metadata(app, accounts.table, engagement_table, alerts.table, deleted.table)
+        await _take_records(accounts_pipeline, records_first, batch)
+
+    _read_accounts_topic(app, accounts_topic, take_records, acknowledgements)
 
     _log_totals_every(app, STATS_INTERVAL_S, pipeline)
 
@@ -336,11 +334,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         retire_states=pipeline.retire,
         deleted=deleted,  # a state with a marker: a removal to finish
     )
-    # The accounts agent's offsets are Faust's, which the event reader's commits do not
-    # cover: its dead letters are not followed (docs/events.md says what that leaves).
+    # The accounts agent acknowledges its records once their dead letters are in Kafka
+    # too (read_records_at_least_once).
     accounts_pipeline = AccountsPipeline(
         accounts,
-        dead_letter_sender(dead_letter_topic, telemetry, None),
+        send_dead_letter,
         now,
         _account_removal(sweeper, telemetry, now),
         deleted,
@@ -386,6 +384,40 @@ def _learn_changelogs_on_rebalance(app: Any, *tables: Any) -> None:
     @app.on_rebalance_complete.connect
     async def learn_changelogs(sender: Any = None, **kwargs: Any) -> None:
         await ensure_metadata(app, *tables)
+
+
+TakeRecords = Callable[[Sequence[Any]], Awaitable[None]]
+
+
+def _read_accounts_topic(
+    app: Any, topic: Any, take: TakeRecords, acknowledgements: Acknowledgements
+) -> None:
+    """The accounts agent: keeps the accounts table in step with the compacted accounts
+    topic (and, subscribed to it, gives this worker its partitions)."""
+
+    @app.agent(topic, name="accounts")
+    async def account_records(stream: Any) -> None:
+        acknowledgements.follow(app.producer.buffer, threaded=bool(app.conf.producer_threaded))
+        try:
+            await read_records_at_least_once(stream, take, acknowledgements)
+        except DeliveryFailedError as exc:  # as the event reader does: stop, commit nothing
+            log.error("accounts agent: stopping the worker, a write was lost: %s", exc)
+            await app.crash(exc)
+
+
+async def read_records_at_least_once(
+    stream: Any, take: TakeRecords, acknowledgements: Acknowledgements
+) -> None:
+    """Batches of ``stream`` through ``take``; each batch's events are acknowledged to Faust
+    (so its offsets may commit) only once ``take`` returned and Kafka acknowledged what it
+    wrote. Faust's ``take_events`` acknowledged a batch in a ``finally``: a stop that cut
+    ``take`` short, or whose flush gave up before the changelog had the records, committed
+    offsets past records never stored, and they were lost until the next CRM sync."""
+    async for batch in stream.noack_take(RECORDS_BATCH_MAX, within=RECORDS_BATCH_WITHIN_S):
+        await take(batch)
+        await acknowledgements.wait()  # raises, and acknowledges nothing, if a write was lost
+        for event in batch:
+            await stream.ack(event)
 
 
 async def _take_records(

@@ -35,11 +35,26 @@ LEDGER_TTL_S = 180 * 86_400
 
 # Queue a message unless its ledger entry exists (then it was seen before); a firing
 # message (first or reminder) joins its episode's set, which its resolve looks through.
+# The set's members so far (KEYS[5..]: their ledger entries; ARGV[6..]: their ids) are
+# pruned first: once one of them was sent, that one says all a resolve needs to know of
+# those already settled, so the others leave (those queued or being sent stay). An
+# alert firing for months thus keeps a set of two or three, not one per reminder.
 _ENQUEUE = """
 if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[5]) then return 0 end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 if KEYS[4] then
+  local kept_sent, settled = false, {}
+  for i = 5, #KEYS do
+    local raw = redis.call('GET', KEYS[i])
+    local state = raw and cjson.decode(raw)['state'] or 'none'
+    if state == 'sent' and not kept_sent then
+      kept_sent = true
+    elseif state ~= 'queued' and state ~= 'sending' then
+      table.insert(settled, ARGV[i + 1])
+    end
+  end
+  if kept_sent and #settled > 0 then redis.call('SREM', KEYS[4], unpack(settled)) end
   redis.call('SADD', KEYS[4], ARGV[1])
   redis.call('EXPIRE', KEYS[4], ARGV[5])
 end
@@ -203,14 +218,20 @@ class Outbox:
         """Queue ``message`` unless it was seen before; True when it was queued.
         ``episode``: a firing message's episode, which its resolve settles."""
         keys = [self.ledger_key(message.id), self.queue_key(message.receiver), self.items_key]
+        members: list[str] = []
         if episode is not None:
             keys.append(self.episode_key(episode))
+            # Read before the script: one added meanwhile is simply not pruned this time.
+            found = await self.redis.smembers(self.episode_key(episode))
+            members = sorted(_text(member) for member in found)
+            keys += [self.ledger_key(member) for member in members]
         args: list[str | float] = [
             message.id,
             due.timestamp(),
             message.to_json(),
             _entry("queued"),
             LEDGER_TTL_S,
+            *members,
         ]
         return bool(await self._enqueue(keys=keys, args=args))
 
@@ -318,7 +339,8 @@ class Outbox:
             await pipe.execute()
 
     async def episode_size(self, episode: str) -> int:
-        """How many firing messages (first, reminders) of ``episode`` were queued."""
+        """How many firing messages (first, reminders) of ``episode`` its set holds: 0
+        if none was queued (pruned, it keeps one that was sent)."""
         return int(await self.redis.scard(self.episode_key(episode)))
 
     async def state(self, message_id: str) -> Mapping[str, Any] | None:

@@ -30,7 +30,7 @@ from alerts.delivery import notifier as notifier_module
 from alerts.delivery.config import DeliveryConfig
 from alerts.delivery.notifier import Notifier
 from alerts.delivery.outbox import Outbox
-from alerts.delivery.schedule import delivery_id
+from alerts.delivery.schedule import delivery_id, episode_id
 from alerts.delivery.senders import Sender, build_sender, render_options
 from stream.telemetry import EngineMetrics
 from tests.conftest import free_port
@@ -355,6 +355,28 @@ async def test_a_resolve_follows_a_reminder_that_went_out_after_a_quieted_firing
     await rig.notifier.accept({**resolved(event), "inhibited_by": None})
     await rig.deliver_for(1.0)
     assert kinds(rig) == ["firing", "resolved"]
+
+
+async def test_an_alert_firing_for_months_keeps_its_episode_set_small(
+    make_rig: RigFactory,
+) -> None:
+    """Found by a review: every reminder joined its episode's set in Redis, which never
+    shrank while the alert fired (a champion who left: a reminder a week for years, 141
+    bytes each, per receiver). Once one message of the episode was sent, the settled
+    others leave the set; the resolve still follows what was sent."""
+    rig = await make_rig()
+    event = alert()
+    await rig.notifier.accept(event)
+    await rig.deliver_for(0.5)
+    episode = rig.outbox.episode_key(episode_id(event, "slack"))
+    for week in range(1, 11):
+        reminder = {**event, "repeat": True, "generated_at": _later(week)}
+        await rig.notifier.accept(reminder)
+        await rig.deliver_for(0.3)
+        assert await rig.outbox.redis.scard(episode) == 2  # the one kept, the newest
+    await rig.notifier.accept(resolved(event))
+    await rig.deliver_for(0.5)
+    assert kinds(rig) == ["firing"] + ["repeat"] * 10 + ["resolved"]
 
 
 async def test_an_old_reminder_after_a_quieted_firing_is_told_as_old_news(

@@ -155,6 +155,11 @@ class EngagementState:
     """Lifetime [promoters, passives, detractors]."""
     recent_nps: list[dict[str, Any]] = field(default_factory=list)
     license_changes: list[tuple[float, int]] = field(default_factory=list)
+    read_through: tuple[int, int] | None = field(default=None, compare=False)
+    """(partition, offset) of the newest message of the events topic this state has
+    taken (a worker sets it; ``None`` in replay and tests): a message at or before it,
+    read again after a crash, was taken already (stream/pipeline.py). Where it was read,
+    not what it knows: equal states may differ in it."""
     ids_in_order: bool = field(default=False, compare=False, repr=False)
     """Not stored: ``recent_ids`` is known to be in time order, so pruning can stop at
     the first id still inside the lateness window instead of sorting them all."""
@@ -233,7 +238,7 @@ class EngagementState:
             "nps_totals": self.nps_totals,
             "recent_nps": self.recent_nps,
             "license_changes": [list(change) for change in self.license_changes],
-        }
+        } | ({"read_through": list(self.read_through)} if self.read_through else {})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngagementState:
@@ -258,6 +263,7 @@ class EngagementState:
             nps_totals=list(data["nps_totals"]),
             recent_nps=list(data["recent_nps"]),
             license_changes=[(at, n) for at, n in data["license_changes"]],
+            read_through=_read_through(data.get("read_through")),
         )
 
     def to_json(self) -> bytes:
@@ -434,6 +440,14 @@ def fold_records(  # noqa: PLR0915 - one loop on purpose: a call per event costs
 
 
 _KIND_NAMES = tuple(kind.value for kind in KINDS)
+
+
+def _read_through(stored: Any) -> tuple[int, int] | None:
+    """A stored ``read_through`` (absent in states written before it was kept)."""
+    if not stored:
+        return None
+    partition, offset = stored
+    return int(partition), int(offset)
 
 
 def _user_record(stored: Sequence[Any]) -> UserRecord:

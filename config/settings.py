@@ -108,6 +108,10 @@ class Settings(BaseModel):
     commit_interval_s: PositiveSeconds = 1.0
     """How often state is flushed to Kafka and event offsets committed (at most this much
     is read again after a crash; duplicates are recognised by event id)."""
+    session_timeout_s: Annotated[float, Field(ge=10)] = 60.0
+    """How long the group waits for a silent worker's heartbeats before giving its
+    partitions to the others (Faust's ``broker_session_timeout``). A worker that stood
+    still for half of it writes nothing until the group has said whose they are."""
 
     receivers_file: str | None = None
     """Where alerts are delivered (docs/delivery.md); ``None`` means the shipped

@@ -37,6 +37,7 @@ from stream.pipeline import AccountsPipeline, IngestPipeline, OnDeleted, raw_mes
 from stream.portfolio import register_portfolio_view
 from stream.records_first import KafkaRecordOffsets, RecordsFirst
 from stream.snapshot import account_snapshot
+from stream.stall import StallWatch
 from stream.sweeper import Sweeper, SweepReport
 from stream.tables import (
     AccountKeyed,
@@ -171,6 +172,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         canonical_url=settings.advertised_url or f"http://{settings.web_host}:{settings.web_port}",
         autodiscover=False,
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
         # An account's state is a changelog record of ~2-25 KB, more than the 16 KB batch
         # aiokafka fills per partition by default: each write then waited for the last
         # one's round trip, and the flush before a commit stalled the reader for 0.1-0.4 s
@@ -187,21 +189,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     dead_letter_topic = app.topic(names.dead_letters, partitions=n)
     accounts_topic = app.topic(names.accounts, partitions=n, compacting=True)
     alerts_topic = app.topic(names.alerts, partitions=n)
-    # Batches mix partitions, so "the current event's partition" is wrong for a table
-    # write; partitioning by key (account_id) puts each entry on the same partition
-    # number as the account's events, so one worker owns both.
-    big_records = {"max.message.bytes": str(settings.max_state_bytes)}
-
-    def account_table(name: str) -> Any:
-        return app.Table(
-            name,
-            partitions=n,
-            key_type=bytes,
-            value_type=bytes,
-            use_partitioner=True,
-            extra_topic_configs=big_records,  # for the changelog Faust creates
-        )
-
+    account_table = _account_tables(app, settings)
     engagement_table = account_table(ENGAGEMENT_TABLE)
     engagement = AccountKeyed(engagement_table)
     accounts = AccountKeyed(account_table(ACCOUNTS_TABLE))
@@ -211,6 +199,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         app, engagement_table, accounts.table, alerts.table, deleted.table
     )
     progress = ReaderProgress()
+    stall = _stall_watch(app)
     telemetry = EngineMetrics(reader=progress)  # per-partition lag is computed at scrape
 
     # What the reader's commits wait for: its table writes, and the dead letters (a
@@ -255,12 +244,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         records_first=records_first.wait,
     )
 
-    async def ingest_batch(messages: Batch) -> None:
-        await ensure_metadata(app, engagement_table, alerts.table)
-        started = time.perf_counter()
-        await pipeline.process(messages)
-        telemetry.observe_batch(pipeline.totals, len(messages), time.perf_counter() - started)
-
+    ingest_batch = _timed_ingest(app, pipeline, telemetry, engagement_table, alerts.table)
     # Usage events are read in bulk (stream/bulk.py says why) on the partitions the
     # accounts agent below is assigned: the topics are co-partitioned.
     app.service(
@@ -277,6 +261,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             progress=progress,
             on_kafka_error=telemetry.count_kafka_error,
             acknowledgements=acknowledgements,
+            stall=stall,
         )
     )
 
@@ -358,12 +343,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             silence_for=triage.silence_for,
         )
 
-    @app.timer(settings.sweep_interval_s)
     async def sweep_rules() -> None:
         """Evaluate the rules over the accounts this worker owns."""
         await ensure_metadata(app, alerts.table)
         report = await sweeper.sweep(now.now())
         _report_sweep(telemetry, report, progress.backlog)
+
+    _every(app, settings.sweep_interval_s, sweep_rules, unless=stall.suspect)
 
     return Engine(
         settings=settings,
@@ -373,6 +359,67 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         sweeper=sweeper,
         triage=triage,
     )
+
+
+def _timed_ingest(
+    app: Any, pipeline: IngestPipeline, telemetry: EngineMetrics, *tables: Any
+) -> Callable[[Batch], Awaitable[None]]:
+    """One batch through ``pipeline``, timed into ``telemetry``."""
+
+    async def ingest_batch(messages: Batch) -> None:
+        await ensure_metadata(app, *tables)
+        started = time.perf_counter()
+        await pipeline.process(messages)
+        telemetry.observe_batch(pipeline.totals, len(messages), time.perf_counter() - started)
+
+    return ingest_batch
+
+
+def _account_tables(app: Any, settings: Settings) -> Callable[[str], Any]:
+    """Makes the app's tables keyed by account id.
+
+    Batches mix partitions, so "the current event's partition" is wrong for a table
+    write; partitioning by key (account_id) puts each entry on the same partition
+    number as the account's events, so one worker owns both."""
+    big_records = {"max.message.bytes": str(settings.max_state_bytes)}
+
+    def account_table(name: str) -> Any:
+        return app.Table(
+            name,
+            partitions=settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            use_partitioner=True,
+            extra_topic_configs=big_records,  # for the changelog Faust creates
+        )
+
+    return account_table
+
+
+def _every(
+    app: Any, interval_s: float, work: Callable[[], Awaitable[None]], *, unless: Callable[[], bool]
+) -> None:
+    """``work`` every ``interval_s``, skipped while ``unless()`` (the sweep, while a
+    stall leaves this worker's partitions in doubt: stream/stall.py)."""
+
+    @app.timer(interval_s, name=work.__name__)
+    async def timed() -> None:
+        if not unless():
+            await work()
+
+
+def _stall_watch(app: Any) -> StallWatch:
+    """The worker's :class:`StallWatch`, for its consumer group's session, ticked every
+    second while the event loop runs."""
+    stall = StallWatch.for_session(
+        float(app.conf.broker_session_timeout), float(app.conf.broker_heartbeat_interval)
+    )
+
+    @app.timer(1.0)
+    async def watch_for_stalls() -> None:
+        stall.tick()
+
+    return stall
 
 
 def _learn_changelogs_on_rebalance(app: Any, *tables: Any) -> None:

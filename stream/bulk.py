@@ -43,6 +43,7 @@ from mode import Service
 
 from stream.acks import Acknowledgements, DeliveryFailedError
 from stream.ingest import Batch, BatchAbandonedError
+from stream.stall import StallWatch
 from stream.telemetry import counting_errors
 
 __all__ = ["ReaderProgress", "bulk_reader_service"]
@@ -57,6 +58,9 @@ FETCH_MAX_WAIT_MS = 100
 One fetch per broker is in flight at a time, and it asks only for the partitions with
 nothing left in hand: when those are caught up, a partition whose fetched records just
 ran out waited for that fetch to time out before its own could be sent."""
+
+STALL_POLL_S = 0.2
+"""How often a reader held after a stall looks again."""
 
 ProcessBatch = Callable[[Batch], Awaitable[Any]]
 
@@ -97,11 +101,15 @@ def bulk_reader_service(
     progress: ReaderProgress | None = None,
     on_kafka_error: Callable[[str], None] = lambda operation: None,
     acknowledgements: Acknowledgements | None = None,
+    stall: StallWatch | None = None,
 ) -> type[Service]:
     """A service class for ``app.service``; ``owner_topic`` decides which partitions
     this worker owns (a co-partitioned topic that a Faust agent subscribes to).
     ``acknowledgements``: what a commit waits for (the producer buffer's messages are
-    added to it), for the caller to follow its own sends with."""
+    added to it), for the caller to follow its own sends with. ``stall``: after the
+    worker stood still (stream/stall.py), fetched batches are put back and nothing is
+    committed until the group has had time to say whose the partitions are."""
+    stall_watch = stall if stall is not None else StallWatch(float("inf"), 0.0)
     reader_progress = progress if progress is not None else ReaderProgress()
     acks = acknowledgements if acknowledgements is not None else Acknowledgements()
 
@@ -192,6 +200,9 @@ def bulk_reader_service(
             while not self.should_stop:
                 # mode types the waitable as its own Event; an asyncio.Event works.
                 await self.wait_for_stopped(self._ready)  # type: ignore[arg-type]
+                if stall_watch.suspect():
+                    await self.sleep(STALL_POLL_S)
+                    continue
                 async with self._lock:
                     if self._ready.is_set() and self._consumer is not None:
                         await self._read_one_batch(self._consumer)
@@ -201,6 +212,10 @@ def bulk_reader_service(
                 fetched = await consumer.getmany(
                     timeout_ms=int(within_s * 1000), max_records=batch_max
                 )
+            if stall_watch.suspect():  # stood still in there: maybe no longer ours
+                for tp, records in fetched.items():
+                    consumer.seek(tp, records[0].offset)  # read again once confirmed
+                return
             with kafka("offsets"):
                 behind = await _backlog(consumer, fetched)
             if not fetched:
@@ -228,7 +243,13 @@ def bulk_reader_service(
 
         async def _commit_unless_lost(self, consumer: AIOKafkaConsumer) -> None:
             """Commit when letting go of partitions, unless a write was lost: then the
-            offsets stay where they were and the next owner reads those events again."""
+            offsets stay where they were and the next owner reads those events again.
+            Nor after the worker stood still: the next owner may have committed further
+            already, and these offsets would send it back."""
+            if stall_watch.suspect():
+                log.warning("bulk reader: not committing, the worker just stood still")
+                self._pending = {}
+                return
             try:
                 await self._commit(consumer)
             except DeliveryFailedError as exc:

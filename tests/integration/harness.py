@@ -71,6 +71,15 @@ class WorkerProcess:
             self._proc.wait()
             raise AssertionError(f"worker ignored SIGTERM for {timeout_s} s") from None
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stands still, as a paused VM or a frozen container does."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()

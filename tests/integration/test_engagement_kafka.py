@@ -12,6 +12,7 @@ import io
 import json
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,9 +130,15 @@ def changelog(settings: Settings) -> str:
 
 def states_match(settings: Settings, expected: dict[str, EngagementState]) -> bool:
     actual = engagement_states(settings.kafka_bootstrap, changelog(settings))
-    return {k: v.to_dict() for k, v in actual.items()} == {
-        k: v.to_dict() for k, v in expected.items()
-    }
+    return _knowing(actual) == _knowing(expected)
+
+
+def _knowing(states: dict[str, EngagementState]) -> dict[str, dict[str, Any]]:
+    """What each state knows, not where its partition was read to (``read_through``)."""
+    found = {account_id: state.to_dict() for account_id, state in states.items()}
+    for state in found.values():
+        state.pop("read_through", None)
+    return found
 
 
 def get_json(port: int, path: str) -> Any:
@@ -175,6 +182,62 @@ def test_state_survives_a_restart_and_equals_the_pure_fold(
         wait_for(lambda: states_match(settings, everything), 120, "the second half folded", 2)
     finally:
         assert second.stop() == 0
+
+
+def test_a_worker_that_stood_still_past_its_session_writes_no_stale_state(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """Found by a review: a worker stopped (SIGSTOP, a paused VM) longer than the group's
+    session lost its partitions to the other worker; woken, it folded the events it had
+    fetched into its stale states and wrote them over the new owner's, and the events
+    the new owner had folded meanwhile were lost for good (17 to 187 per account), and an
+    alert fired twice. It now notices that it stood still and writes nothing until the
+    group has said whose the partitions are (stream/stall.py). Whether the stale write
+    wins its race with the revocation depends on timing this test does not control (the
+    review's longer script hit it in 2 of 2 runs): here the hand-over across the stall is
+    checked (nothing lost or counted twice, nothing fired twice), and that the worker
+    noticed."""
+    settings = engine_settings.model_copy(update={"session_timeout_s": 10.0})
+    fleet, events = fleet_and_events(accounts=16, days=14)
+    expected = reference_states(settings, fleet, events)
+    staying = worker(
+        settings.model_copy(update={"data_dir": str(tmp_path / "a")}), tmp_path / "a.log"
+    )
+    stalling = worker(
+        settings.model_copy(update={"data_dir": str(tmp_path / "b")}), tmp_path / "b.log"
+    )
+    staying.start()
+    stalling.start()
+    chunks = [events[start : start + 200] for start in range(0, len(events), 200)]
+    try:
+        publish_accounts(settings, fleet)
+        for n, chunk in enumerate(chunks):
+            publish_lines(settings, chunk)
+            if n == 2:
+                # Between two chunks, once the state it wrote is in Kafka: what it had
+                # sent to its producer before standing still goes out as it wakes, and
+                # only Kafka transactions could fence that (stream/stall.py).
+                time.sleep(2 * settings.commit_interval_s)
+                stalling.pause()
+            if n == 2 + 25:  # 0.8 s a chunk: stood still for about 20 s, twice the session
+                stalling.resume()
+            time.sleep(0.5)
+        wait_for(lambda: states_match(settings, expected), 120, "every event folded once", 2)
+        alerts = TopicNames.from_settings(settings).alerts
+        events_read = [
+            json.loads(v) for _, v, _, _ in read_topic(settings.kafka_bootstrap, alerts) if v
+        ]
+        fired = Counter(
+            (e["fingerprint"], e["starts_at"])
+            for e in events_read
+            if e["status"] == "firing" and not e["repeat"]
+        )
+        assert fired and max(fired.values()) == 1, "an alert fired twice: judged by both workers"
+        assert "stood still" in stalling.log_path.read_text()
+    finally:
+        stalling.resume()
+        staying.kill()
+        stalling.kill()
 
 
 @pytest.mark.parametrize("backlog", [True, False], ids=["worker-starts-on-a-backlog", "live"])

@@ -74,6 +74,11 @@ class ReaderProgress:
     """Messages on this worker's partitions not read yet; ``None`` until measured."""
     backlog_by_partition: dict[int, int] = field(default_factory=dict)
     """The same per owned partition (empty until measured)."""
+    heard_at: float | None = None
+    """When (epoch s) the broker last answered a fetch for the least recently answered of
+    the partitions read, or they were assigned if it never has; ``None``: none read.
+    aiokafka logs an unreachable broker and returns nothing, raising no error to count:
+    this is what shows an outage (``engagewatch_kafka_fetch_age_seconds``)."""
     newest_by_partition: dict[int, float] = field(default_factory=dict)
     """Per owned partition, the Kafka timestamp (epoch s) of the last message read: one
     look per partition and batch, so the lag costs nothing per event."""
@@ -123,6 +128,7 @@ def bulk_reader_service(
             self._consumer: AIOKafkaConsumer | None = None
             self._pending: dict[TopicPartition, int] = {}
             self._committed_at = 0.0
+            self._assigned_at = time.time()
             self._acks = acks
 
         async def on_start(self) -> None:
@@ -158,6 +164,7 @@ def bulk_reader_service(
 
         async def _on_revoked(self, sender: Any, revoked: Any = None, **kwargs: Any) -> None:
             self._ready.clear()
+            reader_progress.heard_at = None
             reader_progress.backlog = None
             reader_progress.backlog_by_partition.clear()
             async with self._lock:
@@ -192,6 +199,8 @@ def bulk_reader_service(
                 for partition in set(newest) - set(owned):  # handed to another worker
                     del newest[partition]
             log.info("bulk reader: reading %s partitions %s", events_topic, owned)
+            self._assigned_at = time.time()
+            reader_progress.heard_at = self._assigned_at if tps else None
             if tps:
                 self._ready.set()
 
@@ -212,6 +221,7 @@ def bulk_reader_service(
                 fetched = await consumer.getmany(
                     timeout_ms=int(within_s * 1000), max_records=batch_max
                 )
+            self._note_heard(consumer)
             if stall_watch.suspect():  # stood still in there: maybe no longer ours
                 for tp, records in fetched.items():
                     consumer.seek(tp, records[0].offset)  # read again once confirmed
@@ -240,6 +250,15 @@ def bulk_reader_service(
                 self._pending[tp] = records[-1].offset + 1
             if time.monotonic() - self._committed_at >= commit_interval_s:
                 await self._commit(consumer)
+
+        def _note_heard(self, consumer: AIOKafkaConsumer) -> None:
+            """When the broker last answered for every partition read (``heard_at``)."""
+            stamps = [consumer.last_poll_timestamp(tp) for tp in consumer.assignment()]
+            if stamps:
+                known = [stamp / 1000 for stamp in stamps if stamp is not None]
+                unanswered = len(known) < len(stamps)
+                oldest = min(known, default=self._assigned_at)
+                reader_progress.heard_at = min(oldest, self._assigned_at) if unanswered else oldest
 
         async def _commit_unless_lost(self, consumer: AIOKafkaConsumer) -> None:
             """Commit when letting go of partitions, unless a write was lost: then the

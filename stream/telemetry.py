@@ -82,6 +82,9 @@ class PartitionProgress(Protocol):
     @property
     def backlog_by_partition(self) -> Mapping[int, int]: ...
 
+    @property
+    def heard_at(self) -> float | None: ...
+
 
 class EngineMetrics:
     """The worker's instruments and the bookkeeping that feeds them; ``reader``, when
@@ -135,6 +138,12 @@ class EngineMetrics:
             "engagewatch_consumer_lag_messages",
             "Unread messages per owned event partition.",
             ["partition"],
+            registry=r,
+        )
+        self.fetch_age = Gauge(
+            "engagewatch_kafka_fetch_age_seconds",
+            "Seconds since the broker last answered a fetch for the least recently "
+            "answered of this worker's event partitions (0: none owned).",
             registry=r,
         )
         self.alert_changes = Counter(
@@ -381,9 +390,10 @@ class EngineMetrics:
     def exposition(self) -> bytes:
         if self._reader is not None:
             reader = self._reader
-            self.observe_partitions(
-                reader.newest_by_partition, reader.backlog_by_partition, time.time()
-            )
+            now = time.time()
+            self.observe_partitions(reader.newest_by_partition, reader.backlog_by_partition, now)
+            heard_at = reader.heard_at
+            self.fetch_age.set(0.0 if heard_at is None else max(0.0, now - heard_at))
         return generate_latest(self.registry)
 
 

@@ -23,7 +23,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_rules_are_valid() -> None:
     result = promtool("check", "rules", "engagewatch-rules.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 16 rules found" in result.stdout
+    assert "SUCCESS: 17 rules found" in result.stdout
 
 
 def test_prometheus_and_alertmanager_configs_are_valid(tmp_path: Path) -> None:

@@ -170,6 +170,18 @@ def test_the_reader_progress_is_read_at_every_scrape() -> None:
     assert seen[("engagewatch_consumer_lag_messages", (("partition", "3"),))] == 0
 
 
+def test_how_long_the_broker_has_not_answered_is_read_at_every_scrape() -> None:
+    """Found by a review: a broker down for 90 s left every error counter at 0 (aiokafka
+    logs an unreachable broker and returns nothing), so no alert fired."""
+    progress = ReaderProgress()
+    metrics = EngineMetrics(reader=progress)
+    assert samples(metrics)[("engagewatch_kafka_fetch_age_seconds", ())] == 0  # none owned
+    progress.heard_at = time.time() - 90
+    assert 89 <= samples(metrics)[("engagewatch_kafka_fetch_age_seconds", ())] < 120
+    progress.heard_at = time.time()
+    assert samples(metrics)[("engagewatch_kafka_fetch_age_seconds", ())] < 30
+
+
 async def test_engine_sends_count_kafka_errors_and_still_fail() -> None:
     metrics = EngineMetrics()
 

@@ -508,7 +508,6 @@ def _account_removal(sweeper: Sweeper, telemetry: EngineMetrics, clock: Clock) -
 def _report_sweep(telemetry: EngineMetrics, report: SweepReport, backlog: int | None) -> None:
     """A sweep's outcome, to the metrics and the log."""
     telemetry.observe_sweep(report.changed, report.open, report.seconds, report.held)
-    telemetry.backlog.set(backlog or 0)
     if report.held:
         log.info(
             "sweep: input is behind (backlog %s messages, or stalled); evaluation held", backlog

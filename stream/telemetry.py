@@ -392,6 +392,8 @@ class EngineMetrics:
             reader = self._reader
             now = time.time()
             self.observe_partitions(reader.newest_by_partition, reader.backlog_by_partition, now)
+            # At the scrape, not by the sweep: a sweep stuck on Kafka froze it (a review).
+            self.backlog.set(sum(reader.backlog_by_partition.values()))
             heard_at = reader.heard_at
             self.fetch_age.set(0.0 if heard_at is None else max(0.0, now - heard_at))
         return generate_latest(self.registry)

@@ -168,6 +168,7 @@ def test_the_reader_progress_is_read_at_every_scrape() -> None:
     assert 29 <= seen[("engagewatch_event_time_lag_seconds", (("partition", "2"),))] < 60
     assert seen[("engagewatch_consumer_lag_messages", (("partition", "2"),))] == 7
     assert seen[("engagewatch_consumer_lag_messages", (("partition", "3"),))] == 0
+    assert seen[("engagewatch_ingest_backlog_messages", ())] == 7  # not left to the sweep
 
 
 def test_how_long_the_broker_has_not_answered_is_read_at_every_scrape() -> None:

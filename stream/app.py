@@ -447,8 +447,11 @@ def _read_accounts_topic(
         acknowledgements.follow(app.producer.buffer, threaded=bool(app.conf.producer_threaded))
         try:
             await read_records_at_least_once(stream, take, acknowledgements)
-        except DeliveryFailedError as exc:  # as the event reader does: stop, commit nothing
-            log.error("accounts agent: stopping the worker, a write was lost: %s", exc)
+        except Exception as exc:  # as the event reader does: stop, commit nothing more
+            # Restarted, the agent would go on with later batches, and Faust can commit
+            # past one never acknowledged (it guards only a committed offset above 0).
+            lost = "a write was lost" if isinstance(exc, DeliveryFailedError) else "a batch failed"
+            log.exception("accounts agent: stopping the worker, %s", lost)
             await app.crash(exc)
 
 

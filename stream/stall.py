@@ -48,7 +48,9 @@ class StallWatch:
         self.limit_s = limit_s
         self.confirm_s = confirm_s
         self._monotonic = monotonic
-        self._last = monotonic()
+        self._last: float | None = None
+        """The last look; ``None`` until the first (a worker's start-up, joining its group
+        and recovering its tables, is not standing still)."""
         self._suspect_until = float("-inf")
         self.stalls = 0
         """Stalls noticed so far."""
@@ -59,10 +61,13 @@ class StallWatch:
         return cls(session_timeout_s / 2, 3 * heartbeat_interval_s + 1.0)
 
     def tick(self) -> None:
-        """Called often (every second) while the loop runs; also by every reader."""
+        """Called often (every second) while the loop runs; also by every reader. The
+        first call starts the watch."""
         now = self._monotonic()
-        stood_still = now - self._last
-        self._last = now
+        last, self._last = self._last, now
+        if last is None:
+            return
+        stood_still = now - last
         if stood_still > self.limit_s:
             self.stalls += 1
             self._suspect_until = now + self.confirm_s

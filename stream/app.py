@@ -24,7 +24,7 @@ from alerts.evaluation import RuleSet
 from alerts.rules import Rule, judged_features, load_rules
 from config.settings import ConfigError, Settings
 from stream.accounts import Account
-from stream.acks import Acknowledgements, DeliveryFailedError
+from stream.acks import Acknowledgements
 from stream.bulk import ReaderProgress, bulk_reader_service
 from stream.clock import Clock, SystemClock
 from stream.deadletter import DeadLetter
@@ -109,10 +109,10 @@ def events_group(settings: Settings) -> str:
 
 
 def dead_letter_sender(
-    topic: Any, telemetry: EngineMetrics, acknowledgements: Acknowledgements
+    topic: Any, telemetry: EngineMetrics, acknowledgements: Acknowledgements | None
 ) -> Callable[[DeadLetter], Awaitable[None]]:
-    """Sends a dead letter, its reason in a header; ``acknowledgements`` follows its
-    delivery (a lost letter stops commits), and a failure is counted."""
+    """Sends a dead letter, its reason in a header; ``acknowledgements`` (if any) follows
+    its delivery (a lost letter stops commits), and a failure is counted."""
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         delivery = await telemetry.counting_kafka_errors(
@@ -124,7 +124,8 @@ def dead_letter_sender(
             ),
         )
         future = cast("asyncio.Future[Any]", delivery)  # Faust's send returns the future
-        acknowledgements.track(future)
+        if acknowledgements is not None:
+            acknowledgements.track(future)
         future.add_done_callback(count_failure)
 
     def count_failure(future: asyncio.Future[Any]) -> None:
@@ -269,7 +270,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         await ensure_metadata(app, accounts.table, engagement_table, alerts.table, deleted.table)
         await _take_records(accounts_pipeline, records_first, batch)
 
-    _read_accounts_topic(app, accounts_topic, take_records, acknowledgements)
+    _read_accounts_topic(app, accounts_topic, take_records)
 
     _log_totals_every(app, STATS_INTERVAL_S, pipeline)
 
@@ -319,11 +320,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
         retire_states=pipeline.retire,
         deleted=deleted,  # a state with a marker: a removal to finish
     )
-    # The accounts agent acknowledges its records once their dead letters are in Kafka
-    # too (read_records_at_least_once).
+    # The accounts agent's offsets are Faust's, which the event reader's commits do not
+    # cover: its dead letters are not followed (docs/events.md says what that leaves).
     accounts_pipeline = AccountsPipeline(
         accounts,
-        send_dead_letter,
+        dead_letter_sender(dead_letter_topic, telemetry, None),
         now,
         _account_removal(sweeper, telemetry, now),
         deleted,
@@ -436,38 +437,14 @@ def _learn_changelogs_on_rebalance(app: Any, *tables: Any) -> None:
 TakeRecords = Callable[[Sequence[Any]], Awaitable[None]]
 
 
-def _read_accounts_topic(
-    app: Any, topic: Any, take: TakeRecords, acknowledgements: Acknowledgements
-) -> None:
+def _read_accounts_topic(app: Any, topic: Any, take: TakeRecords) -> None:
     """The accounts agent: keeps the accounts table in step with the compacted accounts
     topic (and, subscribed to it, gives this worker its partitions)."""
 
     @app.agent(topic, name="accounts")
     async def account_records(stream: Any) -> None:
-        acknowledgements.follow(app.producer.buffer, threaded=bool(app.conf.producer_threaded))
-        try:
-            await read_records_at_least_once(stream, take, acknowledgements)
-        except Exception as exc:  # as the event reader does: stop, commit nothing more
-            # Restarted, the agent would go on with later batches, and Faust can commit
-            # past one never acknowledged (it guards only a committed offset above 0).
-            lost = "a write was lost" if isinstance(exc, DeliveryFailedError) else "a batch failed"
-            log.exception("accounts agent: stopping the worker, %s", lost)
-            await app.crash(exc)
-
-
-async def read_records_at_least_once(
-    stream: Any, take: TakeRecords, acknowledgements: Acknowledgements
-) -> None:
-    """Batches of ``stream`` through ``take``; each batch's events are acknowledged to Faust
-    (so its offsets may commit) only once ``take`` returned and Kafka acknowledged what it
-    wrote. Faust's ``take_events`` acknowledged a batch in a ``finally``: a stop that cut
-    ``take`` short, or whose flush gave up before the changelog had the records, committed
-    offsets past records never stored, and they were lost until the next CRM sync."""
-    async for batch in stream.noack_take(RECORDS_BATCH_MAX, within=RECORDS_BATCH_WITHIN_S):
-        await take(batch)
-        await acknowledgements.wait()  # raises, and acknowledges nothing, if a write was lost
-        for event in batch:
-            await stream.ack(event)
+        async for batch in stream.take_events(RECORDS_BATCH_MAX, within=RECORDS_BATCH_WITHIN_S):
+            await take(batch)
 
 
 async def _take_records(

@@ -341,66 +341,6 @@ def test_dead_letters_kafka_refused_are_sent_again_by_the_next_worker(
     assert Counter(letter.reason for letter in dead_letters(settings)) == expected_reasons
 
 
-def _committed_records(settings: Settings) -> int:
-    """Sum of the accounts agent's committed offsets on the accounts topic."""
-    accounts = TopicNames.from_settings(settings).accounts
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.app_id,
-        enable_auto_commit=False,
-    )
-    try:
-        partitions = consumer.partitions_for_topic(accounts) or set()
-        return sum(consumer.committed(TopicPartition(accounts, p)) or 0 for p in partitions)
-    finally:
-        consumer.close()
-
-
-def test_an_account_record_whose_dead_letter_kafka_refused_is_read_again(
-    engine_settings: Settings, tmp_path: Path
-) -> None:
-    """As for events: the accounts agent acknowledges a batch of records to Faust only
-    once Kafka took what it wrote. A refused dead letter used to be logged and counted
-    only (Faust's ``take_events`` acknowledged the batch anyway): the bad record was lost
-    for good. Now the worker stops without committing, and the next one sends it."""
-    settings = engine_settings
-    ensure_topics(settings)
-    names = TopicNames.from_settings(settings)
-    set_topic_limit(settings, names.dead_letters, 64)
-    good: dict[str, object] = {"account_id": "acct-good", "name": "Good", "licenses": 5}
-    bad: dict[str, object] = {"account_id": "acct-bad", "name": "Bad"}  # no licenses
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    for record in (good, bad):
-        producer.send(
-            names.accounts,
-            key=str(record["account_id"]).encode(),
-            value=json.dumps(record).encode(),
-        )
-    producer.flush()
-    producer.close()
-    log = tmp_path / "worker.log"
-    with running_worker(settings, log) as first:
-        code = first.exited(120)
-        assert code is not None and code != 0, "the worker must stop, not go on committing"
-    assert dead_letters(settings) == [] and _committed_records(settings) == 0
-
-    set_topic_limit(settings, names.dead_letters, None)
-    with running_worker(settings, log) as second:
-        wait_for(lambda: dead_letters(settings), 120, "the bad record's dead letter")
-        wait_for(lambda: _committed_records(settings) == 2, 60, "both records committed")
-        assert second.stop() == 0
-    (letter,) = dead_letters(settings)
-    assert letter.reason == "missing_field:licenses"
-    stored = {
-        key
-        for key, value, _, _ in read_topic(
-            settings.kafka_bootstrap, f"{settings.app_id}-accounts-changelog"
-        )
-        if value
-    }
-    assert stored == {b"acct-good"}
-
-
 def test_an_event_too_big_for_its_dead_letter_whole_does_not_stop_the_reader(
     engine_settings: Settings, tmp_path: Path
 ) -> None:

@@ -1,5 +1,4 @@
-"""Commits wait for every table write the producer buffer took (stream/acks.py), the
-accounts agent's too."""
+"""Commits wait for every table write the producer buffer took (stream/acks.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ from typing import Any
 import pytest
 
 from stream.acks import Acknowledgements, DeliveryFailedError
-from stream.app import read_records_at_least_once
 
 
 class Buffer:
@@ -95,68 +93,3 @@ async def test_a_dead_letter_sent_past_the_buffer_holds_commits_too() -> None:
     letter.set_exception(OSError("dead-letter topic refused it"))
     with pytest.raises(DeliveryFailedError, match="refused it"):
         await waiting
-
-
-class RecordStream:
-    """Like the Faust stream the accounts agent gets: batches from ``noack_take``, and
-    nothing committed but what ``ack`` was called for."""
-
-    def __init__(self, batches: list[list[str]]) -> None:
-        self.batches = batches
-        self.acked: list[str] = []
-
-    async def noack_take(self, max_: int, within: float) -> Any:
-        for batch in self.batches:
-            yield batch
-
-    async def ack(self, event: str) -> bool:
-        self.acked.append(event)
-        return True
-
-
-async def test_account_records_are_acknowledged_only_once_their_writes_are() -> None:
-    buffer, acks = followed()
-    stream = RecordStream([["r1", "r2"]])
-    write = asyncio.get_running_loop().create_future()
-
-    async def take(batch: Any) -> None:
-        buffer.put(write)  # the table write's changelog message
-
-    reading = asyncio.create_task(read_records_at_least_once(stream, take, acks))
-    await asyncio.sleep(0.01)
-    assert stream.acked == []  # taken, but the changelog does not have it yet
-    write.set_result("ok")
-    await asyncio.wait_for(reading, 1)
-    assert stream.acked == ["r1", "r2"]
-
-
-async def test_account_records_whose_taking_was_cut_short_are_not_acknowledged() -> None:
-    _, acks = followed()
-    stream = RecordStream([["r1"], ["r2"]])
-    started = asyncio.Event()
-
-    async def take(batch: Any) -> None:
-        if batch == ["r2"]:
-            started.set()
-            await asyncio.Event().wait()  # the worker stops while this batch is taken
-
-    reading = asyncio.create_task(read_records_at_least_once(stream, take, acks))
-    await asyncio.wait_for(started.wait(), 1)
-    reading.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await reading
-    assert stream.acked == ["r1"]  # r2 is read again by the next owner
-
-
-async def test_account_records_whose_write_was_lost_are_not_acknowledged() -> None:
-    buffer, acks = followed()
-    stream = RecordStream([["r1"]])
-
-    async def take(batch: Any) -> None:
-        lost = asyncio.get_running_loop().create_future()
-        buffer.put(lost)
-        lost.set_exception(OSError("broker gone"))
-
-    with pytest.raises(DeliveryFailedError, match="broker gone"):
-        await read_records_at_least_once(stream, take, acks)
-    assert stream.acked == []

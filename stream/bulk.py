@@ -254,11 +254,9 @@ def bulk_reader_service(
         def _note_heard(self, consumer: AIOKafkaConsumer) -> None:
             """When the broker last answered for every partition read (``heard_at``)."""
             stamps = [consumer.last_poll_timestamp(tp) for tp in consumer.assignment()]
-            if stamps:
-                known = [stamp / 1000 for stamp in stamps if stamp is not None]
-                unanswered = len(known) < len(stamps)
-                oldest = min(known, default=self._assigned_at)
-                reader_progress.heard_at = min(oldest, self._assigned_at) if unanswered else oldest
+            if stamps:  # a partition never answered counts from its assignment
+                seconds = [self._assigned_at if s is None else s / 1000 for s in stamps]
+                reader_progress.heard_at = min(seconds)
 
         async def _commit_unless_lost(self, consumer: AIOKafkaConsumer) -> None:
             """Commit when letting go of partitions, unless a write was lost: then the

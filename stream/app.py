@@ -36,6 +36,7 @@ from stream.notify import register_notifier
 from stream.pipeline import AccountsPipeline, IngestPipeline, OnDeleted, raw_message
 from stream.portfolio import register_portfolio_view
 from stream.records_first import KafkaRecordOffsets, RecordsFirst
+from stream.routing import owner_route
 from stream.snapshot import account_snapshot
 from stream.stall import StallWatch
 from stream.sweeper import Sweeper, SweepReport
@@ -278,7 +279,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     class AccountView(View):
         """One account's snapshot, answered by the worker that owns the account."""
 
-        @app.table_route(table=engagement_table, match_info="account_id")  # type: ignore[arg-type]
+        @owner_route(app, engagement_table, "account_id")
         async def get(self, request: Request, account_id: str) -> Response:
             stored = engagement.get(account_id)
             record = accounts.get(account_id)

@@ -3,7 +3,9 @@
 ``GET /portfolio/adoption?feature=reports`` on any worker asks every worker in the
 current assignment for its partial count (``scope=local``) and adds them up; a worker
 counts only accounts on its *active* partitions (its standby copies would count some
-accounts twice).
+accounts twice). A worker that does not answer within ``ROUTE_TIMEOUT_S`` makes the
+answer a 503 naming it (stream/routing.py): a sum without its accounts would look
+complete and be wrong.
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 from faust.web import Request, Response, View
 
 from stream.engagement import EngagementState
 from stream.metrics import PortfolioAdoption, customer_adoption_rate
+from stream.routing import (
+    ROUTE_TIMEOUT_S,
+    UNREACHABLE_ERRORS,
+    WorkersUnreachableError,
+    unavailable,
+    why,
+)
 from stream.tables import owned_items
 
 __all__ = ["AdoptionQuery", "register_portfolio_view"]
@@ -77,7 +87,11 @@ def register_portfolio_view(app: Any, table: Any, clock: Any) -> None:
             if request.query.get("scope") == "local":
                 part = local_adoption(app, table, query, clock.now())
                 return self.json({"adopted": part.adopted, "accounts": part.accounts})
-            total = await _gather(app, table, query, clock.now())
+            try:
+                total = await _gather(app, table, query, clock.now())
+            except WorkersUnreachableError as gone:
+                detail = gone.detail(f"the adoption of {query.feature!r} over the portfolio")
+                return unavailable(self, "worker unreachable", detail)
             return self.json(
                 {
                     "feature": query.feature,
@@ -95,14 +109,26 @@ async def _gather(app: Any, table: Any, query: AdoptionQuery, now: datetime) -> 
     ]
     total = local_adoption(app, table, query, now)
     parts = await asyncio.gather(*(_remote(app, host, query) for host in others))
-    for part in parts:
-        total += part
+    failures = []
+    for host, part in zip(others, parts, strict=True):
+        if isinstance(part, str):
+            failures.append((host, part))
+        else:
+            total += part
+    if failures:
+        raise WorkersUnreachableError(failures)
     return total
 
 
-async def _remote(app: Any, host: str, query: AdoptionQuery) -> PortfolioAdoption:
+async def _remote(app: Any, host: str, query: AdoptionQuery) -> PortfolioAdoption | str:
+    """The worker's own count, or why it could not be had."""
     params = {**query.params(), "scope": "local"}
-    async with app.http_client.get(f"{host}/portfolio/adoption", params=params) as response:
-        response.raise_for_status()
-        body = await response.json()
-    return PortfolioAdoption(int(body["adopted"]), int(body["accounts"]))
+    timeout = aiohttp.ClientTimeout(total=ROUTE_TIMEOUT_S)
+    url = f"{host}/portfolio/adoption"
+    try:
+        async with app.http_client.get(url, params=params, timeout=timeout) as response:
+            response.raise_for_status()
+            body = await response.json()
+        return PortfolioAdoption(int(body["adopted"]), int(body["accounts"]))
+    except (*UNREACHABLE_ERRORS, ValueError, KeyError, TypeError) as error:
+        return why(error)

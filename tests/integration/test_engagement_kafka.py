@@ -11,9 +11,11 @@ import asyncio
 import io
 import json
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from stream.engagement import EngagementState
 from stream.ingest import RawMessage
 from stream.pipeline import RECORD_FRAMING, STATE_TOO_LARGE, AccountsPipeline, IngestPipeline
 from stream.publish import Publisher
+from stream.routing import ROUTE_RETRY_AFTER_S, ROUTE_TIMEOUT_S
 from stream.simulate import FleetSpec, SimAccount, build_fleet, generate_events
 from stream.topics import TopicNames
 from tests.conftest import free_port
@@ -308,6 +311,72 @@ def test_second_worker_takes_over_with_state_from_the_changelog(
             assert body["event_counts"] == dict(
                 sorted(expected[account.account_id].event_counts.items())
             )
+    finally:
+        a.kill()
+        b.kill()
+
+
+def answer(port: int, path: str) -> tuple[int, dict[str, str], Any, float]:
+    """Status, headers, JSON body and seconds taken, whatever the status."""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as response:
+            status, headers, raw = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, raw = error.code, dict(error.headers), error.read()
+    return status, headers, json.loads(raw), time.monotonic() - started
+
+
+def test_reads_routed_to_a_worker_that_does_not_answer_get_a_bounded_503(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """A worker frozen (SIGSTOP) or killed still owns its partitions until the group
+    notices (up to ``session_timeout_s``): reads its peers route to it answer 503 with
+    Retry-After within ``ROUTE_TIMEOUT_S``, naming it, instead of an error page or a
+    wait of minutes; the other accounts answer as usual."""
+    settings = engine_settings
+    fleet, events = fleet_and_events(accounts=8, days=7)
+    a = worker(settings, tmp_path / "a.log")
+    b = worker(settings, tmp_path / "b.log")
+    a.start()
+    b.start()
+    b_url = f":{b.settings.web_port}"
+    paths = [f"/accounts/{account.account_id}" for account in fleet]
+
+    def ask_all() -> list[tuple[int, dict[str, str], Any, float]]:
+        with ThreadPoolExecutor(len(paths)) as pool:
+            return list(pool.map(lambda path: answer(a.settings.web_port, path), paths))
+
+    def unreachable(found: tuple[int, dict[str, str], Any, float]) -> bool:
+        status, headers, body, took = found
+        return (
+            status == 503
+            and headers.get("Retry-After") == str(ROUTE_RETRY_AFTER_S)
+            and b_url in body["detail"]
+            and took < ROUTE_TIMEOUT_S + 10
+        )
+
+    try:
+        publish(settings, fleet, events)
+        wait_for(
+            lambda: states_match(settings, reference_states(settings, fleet, events)),
+            120,
+            "both workers to fold the events",
+            2,
+        )
+        local = "/portfolio/adoption?feature=reports&scope=local"
+        assert get_json(b.settings.web_port, local)["accounts"] > 0  # b owns some
+        b.pause()
+        frozen = ask_all()
+        assert {status for status, *_ in frozen} == {200, 503}, frozen
+        assert all(unreachable(found) for found in frozen if found[0] == 503), frozen
+        assert all(body["event_counts"] for status, _, body, _ in frozen if status == 200)
+        portfolio = answer(a.settings.web_port, "/portfolio/adoption?feature=reports")
+        assert unreachable(portfolio), portfolio
+        b.kill()  # the connection is now refused, until the group moves b's partitions
+        gone = ask_all()
+        assert [status for status, *_ in gone] == [status for status, *_ in frozen], gone
+        assert all(unreachable(found) for found in gone if found[0] == 503), gone
     finally:
         a.kill()
         b.kill()

@@ -202,10 +202,12 @@ def status(state_dir: Path = DEFAULT_STATE) -> Stack | None:
     return None
 
 
-def down(state_dir: Path = DEFAULT_STATE, keep_data: bool = False) -> None:
-    """Stop both servers (TERM, then KILL after a grace period) and remove the data."""
+def down(state_dir: Path = DEFAULT_STATE, keep_data: bool = False) -> bool:
+    """Stop both servers (TERM, then KILL after a grace period) and remove the data.
+    False: no stack was recorded there, so nothing was stopped."""
     record = state_dir / "stack.json"
-    if record.exists():
+    recorded = record.exists()
+    if recorded:
         stack = Stack(**json.loads(record.read_text()))
         _stop_pid(stack.kafka_pid)
         _stop_pid(stack.redis_pid)
@@ -213,6 +215,7 @@ def down(state_dir: Path = DEFAULT_STATE, keep_data: bool = False) -> None:
     if not keep_data:
         for part in ("kafka-data", "redis-data"):
             shutil.rmtree(state_dir / part, ignore_errors=True)
+    return recorded
 
 
 def _start_redis(state_dir: Path, port: int) -> int:
@@ -426,8 +429,8 @@ def main(argv: list[str]) -> int:
             )
             print(f"dev-stack: to use it: source {args.dir / 'stack.env'}")
         elif args.command == "down":
-            down(args.dir, keep_data=args.keep_data)
-            print("dev-stack: stopped")
+            stopped = down(args.dir, keep_data=args.keep_data)
+            print("dev-stack: stopped" if stopped else f"dev-stack: nothing ran in {args.dir}")
         elif args.command in ("status", "env"):
             running = status(args.dir)
             if running is None:

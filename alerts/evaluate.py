@@ -79,6 +79,9 @@ class Context:
     """The account's firing alerts by fingerprint: a silence alert is judged on the habit
     it fired on while its subject stays away (the history that showed the habit ages out
     of the state, and would otherwise resolve the alert with nobody back)."""
+    adopted: Mapping[str, tuple[str, str]] = field(default_factory=dict, compare=False)
+    """Adoption rule -> (feature, local day) it first found adopted on this account
+    (``AccountAlerts.adopted``): adopted once, adopted for good."""
     memo: dict[Any, Any] | None = field(default=None, compare=False)
     """Results shared by the evaluations of one day while the account's history before
     today stands still (alerts/evaluation.py clears it when that moves). An entry that
@@ -737,8 +740,11 @@ def _adoption(rule: Any, context: Context) -> list[Finding]:
     # It reads today's events too: every event of the day adds one to its count.
     today = context.state.days.get(context.today.isoformat())
     seen_today = today.events if today is not None else 0
+    known = context.adopted.get(rule.name)
     return _memo(
-        context, ("adoption", rule.name, seen_today), lambda: _judge_adoption(rule, context)
+        context,
+        ("adoption", rule.name, seen_today, known),
+        lambda: _judge_adoption(rule, context),
     )
 
 
@@ -769,13 +775,18 @@ def _judge_adoption(rule: AdoptionRule, context: Context) -> list[Finding]:
         min_users=min_users,
         min_days=rule.min_days,
     )
-    evidence = {
+    evidence: dict[str, Any] = {
         "metric": f"adopted:{rule.feature}",
         "value": adopted,
         "threshold": True,
         "due": due.isoformat(),
     }
-    return [_finding(rule, context, context.today >= due and not adopted, None, evidence)]
+    known = context.adopted.get(rule.name)
+    if known is not None and known[0] == rule.feature:
+        # Adopted before: its use may have left the window since (a long break, a
+        # feature dropped), but "has not adopted" would be false.
+        evidence.update(value=True, adopted_on=known[1])
+    return [_finding(rule, context, context.today >= due and not evidence["value"], None, evidence)]
 
 
 def _time_to_value(rule: Any, context: Context) -> list[Finding]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from alerts.evaluate import Context, evaluate
 from alerts.lifecycle import Change, Finding
-from alerts.rules import Rule
+from alerts.rules import AdoptionRule, Rule
 from alerts.sweep import (
     AccountAlerts,
     OnFailure,
@@ -80,6 +80,11 @@ class RuleSet:
     @cached_property
     def health_rules(self) -> frozenset[str]:
         return frozenset(rule.name for rule in self.rules if rule.kind == "health")
+
+    @cached_property
+    def adoption_rules(self) -> dict[str, str]:
+        """Adoption rule -> its feature."""
+        return {rule.name: rule.feature for rule in self.rules if isinstance(rule, AdoptionRule)}
 
     @cached_property
     def triggers(self) -> frozenset[str]:
@@ -194,6 +199,7 @@ class AccountRun:
             now,
             open_rules=open_rules,
             open_alerts=open_alerts,
+            adopted=self.book.adopted,
             memo=memo,
         )
         if self.reuse is not None:
@@ -209,6 +215,7 @@ class AccountRun:
         )
         if rules is self.ruleset.rules:
             changes += self._stand_down_removed_rules(now)
+        self._remember_adoptions(findings, context)
         for change in changes:
             self.notices.append(Notice(change, inhibitor(change, self.book)))
         evidence = self._health_evidence(rules, findings, failed)
@@ -231,6 +238,22 @@ class AccountRun:
             del states[fingerprint]
         self.book.changed = True
         return changes
+
+    def _remember_adoptions(self, findings: Sequence[Finding], context: Context) -> None:
+        """Keep the day each adoption rule first found its feature adopted (the book is
+        durable), and forget the rules no longer in the rules file."""
+        features = self.ruleset.adoption_rules
+        adopted = self.book.adopted
+        for finding in findings:
+            feature = features.get(finding.rule)
+            if feature is None or finding.evidence.get("value") is not True:
+                continue
+            if adopted.get(finding.rule, ("",))[0] != feature:
+                adopted[finding.rule] = (feature, context.today.isoformat())
+                self.book.changed = True
+        for rule in [rule for rule in adopted if rule not in features]:
+            del adopted[rule]
+            self.book.changed = True
 
     def _health_evidence(
         self, rules: Sequence[Rule], findings: list[Finding], failed: list[str]

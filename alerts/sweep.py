@@ -79,6 +79,7 @@ class AccountAlerts:
         evaluated_through: float | None = None,
         health: Mapping[str, Any] | None = None,
         unsent: Iterable[tuple[str, str]] = (),
+        adopted: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.states: dict[str, AlertState] = dict(states or {})
         self.evaluated_through = evaluated_through
@@ -90,6 +91,10 @@ class AccountAlerts:
         published, oldest first: kept with the states that caused them, so that no
         failure between the two leaves an alert firing here and unheard of
         (stream/alert_outbox.py)."""
+        self.adopted: dict[str, tuple[str, str]] = dict(adopted or {})
+        """Adoption rule -> (its feature, the local day it first found it adopted): an
+        account that adopted a feature once is not told later that it has not, when its
+        use of it has left the window the rule reads (a long break, say)."""
         self.changed = False
 
     @classmethod
@@ -99,7 +104,8 @@ class AccountAlerts:
             return cls({fp: state_from_dict(s) for fp, s in data.items()})
         states = {fp: state_from_dict(s) for fp, s in data["states"].items()}
         unsent = [(key, value) for key, value in data.get("unsent", ())]
-        return cls(states, data.get("evaluated_through"), data.get("health"), unsent)
+        adopted = {rule: (feature, day) for rule, (feature, day) in data.get("adopted", {}).items()}
+        return cls(states, data.get("evaluated_through"), data.get("health"), unsent, adopted)
 
     def to_dict(self, *, with_unsent: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -109,6 +115,8 @@ class AccountAlerts:
         }
         if self.unsent and with_unsent:  # absent when empty: as books were before it
             data["unsent"] = [list(entry) for entry in self.unsent]
+        if self.adopted:  # the same
+            data["adopted"] = {rule: list(seen) for rule, seen in sorted(self.adopted.items())}
         return data
 
     def keep_unsent(self, events: Iterable[tuple[str, str]]) -> None:

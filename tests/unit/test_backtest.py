@@ -7,7 +7,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from alerts.backtest import backtest_account, ticks
+from alerts.backtest import backtest_account, backtest_records, ticks
 from alerts.lifecycle import ChangeKind
 from alerts.rules import load_rules
 from stream.accounts import Account
@@ -150,3 +150,34 @@ def test_a_silent_account_stays_alerted_through_a_daily_billing_sync() -> None:
     assert changes[0][0] == "firing"
     assert all(kind == "repeat" for kind, _, _ in changes[1:])
     assert len(changes) >= 10
+
+
+def adopted_then_away(*, used_reports: bool) -> list[tuple[Any, ...]]:
+    """Two users log in every day for 60 days (using reports on days 5-15 if
+    ``used_reports``), the account is away for 60 days, then back for 30 without
+    using reports."""
+    start = END.replace(hour=9, minute=0) - timedelta(days=150)
+    records: list[tuple[Any, ...]] = []
+    for day in [*range(60), *range(120, 150)]:
+        at = (start + timedelta(days=day)).timestamp()
+        for user in ("u1", "u2"):
+            records.append((f"{user}-{day}", 0, at, user, "user", 0, None))
+            if used_reports and 5 <= day <= 15:
+                records.append((f"{user}-r{day}", 2, at + 60, user, "user", "reports", None))
+    return records
+
+
+def test_a_feature_once_adopted_is_not_told_unadopted_after_a_long_break() -> None:
+    """An account that adopted reports, went away for two months and came back without
+    using them yet did adopt them: "has not adopted reports" would be false (its
+    silence is the silence rules' business). Never having used them, it is told."""
+    start = END - timedelta(days=150)
+    account = Account("acme", "Acme", 10, contract_start=start.date())
+
+    def told(used_reports: bool) -> list[ChangeKind]:
+        records = adopted_then_away(used_reports=used_reports)
+        notices = backtest_records(RULES, "acme", records, start, END, account=account)
+        return [n.change.kind for n in notices if n.change.alert.rule == "reports-not-adopted"]
+
+    assert told(used_reports=True) == []
+    assert told(used_reports=False)[0] is ChangeKind.FIRING

@@ -11,6 +11,7 @@ from alerts.events import alert_event
 from alerts.lifecycle import AlertState, Change, ChangeKind, Status, fingerprint
 from alerts.rules import Rule, load_rules
 from alerts.sweep import AccountAlerts, inhibitor
+from stream import codec
 from stream.accounts import Account
 from stream.engagement import EngagementState, fold_events
 from stream.events import UsageEvent, validate_event
@@ -83,6 +84,10 @@ def test_account_alerts_round_trip_through_plain_data() -> None:
     again = AccountAlerts.from_dict(book.to_dict())
     assert again.states == book.states
     assert [s.rule for s in again.open()] == ["x", "y"]
+    assert "adopted" not in book.to_dict()  # as books were before adoptions were kept
+    book.adopted["reports-not-adopted"] = ("reports", "2026-07-01")
+    data = codec.loads(codec.dumps(book.to_dict()))  # as the changelog holds it
+    assert AccountAlerts.from_dict(data).adopted == book.adopted
 
 
 def test_sweeping_a_quiet_account_fires_once_then_holds() -> None:

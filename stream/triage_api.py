@@ -320,6 +320,9 @@ async def _live_snapshot(app: Any, account_id: str) -> tuple[dict[str, Any] | No
         async with app.http_client.get(url, timeout=timeout) as response:
             if response.status == 404:
                 return None, "no worker holds state for this account"
+            if response.status == 503:  # its owner did not answer (stream/routing.py)
+                unavailable: dict[str, Any] = await response.json()
+                return None, f"live snapshot unavailable: {unavailable.get('detail')}"
             response.raise_for_status()
             body: dict[str, Any] = await response.json()
             return body, None

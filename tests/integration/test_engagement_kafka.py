@@ -179,6 +179,24 @@ def test_state_survives_a_restart_and_equals_the_pure_fold(
         assert second.stop() == 0
 
 
+def with_detractors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` with one NPS answer of 2 from a champion of each account, past the
+    first quarter of the history, right after one of their events: the detractor rule
+    then fires once per account, as the events are folded. Fourteen simulated days
+    alone fire little and what they fire depends on the time of day the test runs."""
+    planted: set[str] = set()
+    out = []
+    for index, event in enumerate(events):
+        out.append(event)
+        account = event["account_id"]
+        if index > len(events) // 4 and event.get("role") == "champion" and account not in planted:
+            planted.add(account)
+            answer = {"score": 2, "comment": "planted by the test"}
+            nps = {"type": "nps_response", "properties": answer}
+            out.append({**event, **nps, "event_id": f"{event['event_id']}-nps"})
+    return out
+
+
 def test_a_worker_that_stood_still_past_its_session_writes_no_stale_state(
     engine_settings: Settings, tmp_path: Path
 ) -> None:
@@ -194,6 +212,7 @@ def test_a_worker_that_stood_still_past_its_session_writes_no_stale_state(
     noticed."""
     settings = engine_settings.model_copy(update={"session_timeout_s": 10.0})
     fleet, events = fleet_and_events(accounts=16, days=14)
+    events = with_detractors(events)
     expected = reference_states(settings, fleet, events)
     staying = worker(
         settings.model_copy(update={"data_dir": str(tmp_path / "a")}), tmp_path / "a.log"
@@ -334,7 +353,11 @@ def test_reads_routed_to_a_worker_that_does_not_answer_get_a_bounded_503(
     notices (up to ``session_timeout_s``): reads its peers route to it answer 503 with
     Retry-After within ``ROUTE_TIMEOUT_S``, naming it, instead of an error page or a
     wait of minutes; the other accounts answer as usual."""
-    settings = engine_settings
+    # Sweeps that index every account for triage soon, even one whose events stopped
+    # hours ago (a worker whose newest event is older than catch_up_lag_s judges nothing).
+    settings = engine_settings.model_copy(
+        update={"sweep_interval_s": 5.0, "catch_up_lag_s": 30 * 86_400.0}
+    )
     fleet, events = fleet_and_events(accounts=8, days=7)
     a = worker(settings, tmp_path / "a.log")
     b = worker(settings, tmp_path / "b.log")
@@ -366,6 +389,13 @@ def test_reads_routed_to_a_worker_that_does_not_answer_get_a_bounded_503(
         )
         local = "/portfolio/adoption?feature=reports&scope=local"
         assert get_json(b.settings.web_port, local)["accounts"] > 0  # b owns some
+        triage = [f"/api/v1/accounts/{account.account_id}" for account in fleet]
+        wait_for(
+            lambda: all(get_json(a.settings.web_port, path)["account"] for path in triage),
+            60,
+            "the sweeps to index every account for triage",
+            2,
+        )
         b.pause()
         frozen = ask_all()
         assert {status for status, *_ in frozen} == {200, 503}, frozen
@@ -377,6 +407,11 @@ def test_reads_routed_to_a_worker_that_does_not_answer_get_a_bounded_503(
         gone = ask_all()
         assert [status for status, *_ in gone] == [status for status, *_ in frozen], gone
         assert all(unreachable(found) for found in gone if found[0] == 503), gone
+        # The triage drill-down still answers, saying why the live part is missing.
+        for path, (status, *_) in zip(triage, gone, strict=True):
+            if status == 503:
+                drill = get_json(a.settings.web_port, path)
+                assert drill["snapshot"] is None and b_url in drill["snapshot_error"], drill
     finally:
         a.kill()
         b.kill()

@@ -7,6 +7,7 @@ visible rather than silently ignored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from stream import codec
 from stream.events import Rejection
 
-__all__ = ["STATUSES", "Account", "decode_account"]
+__all__ = ["STATUSES", "Account", "decode_account", "plain_address"]
 
 STATUSES = ("active", "onboarding", "paused", "churned")
 
@@ -75,7 +76,7 @@ def _validate(obj: Mapping[str, Any]) -> Account | Rejection:
         _text(obj, "account_id", required=True),
         _text(obj, "name", required=True),
         _count(obj, "licenses"),
-        _text(obj, "owner_email"),
+        _address(obj, "owner_email"),
         _text(obj, "slack_channel"),
         _text(obj, "segment"),
         _number(obj, "arr"),
@@ -111,6 +112,24 @@ def _text(obj: Mapping[str, Any], name: str, required: bool = False) -> Any:
         return Rejection(f"missing_field:{name}", f"{name} is required") if required else None
     if not isinstance(value, str) or (required and not value):
         return Rejection(f"bad_type:{name}", f"{name} must be a non-empty string")
+    return value
+
+
+_ADDRESS = re.compile(r'[^@\s\x00-\x1f\x7f,;:<>()\[\]\\"]+@[^@\s\x00-\x1f\x7f,;:<>()\[\]\\"]+')
+_ADDRESS_MAX = 254  # RFC 5321's limit on a path
+
+
+def plain_address(text: str) -> bool:
+    """One bare e-mail address (``csm@example.com``): no display name, no list, no line
+    break. Alerts are mailed to it as is, so a CRM field holding two addresses, or a
+    header line, must not get that far."""
+    return len(text) <= _ADDRESS_MAX and _ADDRESS.fullmatch(text) is not None
+
+
+def _address(obj: Mapping[str, Any], name: str) -> Any:
+    value = _text(obj, name)
+    if isinstance(value, str) and not plain_address(value):
+        return Rejection(f"bad_value:{name}", f"{name} must be one plain e-mail address")
     return value
 
 

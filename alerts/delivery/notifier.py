@@ -320,6 +320,14 @@ class Notifier:
             return await asyncio.wait_for(sending, timeout=_send_limit_s(receiver))
         except TimeoutError:
             return Attempt(Outcome.RETRY, f"no answer within {_send_limit_s(receiver):.0f}s")
+        except ValueError as error:  # content that cannot be rendered: the same every time
+            log.exception("%s: could not render %d message(s)", receiver.name, len(group))
+            return Attempt(Outcome.PERMANENT, f"cannot be rendered: {error}")
+        except Exception as error:
+            # Escaping, it failed the whole pass and stayed first in line for good, so
+            # nothing after it went out either: retried, then dead-lettered, instead.
+            log.exception("%s: sending %d message(s) failed", receiver.name, len(group))
+            return Attempt(Outcome.RETRY, f"{type(error).__name__}: {error}")
 
     async def _drop_snoozed(
         self, receiver: Receiver, group: list[QueuedMessage]

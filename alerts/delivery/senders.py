@@ -44,6 +44,7 @@ from alerts.transports.http import (
 )
 from alerts.transports.outcome import Attempt, Outcome
 from alerts.transports.smtp import Smtp, SmtpConfig
+from stream.accounts import plain_address
 
 __all__ = ["Sender", "account_target", "build_sender"]
 
@@ -168,6 +169,9 @@ class _EmailSender:
             recipients = list(dict.fromkeys(str(r) for r in wanted if r))
         if not recipients:
             return Attempt(Outcome.PERMANENT, "the account has no owner_email")
+        # A record accepted before owner_email was checked may hold a list or a header.
+        if bad := [r for r in recipients if not plain_address(r)]:
+            return Attempt(Outcome.PERMANENT, f"not one plain e-mail address: {bad[0]!r}")
         message = email_message(
             alerts,
             self.options(),

@@ -774,3 +774,69 @@ async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
     ]
     assert [(d["recipients"], d["reason"]) for d in dead] == [(["gone@example.com"], "permanent")]
     assert "550 5.1.1 No such user" in dead[0]["detail"]
+
+
+async def test_an_owner_email_that_is_not_one_address_is_dead_lettered_not_stuck_first_in_line(
+    stack: devstack.Stack, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """Found by a review: an account record's owner_email holding a line break made
+    rendering raise; the error escaped the delivery pass, which failed and ran again
+    every few seconds with that message first in line, so no e-mail went out for any
+    account. One holding a list mailed every address in it. Both are now refused for
+    good, with the reason, and the mail for the next account goes out."""
+    config = DeliveryConfig.model_validate(
+        {
+            "receivers": [
+                {
+                    "name": "mail",
+                    "type": "email",
+                    "smtp": {
+                        "host": smtp.host,
+                        "port": smtp.port,
+                        "username": USERNAME,
+                        "password": PASSWORD,
+                        "ca_file": str(tmp_path / "smtp-cert.pem"),
+                    },
+                    "from": "engagewatch@example.com",
+                    "to": ["owner"],
+                    "retry": FAST_RETRY,
+                }
+            ],
+            "route": {"receiver": "mail"},
+        }
+    )
+    owners = ["dana@example.com\nlee@example.com", "csm@example.com, attacker@evil.example"]
+    bad = [alert(n + 1) for n in range(len(owners))]
+    for event, owner in zip(bad, owners, strict=True):
+        event["account"]["owner_email"] = owner
+    good = alert(3)
+    redis = aioredis.from_url(stack.redis_url)
+    dead: list[dict[str, Any]] = []
+
+    async def dead_letter(record: Any) -> None:
+        dead.append(dict(record))
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            options = render_options(lambda: datetime.now(UTC), None)
+            senders = {r.name: build_sender(r, session, options) for r in config.receivers}
+            outbox = Outbox(redis, f"t{uuid.uuid4().hex[:10]}")
+            notifier = Notifier(
+                config, outbox, senders, dead_letter=dead_letter, now=lambda: datetime.now(UTC)
+            )
+            for event in [*bad, good]:
+                await notifier.accept(event)
+            loop = asyncio.create_task(notifier.run_receiver("mail"))
+            try:
+                await until(lambda: len(smtp.received) == 1, 10, "the mail of the good account")
+                await until(lambda: len(dead) == 2, 10, "the two dead letters")
+            finally:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+            assert await outbox.pending("mail") == 0
+    finally:
+        await redis.aclose()
+    assert [mail.rcpt_tos for mail in smtp.received] == [("csm@example.com",)]
+    assert sorted(d["detail"] for d in dead) == sorted(
+        f"not one plain e-mail address: {owner!r}" for owner in owners
+    )

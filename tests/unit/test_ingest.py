@@ -808,6 +808,25 @@ async def test_accounts_last_record_of_a_key_in_a_batch_wins(
             account_json(contract_start="2025-13-01"), "bad_value:contract_start", id="date"
         ),
         pytest.param(account_json(arr="lots"), "bad_type:arr", id="arr"),
+        # Alerts are mailed to it as is: one address, no list, no header line.
+        pytest.param(
+            account_json(owner_email="csm@example.com, attacker@evil.example"),
+            "bad_value:owner_email",
+            id="email-list",
+        ),
+        pytest.param(
+            account_json(owner_email="dana@example.com\nBcc: lee@example.com"),
+            "bad_value:owner_email",
+            id="email-header-line",
+        ),
+        pytest.param(
+            account_json(owner_email="Dana <d@example.com>"),
+            "bad_value:owner_email",
+            id="email-name",
+        ),
+        pytest.param(
+            account_json(owner_email="example.com"), "bad_value:owner_email", id="email-no-at"
+        ),
         pytest.param(b"{not json", "invalid_json", id="json"),
         pytest.param(b"[1, 2]", "not_an_object", id="array"),
     ],

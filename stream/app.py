@@ -23,6 +23,7 @@ from alerts.evaluate import days_kept_needed
 from alerts.evaluation import RuleSet
 from alerts.rules import Rule, judged_features, load_rules
 from config.settings import ConfigError, Settings
+from stream.access import Access, load_api_token
 from stream.accounts import Account
 from stream.acks import Acknowledgements
 from stream.bulk import ReaderProgress, bulk_reader_service
@@ -274,12 +275,14 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
     _read_accounts_topic(app, accounts_topic, take_records)
 
     _log_totals_every(app, STATS_INTERVAL_S, pipeline)
+    # Reads that show account data need the token when api_reads_require_token says so.
+    access = Access(load_api_token(settings), settings.api_reads_require_token)
 
     @app.page("/accounts/{account_id}")
     class AccountView(View):
         """One account's snapshot, answered by the worker that owns the account."""
 
-        @owner_route(app, engagement_table, "account_id")
+        @owner_route(app, engagement_table, "account_id", access)
         async def get(self, request: Request, account_id: str) -> Response:
             stored = engagement.get(account_id)
             record = accounts.get(account_id)
@@ -290,7 +293,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             body = account_snapshot(state, account, now.now(), settings.stakeholder_roles)
             return self.json(body)
 
-    register_portfolio_view(app, engagement_table, now)
+    register_portfolio_view(app, engagement_table, now, access)
 
     @app.page("/metrics")
     class MetricsView(View):
@@ -301,7 +304,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Engine:
             return self.bytes(telemetry.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # The triage index: written by the sweep, read by the triage API on every worker.
-    triage = register_triage(app, settings, now, on_redis_error=telemetry.count_redis_error)
+    triage = register_triage(
+        app, settings, now, access=access, on_redis_error=telemetry.count_redis_error
+    )
     sweeper = Sweeper(
         rules,
         lambda: owned_items(app, engagement_table),

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from faust.web import Request, Response, View
 
+from stream.access import Access, forwarded_auth, refusal_response
 from stream.engagement import EngagementState
 from stream.metrics import PortfolioAdoption, customer_adoption_rate
 from stream.routing import (
@@ -74,12 +75,15 @@ def local_adoption(app: Any, table: Any, query: AdoptionQuery, now: datetime) ->
     )
 
 
-def register_portfolio_view(app: Any, table: Any, clock: Any) -> None:
+def register_portfolio_view(app: Any, table: Any, clock: Any, access: Access) -> None:
     @app.page("/portfolio/adoption")
     class PortfolioAdoptionView(View):
         """Customer adoption rate of a feature over the whole portfolio."""
 
         async def get(self, request: Request) -> Response:
+            refused = refusal_response(self, access, request)
+            if refused is not None:
+                return refused
             try:
                 query = AdoptionQuery(request.query)
             except ValueError as exc:
@@ -88,7 +92,7 @@ def register_portfolio_view(app: Any, table: Any, clock: Any) -> None:
                 part = local_adoption(app, table, query, clock.now())
                 return self.json({"adopted": part.adopted, "accounts": part.accounts})
             try:
-                total = await _gather(app, table, query, clock.now())
+                total = await _gather(app, table, query, clock.now(), forwarded_auth(request))
             except WorkersUnreachableError as gone:
                 detail = gone.detail(f"the adoption of {query.feature!r} over the portfolio")
                 return unavailable(self, "worker unreachable", detail)
@@ -102,13 +106,15 @@ def register_portfolio_view(app: Any, table: Any, clock: Any) -> None:
             )
 
 
-async def _gather(app: Any, table: Any, query: AdoptionQuery, now: datetime) -> PortfolioAdoption:
+async def _gather(
+    app: Any, table: Any, query: AdoptionQuery, now: datetime, headers: Mapping[str, str]
+) -> PortfolioAdoption:
     me = str(app.conf.canonical_url).rstrip("/")
     others = [
         str(h).rstrip("/") for h in app.assignor.tables_metadata() if str(h).rstrip("/") != me
     ]
     total = local_adoption(app, table, query, now)
-    parts = await asyncio.gather(*(_remote(app, host, query) for host in others))
+    parts = await asyncio.gather(*(_remote(app, host, query, headers) for host in others))
     failures = []
     for host, part in zip(others, parts, strict=True):
         if isinstance(part, str):
@@ -120,13 +126,16 @@ async def _gather(app: Any, table: Any, query: AdoptionQuery, now: datetime) -> 
     return total
 
 
-async def _remote(app: Any, host: str, query: AdoptionQuery) -> PortfolioAdoption | str:
-    """The worker's own count, or why it could not be had."""
+async def _remote(
+    app: Any, host: str, query: AdoptionQuery, headers: Mapping[str, str]
+) -> PortfolioAdoption | str:
+    """The worker's own count (asked with the caller's token), or why it could not be had."""
     params = {**query.params(), "scope": "local"}
     timeout = aiohttp.ClientTimeout(total=ROUTE_TIMEOUT_S)
     url = f"{host}/portfolio/adoption"
     try:
-        async with app.http_client.get(url, params=params, timeout=timeout) as response:
+        got = app.http_client.get(url, params=params, timeout=timeout, headers=headers)
+        async with got as response:
             response.raise_for_status()
             body = await response.json()
         return PortfolioAdoption(int(body["adopted"]), int(body["accounts"]))

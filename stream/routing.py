@@ -21,6 +21,8 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 
+from stream.access import Access, refusal_response
+
 __all__ = [
     "ROUTE_RETRY_AFTER_S",
     "ROUTE_TIMEOUT_S",
@@ -71,15 +73,21 @@ def unavailable(view: View, error: str, detail: str) -> Response:
     return response
 
 
-def owner_route(app: Any, table: Any, match_info: str) -> Callable[[Handler], Handler]:
-    """Like Faust's ``app.table_route(table=..., match_info=...)``: the decorated view
-    method runs on the worker that owns the key in the URL, and other workers forward
-    the request to it; but a forward that is refused, fails or takes longer than
+def owner_route(
+    app: Any, table: Any, match_info: str, access: Access
+) -> Callable[[Handler], Handler]:
+    """Like Faust's ``app.table_route(table=..., match_info=...)``, behind ``access``
+    (a read): the decorated view method runs on the worker that owns the key in the
+    URL, and other workers forward the request (token and all) to it; but a forward
+    that is refused, fails or takes longer than
     :data:`ROUTE_TIMEOUT_S` answers 503 with ``Retry-After``, naming the worker."""
 
     def decorate(handler: Handler) -> Handler:
         @wraps(handler)
         async def get(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+            refused = refusal_response(view, access, request)
+            if refused is not None:
+                return refused
             key = request.match_info[match_info]
             try:
                 return await asyncio.wait_for(

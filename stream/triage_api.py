@@ -8,11 +8,9 @@ token they are refused, never open. docs/openapi.yaml describes every route here
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -28,12 +26,13 @@ from alerts.triage import (
     iso,
     snooze_until,
 )
-from config.settings import ConfigError, Settings
+from config.settings import Settings
 from stream import codec
+from stream.access import Access, forwarded_auth, load_api_token, refusal_response
 from stream.clock import Clock
 from stream.triage_store import REDIS_ERRORS, TriageStore, entry_ttl_s
 
-__all__ = ["API", "Access", "load_api_token", "register_triage"]
+__all__ = ["API", "Access", "load_api_token", "register_triage"]  # Access: re-exported
 
 log = logging.getLogger(__name__)
 
@@ -57,59 +56,17 @@ PAGE_HEADERS = {
 Reply = tuple[int, Any]
 
 
-def load_api_token(settings: Settings) -> str | None:
-    """The write token: ``api_token_file``'s contents (stripped) win over ``api_token``.
-
-    An empty token counts as none: an empty bearer must never open the writes.
-    """
-    token = settings.api_token
-    if settings.api_token_file:
-        try:
-            token = Path(settings.api_token_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"api_token_file: cannot read {settings.api_token_file}: {exc.strerror}"
-            ) from None
-    token = (token or "").strip()
-    return token or None
-
-
-class Access:
-    """The bearer-token gate for writes (and reads when ``reads_require_token``)."""
-
-    def __init__(self, token: str | None, reads_require_token: bool) -> None:
-        self._token = token.encode() if token else None
-        self._reads_require_token = reads_require_token
-
-    def refusal(self, headers: Mapping[str, str], *, write: bool) -> tuple[int, str, str] | None:
-        """``(status, error, detail)`` when the request may not go on, else ``None``."""
-        if not write and not self._reads_require_token:
-            return None
-        if self._token is None:
-            what = "writes" if write else "reads"
-            return 403, f"{what} disabled: no api token configured", _NO_TOKEN_HELP
-        given = headers.get("Authorization", "")
-        scheme, _, credentials = given.partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            return 401, "unauthorized", "send the API token as 'Authorization: Bearer <token>'"
-        if not hmac.compare_digest(credentials.strip().encode(), self._token):
-            return 401, "unauthorized", "the API token is wrong"
-        return None
-
-
-_NO_TOKEN_HELP = "set ENGAGEWATCH_API_TOKEN or api_token_file on the workers"
-
-
 def register_triage(
     app: Any,
     settings: Settings,
     clock: Clock,
     *,
+    access: Access,
     on_redis_error: Callable[[str], None] = lambda operation: None,
 ) -> TriageStore:
-    """Add the triage API, its OpenAPI document and the page to ``app``; return the
-    store they read, for the sweeper (which writes the index) and the notifier."""
-    access = Access(load_api_token(settings), settings.api_reads_require_token)
+    """Add the triage API, its OpenAPI document and the page to ``app``, behind
+    ``access``; return the store they read, for the sweeper (which writes the index)
+    and the notifier."""
     store = TriageStore.from_url(
         settings.redis_url,
         settings.topic_prefix,
@@ -122,13 +79,9 @@ def register_triage(
         async def answer(
             self, request: Request, handler: Callable[[], Awaitable[Reply]], *, write: bool
         ) -> Response:
-            refused = access.refusal(request.headers, write=write)
+            refused = refusal_response(self, access, request, write=write)
             if refused is not None:
-                status, error, detail = refused
-                challenge = {"WWW-Authenticate": 'Bearer realm="engagewatch"'}
-                return _error(
-                    self, status, error, detail, headers=challenge if status == 401 else None
-                )
+                return refused
             try:
                 status, body = await handler()
             except InputError as exc:
@@ -174,7 +127,7 @@ def register_triage(
                 alerts = await store.alerts(
                     clock.now(), account_id=account_id, include_snoozed=True
                 )
-                snapshot, problem = await _live_snapshot(app, account_id)
+                snapshot, problem = await _live_snapshot(app, account_id, request)
                 if entry is None and not history and snapshot is None:
                     return 404, {
                         "error": "not found",
@@ -311,13 +264,17 @@ def _resource(name: str) -> bytes:
     return resources.files("stream").joinpath("static", name).read_bytes()
 
 
-async def _live_snapshot(app: Any, account_id: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The account's snapshot from the worker that owns it (table-routed), if reachable."""
+async def _live_snapshot(
+    app: Any, account_id: str, request: Request
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The account's snapshot from the worker that owns it (table-routed), if reachable,
+    asked with the caller's token."""
     base = str(app.conf.canonical_url).rstrip("/")
     url = f"{base}/accounts/{quote(account_id, safe='')}"
     timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S)
+    headers = forwarded_auth(request)
     try:
-        async with app.http_client.get(url, timeout=timeout) as response:
+        async with app.http_client.get(url, timeout=timeout, headers=headers) as response:
             if response.status == 404:
                 return None, "no worker holds state for this account"
             if response.status == 503:  # its owner did not answer (stream/routing.py)

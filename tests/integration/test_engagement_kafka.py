@@ -335,11 +335,14 @@ def test_second_worker_takes_over_with_state_from_the_changelog(
         b.kill()
 
 
-def answer(port: int, path: str) -> tuple[int, dict[str, str], Any, float]:
+def answer(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any, float]:
     """Status, headers, JSON body and seconds taken, whatever the status."""
     started = time.monotonic()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:
             status, headers, raw = response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         status, headers, raw = error.code, dict(error.headers), error.read()
@@ -412,6 +415,65 @@ def test_reads_routed_to_a_worker_that_does_not_answer_get_a_bounded_503(
             if status == 503:
                 drill = get_json(a.settings.web_port, path)
                 assert drill["snapshot"] is None and b_url in drill["snapshot_error"], drill
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_with_reads_behind_the_token_every_route_with_account_data_asks_for_it(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """Found by a review: with ``api_reads_require_token`` the triage API refused reads
+    without the token, but ``/accounts/{id}`` and ``/portfolio/adoption`` on the same
+    port gave every account's data to anyone. Both now ask for it, and the requests a
+    worker makes for its caller (routing to the owner, the portfolio's fan-out, the
+    drill-down's live snapshot) carry the caller's token to the other workers."""
+    settings = engine_settings.model_copy(
+        update={
+            "api_token": "t0ken",
+            "api_reads_require_token": True,
+            "sweep_interval_s": 5.0,
+            "catch_up_lag_s": 30 * 86_400.0,  # index every account for triage soon
+        }
+    )
+    fleet, events = fleet_and_events(accounts=8, days=7)
+    a = worker(settings, tmp_path / "a.log")
+    b = worker(settings, tmp_path / "b.log")
+    a.start()
+    b.start()
+    token = {"Authorization": "Bearer t0ken"}
+    wrong = {"Authorization": "Bearer nope"}
+    port = a.settings.web_port
+    try:
+        publish(settings, fleet, events)
+        wait_for(
+            lambda: states_match(settings, reference_states(settings, fleet, events)),
+            120,
+            "both workers to fold the events",
+            2,
+        )
+        local = "/portfolio/adoption?feature=reports&scope=local"
+        assert answer(b.settings.web_port, local, token)[2]["accounts"] > 0  # b owns some
+        for account in fleet:
+            path = f"/accounts/{account.account_id}"
+            assert answer(port, path)[0] == 401
+            assert answer(port, path, wrong)[0] == 401
+            status, _, body, _ = answer(port, path, token)  # routed to b for some
+            assert status == 200 and body["account_id"] == account.account_id
+        portfolio = "/portfolio/adoption?feature=reports"
+        assert answer(port, portfolio)[0] == 401
+        assert answer(port, local)[0] == 401
+        status, _, body, _ = answer(port, portfolio, token)  # b's part asked with it
+        assert status == 200 and body["accounts"] == len(fleet)
+
+        def drill_downs() -> list[Any]:
+            return [answer(port, f"/api/v1/accounts/{x.account_id}", token)[2] for x in fleet]
+
+        wait_for(lambda: all(d["account"] for d in drill_downs()), 60, "the triage index", 2)
+        assert all(d["snapshot"] and d["snapshot_error"] is None for d in drill_downs())
+        assert answer(port, f"/api/v1/accounts/{fleet[0].account_id}")[0] == 401
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as metrics:
+            assert metrics.status == 200  # labels from fixed sets: no account data
     finally:
         a.kill()
         b.kill()

@@ -30,7 +30,10 @@ from stream.routing import (
 )
 from stream.tables import owned_items
 
-__all__ = ["AdoptionQuery", "register_portfolio_view"]
+__all__ = ["MAX_DAYS", "AdoptionQuery", "register_portfolio_view"]
+
+MAX_DAYS = 366
+"""The longest window a portfolio query may ask for (the state keeps far fewer days)."""
 
 
 class AdoptionQuery:
@@ -40,9 +43,11 @@ class AdoptionQuery:
         if not query.get("feature"):
             raise ValueError("the query parameter 'feature' is required")
         self.feature = query["feature"]
-        self.days = _positive(query, "days", 28)
+        # Bounded: each worker walks this many days of every account it owns, in the
+        # event loop (a review's days=700000 held a worker for seconds, 1000000 was a 500).
+        self.days = _positive(query, "days", 28, most=MAX_DAYS)
         self.min_users = _positive(query, "min_users", 1)
-        self.min_days = _positive(query, "min_days", 1)
+        self.min_days = _positive(query, "min_days", 1, most=self.days)
 
     def params(self) -> dict[str, str]:
         return {
@@ -53,13 +58,15 @@ class AdoptionQuery:
         }
 
 
-def _positive(query: Mapping[str, str], name: str, default: int) -> int:
+def _positive(query: Mapping[str, str], name: str, default: int, most: int | None = None) -> int:
     try:
         value = int(query.get(name, default))
     except ValueError:
         raise ValueError(f"{name} must be a whole number") from None
     if value < 1:
         raise ValueError(f"{name} must be >= 1")
+    if most is not None and value > most:
+        raise ValueError(f"{name} must be <= {most}")
     return value
 
 

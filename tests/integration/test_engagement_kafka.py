@@ -491,6 +491,10 @@ def test_read_api_answers_404_for_an_unknown_account_and_400_for_a_bad_query(
         with pytest.raises(urllib.error.HTTPError) as error:
             get_json(only.settings.web_port, "/portfolio/adoption")
         assert error.value.code == 400
+        status, _, body, _ = answer(
+            only.settings.web_port, "/portfolio/adoption?feature=reports&days=1000000"
+        )
+        assert (status, body) == (400, {"error": "days must be <= 366"})
         empty = get_json(only.settings.web_port, "/portfolio/adoption?feature=reports")
         assert empty == {"feature": "reports", "adopted": 0, "accounts": 0, "rate": None}
     finally:

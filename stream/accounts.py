@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stream import codec
-from stream.events import Rejection
+from stream.events import UNADDRESSABLE_IDS, Rejection
 
 __all__ = ["STATUSES", "Account", "decode_account", "plain_address"]
 
@@ -73,7 +73,7 @@ def decode_account(raw: bytes) -> Account | Rejection:
 
 def _validate(obj: Mapping[str, Any]) -> Account | Rejection:
     checks = (
-        _text(obj, "account_id", required=True),
+        _account_id(obj),
         _text(obj, "name", required=True),
         _count(obj, "licenses"),
         _address(obj, "owner_email"),
@@ -112,6 +112,13 @@ def _text(obj: Mapping[str, Any], name: str, required: bool = False) -> Any:
         return Rejection(f"missing_field:{name}", f"{name} is required") if required else None
     if not isinstance(value, str) or (required and not value):
         return Rejection(f"bad_type:{name}", f"{name} must be a non-empty string")
+    return value
+
+
+def _account_id(obj: Mapping[str, Any]) -> Any:
+    value = _text(obj, "account_id", required=True)
+    if isinstance(value, str) and value in UNADDRESSABLE_IDS:  # as events (stream/events.py)
+        return Rejection("bad_value:account_id", f"account_id cannot be {value!r}")
     return value
 
 

@@ -43,6 +43,10 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 MAX_ID_CHARS = 128
+UNADDRESSABLE_IDS = frozenset({".", ".."})
+"""Account ids no URL can name: a URL path resolves a segment of ``.`` or ``..`` (even
+percent-encoded, in browsers) into another path, so the account's triage page, its
+read API and the links in its alerts would all point elsewhere."""
 
 # The fixed part of every rejection reason; field-specific ones append ":<field>".
 REASONS = (
@@ -191,6 +195,7 @@ def _build_fast(obj: dict[str, Any], now: datetime, limits: EventLimits) -> Usag
             or not 0 < len(event_id) <= MAX_ID_CHARS
             or type(account_id) is not str
             or not 0 < len(account_id) <= MAX_ID_CHARS
+            or account_id in UNADDRESSABLE_IDS
             or (user_id is None and kind is not EventType.LICENSE_CHANGE)
             or (user_id is not None and (type(user_id) is not str or not user_id))
             or (role is not None and (type(role) is not str or not role))
@@ -251,6 +256,8 @@ def _identifier(obj: Mapping[str, Any], name: str) -> str:
         raise _InvalidEventError(
             f"bad_value:{name}", f"{name} must be 1-{MAX_ID_CHARS} characters, got {len(value)}"
         )
+    if name == "account_id" and value in UNADDRESSABLE_IDS:
+        raise _InvalidEventError(f"bad_value:{name}", f"{name} cannot be {value!r}")
     return value
 
 
@@ -523,6 +530,7 @@ def decode_batch(  # noqa: PLR0915 - one loop on purpose: a call per event costs
             or (user_id is None and code != 5)
             or at > limit_s
             or (keys is not None and key != keys[index])
+            or (group is None and wire.account_id in UNADDRESSABLE_IDS)  # once per account
         ):
             careful.append(index)
             continue

@@ -283,6 +283,9 @@ FIELD_REJECTIONS: list[Any] = [
     pytest.param("login", "event_id", "e" * 129, "bad_value:event_id", id="event_id-129"),
     pytest.param("login", "account_id", "a" * 129, "bad_value:account_id", id="account-129"),
     pytest.param("login", "account_id", "", "bad_value:account_id", id="account-empty"),
+    # No URL can name them: a path resolves "." and ".." (even percent-encoded) away.
+    pytest.param("login", "account_id", ".", "bad_value:account_id", id="account-dot"),
+    pytest.param("login", "account_id", "..", "bad_value:account_id", id="account-dot-dot"),
     pytest.param("login", "user_id", "", "bad_value:user_id", id="user_id-empty"),
     pytest.param("license_change", "user_id", "", "bad_value:user_id", id="license-user_id-empty"),
     pytest.param("login", "role", "", "bad_value:role", id="role-empty"),

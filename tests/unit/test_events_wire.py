@@ -134,6 +134,8 @@ RAW_VALUES = [
     b'"\xc3\xa9"',
     b'"\\u00e9"',
     b'"\\u0000"',
+    b'"."',  # account ids no URL can name
+    b'".."',
     b"[[[[1]]]]",
     b'{"a":1,"a":2}',
     b"NaN",
@@ -235,7 +237,9 @@ def encodings(draw: st.DrawFn) -> bytes:
     return draw(st.sampled_from([b"", b" ", b"\n"])) + body + draw(st.sampled_from([b"", b"\n"]))
 
 
-keys = st.just(b"acme") | st.sampled_from([b"acme ", b"ACME", b"caf\xc3\xa9", b"\xff", b"", None])
+keys = st.just(b"acme") | st.sampled_from(
+    [b"acme ", b"ACME", b"caf\xc3\xa9", b"\xff", b"", b"..", None]
+)
 
 
 @settings(max_examples=4_000, deadline=None)
@@ -364,6 +368,10 @@ def test_the_hot_path_leaves_the_rest_to_the_careful_path() -> None:
         assert fast(raw, b"acme") is None, raw
     assert fast(usual("login"), b"globex") is None
     assert fast(usual("login"), None) is None
+    for dots in (".", ".."):  # ids no URL can name: the careful path refuses them
+        raw = usual("login", account_id=dots)
+        assert fast(raw, dots.encode()) is None
+        assert decode_batch([usual("login"), raw], None, LIMITS.max_bytes, LIMIT_S).careful == [1]
 
 
 def test_time_caches_hold_only_what_the_careful_parser_accepts() -> None:

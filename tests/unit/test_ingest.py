@@ -808,6 +808,7 @@ async def test_accounts_last_record_of_a_key_in_a_batch_wins(
             account_json(contract_start="2025-13-01"), "bad_value:contract_start", id="date"
         ),
         pytest.param(account_json(arr="lots"), "bad_type:arr", id="arr"),
+        pytest.param(account_json(account_id=".."), "bad_value:account_id", id="dot-dot-id"),
         # Alerts are mailed to it as is: one address, no list, no header line.
         pytest.param(
             account_json(owner_email="csm@example.com, attacker@evil.example"),

@@ -79,8 +79,8 @@ def owner_route(
     """Like Faust's ``app.table_route(table=..., match_info=...)``, behind ``access``
     (a read): the decorated view method runs on the worker that owns the key in the
     URL, and other workers forward the request (token and all) to it; but a forward
-    that is refused, fails or takes longer than
-    :data:`ROUTE_TIMEOUT_S` answers 503 with ``Retry-After``, naming the worker."""
+    that is refused, fails or takes longer than :data:`ROUTE_TIMEOUT_S` answers 503
+    with ``Retry-After``, naming the worker."""
 
     def decorate(handler: Handler) -> Handler:
         @wraps(handler)

@@ -263,27 +263,42 @@ class TriageStore:
         raw = await self.redis.hget(self.key("alerts"), fingerprint)
         return codec.loads(raw) if raw else None
 
-    async def alerts(self, now: datetime, **filters: Any) -> list[dict[str, Any]]:
-        """Open alerts of accounts some worker still sweeps, with snoozes, acks, resolves."""
+    async def alerts(
+        self, now: datetime, *, account_id: str | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Open alerts of accounts some worker still sweeps, with snoozes, acks, resolves.
+        One account's come from its entry (the sweep writes its open alerts there and
+        in the fleet's hash alike): reading the whole hash took a second a drill-down
+        with 20,000 alerts open in the fleet."""
+        if account_id is not None:
+            entry = await self.account(account_id)
+            alerts = list(entry["open_alerts"]) if entry else []
+            fingerprints = [str(a["fingerprint"]) for a in alerts]
+            raw_acks = await self.redis.hmget(self.key("acks"), fingerprints) if alerts else []
+            acked = zip(fingerprints, raw_acks, strict=True)
+            acks = {fp: Ack.from_dict(codec.loads(v)) for fp, v in acked if v}
+        else:
+            alerts = await self._live_alerts()
+            acks = {
+                _text(fp): Ack.from_dict(codec.loads(v))
+                for fp, v in (await self.redis.hgetall(self.key("acks"))).items()
+            }
+        resolves = await self.resolve_requests(now)
+        silences = await self.silences(now)
+        return triage.open_alerts(
+            alerts, silences, acks, resolves, now, account_id=account_id, **filters
+        )
+
+    async def _live_alerts(self) -> list[dict[str, Any]]:
+        """Every open alert of an account that still has an entry; the others (left by
+        a worker that stopped sweeping them) are forgotten."""
         raw = await self.redis.hgetall(self.key("alerts"))
         alerts = [codec.loads(value) for value in raw.values()]
         live = await self._entries(sorted({a["account_id"] for a in alerts}))
         orphans = [a["fingerprint"] for a in alerts if a["account_id"] not in live]
         if orphans:
             await self.redis.hdel(self.key("alerts"), *orphans)
-        acks = {
-            _text(fp): Ack.from_dict(codec.loads(v))
-            for fp, v in (await self.redis.hgetall(self.key("acks"))).items()
-        }
-        resolves = await self.resolve_requests(now)
-        return triage.open_alerts(
-            [a for a in alerts if a["account_id"] in live],
-            await self.silences(now),
-            acks,
-            resolves,
-            now,
-            **filters,
-        )
+        return [a for a in alerts if a["account_id"] in live]
 
     async def _entries(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The live entries of these accounts; forgets ranks whose entry expired."""

@@ -212,6 +212,29 @@ async def test_acks_show_and_are_dropped_when_the_alert_closes(store: TriageStor
     assert alert["fingerprint"] not in {a["fingerprint"] for a in await store.alerts(NOW)}
 
 
+async def test_one_accounts_alerts_are_read_without_reading_the_fleets(
+    store: TriageStore,
+) -> None:
+    """Found by a fleet-scale review: a drill-down read every open alert of the fleet
+    (HGETALL) to show one account's, a second with 20,000 open. It now reads the
+    account's entry and its acks: the same answer, whatever else the hash holds."""
+    _, account_id = await swept(store)
+    alert = (await store.alerts(NOW))[0]
+    await store.ack(alert, Ack(alert["fingerprint"], "dana", NOW, "calling"))
+    fleet_wide = await store.alerts(NOW, include_snoozed=True)
+    mine = [a for a in fleet_wide if a["account_id"] == account_id]
+    assert mine and await store.alerts(NOW, account_id=account_id, include_snoozed=True) == mine
+    assert await store.alerts(NOW, account_id=account_id, status="acknowledged") == [
+        a for a in mine if a["ack"] is not None
+    ]
+    assert await store.alerts(NOW, account_id="nobody") == []
+    # Another account's alert the whole-hash read could not even decode: not read.
+    await store.redis.hset(store.key("alerts"), "other-fingerprint", b"{not json")
+    trips = RoundTrips(store)
+    assert await store.alerts(NOW, account_id=account_id, include_snoozed=True) == mine
+    assert trips.commands.count("HGETALL") == 2  # the snoozes and the resolve requests
+
+
 async def test_the_sweep_applies_a_resolve_once_and_does_not_refire(store: TriageStore) -> None:
     harness, account_id = await swept(store)
     alert = next(a for a in await store.alerts(NOW) if a["rule"] == "account-silent")

@@ -34,6 +34,8 @@ __all__ = ["MAX_DAYS", "AdoptionQuery", "register_portfolio_view"]
 
 MAX_DAYS = 366
 """The longest window a portfolio query may ask for (the state keeps far fewer days)."""
+ACCOUNTS_PER_TURN = 500
+"""Accounts counted between two turns of the event loop (a few ms of work)."""
 
 
 class AdoptionQuery:
@@ -70,16 +72,26 @@ def _positive(query: Mapping[str, str], name: str, default: int, most: int | Non
     return value
 
 
-def local_adoption(app: Any, table: Any, query: AdoptionQuery, now: datetime) -> PortfolioAdoption:
-    """Adoption over the accounts on this worker's active partitions."""
-    states = (EngagementState.from_json(value) for _, value in owned_items(app, table))
-    return customer_adoption_rate(
-        ((state, state.local_day(now)) for state in states),
-        query.feature,
-        days=query.days,
-        min_users=query.min_users,
-        min_days=query.min_days,
-    )
+async def local_adoption(
+    app: Any, table: Any, query: AdoptionQuery, now: datetime
+) -> PortfolioAdoption:
+    """Adoption over the accounts on this worker's active partitions, counted
+    :data:`ACCOUNTS_PER_TURN` at a time with the event loop let go in between: in one
+    go, 20,000 accounts held it (ingest, heartbeats, other requests) for 0.6 s."""
+    values = [value for _, value in owned_items(app, table)]  # the table moves meanwhile
+    total = PortfolioAdoption()
+    for start in range(0, len(values), ACCOUNTS_PER_TURN):
+        if start:
+            await asyncio.sleep(0)
+        states = map(EngagementState.from_json, values[start : start + ACCOUNTS_PER_TURN])
+        total += customer_adoption_rate(
+            ((state, state.local_day(now)) for state in states),
+            query.feature,
+            days=query.days,
+            min_users=query.min_users,
+            min_days=query.min_days,
+        )
+    return total
 
 
 def register_portfolio_view(app: Any, table: Any, clock: Any, access: Access) -> None:
@@ -96,7 +108,7 @@ def register_portfolio_view(app: Any, table: Any, clock: Any, access: Access) ->
             except ValueError as exc:
                 return self.json({"error": str(exc)}, status=400)
             if request.query.get("scope") == "local":
-                part = local_adoption(app, table, query, clock.now())
+                part = await local_adoption(app, table, query, clock.now())
                 return self.json({"adopted": part.adopted, "accounts": part.accounts})
             try:
                 total = await _gather(app, table, query, clock.now(), forwarded_auth(request))
@@ -120,7 +132,7 @@ async def _gather(
     others = [
         str(h).rstrip("/") for h in app.assignor.tables_metadata() if str(h).rstrip("/") != me
     ]
-    total = local_adoption(app, table, query, now)
+    total = await local_adoption(app, table, query, now)
     parts = await asyncio.gather(*(_remote(app, host, query, headers) for host in others))
     failures = []
     for host, part in zip(others, parts, strict=True):

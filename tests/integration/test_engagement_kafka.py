@@ -335,6 +335,15 @@ def test_second_worker_takes_over_with_state_from_the_changelog(
         b.kill()
 
 
+def publish_and_fold(
+    settings: Settings, fleet: Sequence[SimAccount], events: list[dict[str, Any]]
+) -> None:
+    """Publish, then wait until the workers' states are what the pure fold gives."""
+    publish(settings, fleet, events)
+    expected = reference_states(settings, fleet, events)
+    wait_for(lambda: states_match(settings, expected), 120, "the workers to fold the events", 2)
+
+
 def answer(
     port: int, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], Any, float]:
@@ -383,13 +392,7 @@ def test_reads_routed_to_a_worker_that_does_not_answer_get_a_bounded_503(
         )
 
     try:
-        publish(settings, fleet, events)
-        wait_for(
-            lambda: states_match(settings, reference_states(settings, fleet, events)),
-            120,
-            "both workers to fold the events",
-            2,
-        )
+        publish_and_fold(settings, fleet, events)
         local = "/portfolio/adoption?feature=reports&scope=local"
         assert get_json(b.settings.web_port, local)["accounts"] > 0  # b owns some
         triage = [f"/api/v1/accounts/{account.account_id}" for account in fleet]
@@ -445,13 +448,7 @@ def test_with_reads_behind_the_token_every_route_with_account_data_asks_for_it(
     wrong = {"Authorization": "Bearer nope"}
     port = a.settings.web_port
     try:
-        publish(settings, fleet, events)
-        wait_for(
-            lambda: states_match(settings, reference_states(settings, fleet, events)),
-            120,
-            "both workers to fold the events",
-            2,
-        )
+        publish_and_fold(settings, fleet, events)
         local = "/portfolio/adoption?feature=reports&scope=local"
         assert answer(b.settings.web_port, local, token)[2]["accounts"] > 0  # b owns some
         for account in fleet:

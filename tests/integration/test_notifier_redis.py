@@ -696,6 +696,31 @@ async def smtp(tmp_path: Path) -> AsyncIterator[SmtpServer]:
         yield server
 
 
+def mail_config(smtp: SmtpServer, tmp_path: Path, to: list[str]) -> DeliveryConfig:
+    """One e-mail receiver, "mail", on the test's SMTP server, retrying fast."""
+    return DeliveryConfig.model_validate(
+        {
+            "receivers": [
+                {
+                    "name": "mail",
+                    "type": "email",
+                    "smtp": {
+                        "host": smtp.host,
+                        "port": smtp.port,
+                        "username": USERNAME,
+                        "password": PASSWORD,
+                        "ca_file": str(tmp_path / "smtp-cert.pem"),
+                    },
+                    "from": "engagewatch@example.com",
+                    "to": to,
+                    "retry": FAST_RETRY,
+                }
+            ],
+            "route": {"receiver": "mail"},
+        }
+    )
+
+
 @pytest.mark.parametrize("dead_letters_down", [False, True])
 async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
     stack: devstack.Stack,
@@ -710,27 +735,7 @@ async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
     were recorded as sent and never heard of again. With the dead-letter topic down at
     first, the refusal waits in the queue: nothing is lost, and nobody mailed twice."""
     monkeypatch.setattr(notifier_module, "REDIS_RETRY_S", (0.1, 0.2))  # a failed pass
-    config = DeliveryConfig.model_validate(
-        {
-            "receivers": [
-                {
-                    "name": "mail",
-                    "type": "email",
-                    "smtp": {
-                        "host": smtp.host,
-                        "port": smtp.port,
-                        "username": USERNAME,
-                        "password": PASSWORD,
-                        "ca_file": str(tmp_path / "smtp-cert.pem"),
-                    },
-                    "from": "engagewatch@example.com",
-                    "to": ["owner", "oncall@example.com", "gone@example.com"],
-                    "retry": FAST_RETRY,
-                }
-            ],
-            "route": {"receiver": "mail"},
-        }
-    )
+    config = mail_config(smtp, tmp_path, ["owner", "oncall@example.com", "gone@example.com"])
     smtp.refuse["oncall@example.com"] = "450 4.2.1 Mailbox busy"
     smtp.refuse["gone@example.com"] = "550 5.1.1 No such user"
     redis = aioredis.from_url(stack.redis_url)
@@ -784,27 +789,7 @@ async def test_an_owner_email_that_is_not_one_address_is_dead_lettered_not_stuck
     every few seconds with that message first in line, so no e-mail went out for any
     account. One holding a list mailed every address in it. Both are now refused for
     good, with the reason, and the mail for the next account goes out."""
-    config = DeliveryConfig.model_validate(
-        {
-            "receivers": [
-                {
-                    "name": "mail",
-                    "type": "email",
-                    "smtp": {
-                        "host": smtp.host,
-                        "port": smtp.port,
-                        "username": USERNAME,
-                        "password": PASSWORD,
-                        "ca_file": str(tmp_path / "smtp-cert.pem"),
-                    },
-                    "from": "engagewatch@example.com",
-                    "to": ["owner"],
-                    "retry": FAST_RETRY,
-                }
-            ],
-            "route": {"receiver": "mail"},
-        }
-    )
+    config = mail_config(smtp, tmp_path, ["owner"])
     owners = ["dana@example.com\nlee@example.com", "csm@example.com, attacker@evil.example"]
     bad = [alert(n + 1) for n in range(len(owners))]
     for event, owner in zip(bad, owners, strict=True):

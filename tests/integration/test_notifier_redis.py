@@ -721,6 +721,37 @@ def mail_config(smtp: SmtpServer, tmp_path: Path, to: list[str]) -> DeliveryConf
     )
 
 
+@contextlib.asynccontextmanager
+async def mail_notifier(
+    stack: devstack.Stack, config: DeliveryConfig, dead_letter: Callable[[Any], Awaitable[None]]
+) -> AsyncIterator[Notifier]:
+    """A notifier for ``config`` on the real Redis, with the real senders."""
+    redis = aioredis.from_url(stack.redis_url)
+    try:
+        async with aiohttp.ClientSession() as session:
+            options = render_options(lambda: datetime.now(UTC), None)
+            senders: dict[str, Sender] = {
+                r.name: build_sender(r, session, options) for r in config.receivers
+            }
+            outbox = Outbox(redis, f"t{uuid.uuid4().hex[:10]}")
+            yield Notifier(
+                config, outbox, senders, dead_letter=dead_letter, now=lambda: datetime.now(UTC)
+            )
+    finally:
+        await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def delivering(notifier: Notifier, receiver: str) -> AsyncIterator[None]:
+    """The receiver's delivery loop, running for the block."""
+    loop = asyncio.create_task(notifier.run_receiver(receiver))
+    try:
+        yield
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+
 @pytest.mark.parametrize("dead_letters_down", [False, True])
 async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
     stack: devstack.Stack,
@@ -738,7 +769,6 @@ async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
     config = mail_config(smtp, tmp_path, ["owner", "oncall@example.com", "gone@example.com"])
     smtp.refuse["oncall@example.com"] = "450 4.2.1 Mailbox busy"
     smtp.refuse["gone@example.com"] = "550 5.1.1 No such user"
-    redis = aioredis.from_url(stack.redis_url)
     dead: list[dict[str, Any]] = []
 
     refusing = [dead_letters_down]
@@ -749,30 +779,15 @@ async def test_a_recipient_refused_for_a_while_gets_its_own_follow_up(
             raise KafkaUnavailableError("the dead-letter topic is down")
         dead.append(dict(record))
 
-    try:
-        async with aiohttp.ClientSession() as session:
-            options = render_options(lambda: datetime.now(UTC), None)
-            senders: dict[str, Sender] = {
-                r.name: build_sender(r, session, options) for r in config.receivers
-            }
-            outbox = Outbox(redis, f"t{uuid.uuid4().hex[:10]}")
-            notifier = Notifier(
-                config, outbox, senders, dead_letter=dead_letter, now=lambda: datetime.now(UTC)
-            )
-            await notifier.accept(alert())
-            loop = asyncio.create_task(notifier.run_receiver("mail"))
-            try:
-                await until(lambda: len(smtp.received) == 1, 10, "the mail to the owner")
-                del smtp.refuse["oncall@example.com"]  # the alias takes mail again
-                await until(lambda: len(smtp.received) == 2, 10, "the follow-up")
-                await until(lambda: len(dead) == 1, 10, "the dead letter")
-                await asyncio.sleep(0.5)  # nothing else follows
-            finally:
-                loop.cancel()
-                await asyncio.gather(loop, return_exceptions=True)
-            assert await outbox.pending("mail") == 0
-    finally:
-        await redis.aclose()
+    async with mail_notifier(stack, config, dead_letter) as notifier:
+        await notifier.accept(alert())
+        async with delivering(notifier, "mail"):
+            await until(lambda: len(smtp.received) == 1, 10, "the mail to the owner")
+            del smtp.refuse["oncall@example.com"]  # the alias takes mail again
+            await until(lambda: len(smtp.received) == 2, 10, "the follow-up")
+            await until(lambda: len(dead) == 1, 10, "the dead letter")
+            await asyncio.sleep(0.5)  # nothing else follows
+        assert await notifier.outbox.pending("mail") == 0
     assert [mail.rcpt_tos for mail in smtp.received] == [
         ("csm@example.com",),
         ("oncall@example.com",),
@@ -795,32 +810,18 @@ async def test_an_owner_email_that_is_not_one_address_is_dead_lettered_not_stuck
     for event, owner in zip(bad, owners, strict=True):
         event["account"]["owner_email"] = owner
     good = alert(3)
-    redis = aioredis.from_url(stack.redis_url)
     dead: list[dict[str, Any]] = []
 
     async def dead_letter(record: Any) -> None:
         dead.append(dict(record))
 
-    try:
-        async with aiohttp.ClientSession() as session:
-            options = render_options(lambda: datetime.now(UTC), None)
-            senders = {r.name: build_sender(r, session, options) for r in config.receivers}
-            outbox = Outbox(redis, f"t{uuid.uuid4().hex[:10]}")
-            notifier = Notifier(
-                config, outbox, senders, dead_letter=dead_letter, now=lambda: datetime.now(UTC)
-            )
-            for event in [*bad, good]:
-                await notifier.accept(event)
-            loop = asyncio.create_task(notifier.run_receiver("mail"))
-            try:
-                await until(lambda: len(smtp.received) == 1, 10, "the mail of the good account")
-                await until(lambda: len(dead) == 2, 10, "the two dead letters")
-            finally:
-                loop.cancel()
-                await asyncio.gather(loop, return_exceptions=True)
-            assert await outbox.pending("mail") == 0
-    finally:
-        await redis.aclose()
+    async with mail_notifier(stack, config, dead_letter) as notifier:
+        for event in [*bad, good]:
+            await notifier.accept(event)
+        async with delivering(notifier, "mail"):
+            await until(lambda: len(smtp.received) == 1, 10, "the mail of the good account")
+            await until(lambda: len(dead) == 2, 10, "the two dead letters")
+        assert await notifier.outbox.pending("mail") == 0
     assert [mail.rcpt_tos for mail in smtp.received] == [("csm@example.com",)]
     assert sorted(d["detail"] for d in dead) == sorted(
         f"not one plain e-mail address: {owner!r}" for owner in owners

@@ -294,11 +294,23 @@ class TriageStore:
         a worker that stopped sweeping them) are forgotten."""
         raw = await self.redis.hgetall(self.key("alerts"))
         alerts = [codec.loads(value) for value in raw.values()]
-        live = await self._entries(sorted({a["account_id"] for a in alerts}))
+        live = await self._live_accounts(sorted({a["account_id"] for a in alerts}))
         orphans = [a["fingerprint"] for a in alerts if a["account_id"] not in live]
         if orphans:
             await self.redis.hdel(self.key("alerts"), *orphans)
         return [a for a in alerts if a["account_id"] in live]
+
+    async def _live_accounts(self, account_ids: Sequence[str]) -> set[str]:
+        """Which of these accounts still have an entry; forgets ranks whose entry
+        expired. Decoding 20,000 entries to learn that was half of a fleet-wide alert
+        list's second; one ``EXISTS`` each in a pipeline costs redis-py about as much."""
+        if not account_ids:
+            return set()
+        found = await self.redis.mget([self.key(f"account:{i}") for i in account_ids])
+        gone = [i for i, there in zip(account_ids, found, strict=True) if not there]
+        if gone:
+            await self.redis.zrem(self.key("rank"), *gone)
+        return set(account_ids).difference(gone)
 
     async def _entries(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The live entries of these accounts; forgets ranks whose entry expired."""

@@ -60,6 +60,8 @@ def add_parser(sub: Any) -> None:
     alerts.add_argument("--account", dest="account_id")
     alerts.add_argument("--owner")
     alerts.add_argument("--include-snoozed", action="store_true")
+    alerts.add_argument("--limit", type=int, default=100, help="alerts per page (1-500)")
+    alerts.add_argument("--offset", type=int, default=0, help="skip this many (a page's next)")
     ack = verbs.add_parser("ack", parents=[common, who], help="acknowledge an alert")
     ack.add_argument("fingerprint", metavar="FINGERPRINT")
     ack.add_argument("--comment", default="")
@@ -212,6 +214,8 @@ def _alerts(client: Client, args: argparse.Namespace) -> Any:
         account_id=args.account_id,
         owner=args.owner,
         include_snoozed=args.include_snoozed,
+        limit=args.limit,
+        offset=args.offset,
     )
 
 
@@ -325,7 +329,13 @@ def _alert_rows(alerts: Sequence[dict[str, Any]], with_account: bool = True) -> 
 
 
 def _render_alerts(body: Any) -> str:
-    return _alert_rows(body["alerts"])
+    rows = _alert_rows(body["alerts"])
+    after = body.get("next_offset")
+    if after is None:
+        return rows
+    shown = len(body["alerts"])
+    more = f"{shown} of {body['total']} open alerts shown; the next page: --offset {after}"
+    return f"{rows}\n{more}"
 
 
 def _render_account(body: Any) -> str:

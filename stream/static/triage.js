@@ -6,6 +6,9 @@ const API = "/api/v1";
 const REFRESH_MS = 15000;
 const TOKEN_KEY = "engagewatch.token";
 const AUTHOR_KEY = "engagewatch.author";
+const ALERTS_PAGE = 100;
+
+let alertPages = 1; // pages of open alerts shown; "Show more" adds one
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -268,13 +271,31 @@ async function loadOverview() {
   const alertParams = new URLSearchParams();
   if (params.get("owner")) alertParams.set("owner", params.get("owner"));
   if (params.get("include_snoozed")) alertParams.set("include_snoozed", "true");
-  const alerts = await authorized(() => api("/alerts?" + alertParams.toString()));
+  const alerts = await loadAlerts(alertParams);
   fill($("#silent tbody"), silent.accounts.map(silentRow));
   $("#silent-empty").hidden = silent.accounts.length > 0;
   renderHeatmap(silent.accounts);
-  fill($("#alerts tbody"), alerts.alerts.map((a) => alertRow(a, true)));
-  $("#alerts-empty").hidden = alerts.alerts.length > 0;
+  fill($("#alerts tbody"), alerts.shown.map((a) => alertRow(a, true)));
+  $("#alerts-empty").hidden = alerts.shown.length > 0;
+  $("#alerts-more").hidden = alerts.more === null;
+  $("#alerts-count").textContent = alerts.more === null ? "" : "Showing " + alerts.shown.length + " of " + alerts.total + " open alerts.";
   setStatus("as of " + when(silent.as_of));
+}
+
+// The first alertPages pages of open alerts, one request per page (the API gives at most
+// 500 at a time; a fleet can have tens of thousands open).
+async function loadAlerts(params) {
+  const shown = [];
+  let offset = 0;
+  let page = { total: 0, next_offset: null };
+  for (let n = 0; n < alertPages && offset !== null; n++) {
+    params.set("limit", String(ALERTS_PAGE));
+    params.set("offset", String(offset));
+    page = await authorized(() => api("/alerts?" + params.toString()));
+    shown.push(...page.alerts);
+    offset = page.next_offset;
+  }
+  return { shown, total: page.total, more: offset };
 }
 
 // --- drill-down ----------------------------------------------------------------------
@@ -378,9 +399,10 @@ async function render() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("#filters").addEventListener("change", () => refresh());
-  $("#filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
+  $("#filters").addEventListener("change", () => { alertPages = 1; refresh(); });
+  $("#filters").addEventListener("submit", (event) => { event.preventDefault(); alertPages = 1; refresh(); });
   $("#signin").addEventListener("click", () => askToken());
+  $("#alerts-more-button").addEventListener("click", () => { alertPages += 1; refresh(); });
   $("#back").addEventListener("click", (event) => { event.preventDefault(); history.pushState({}, "", "/triage"); render(); });
   window.addEventListener("popstate", () => render());
   updateSignin();

@@ -133,7 +133,8 @@ def listed_accounts(fleet: Fleet, query: str = "") -> dict[str, dict[str, Any]]:
 
 
 def open_fingerprints(fleet: Fleet, query: str = "") -> set[str]:
-    return {a["fingerprint"] for a in call(fleet, "GET", f"/api/v1/alerts?{query}")[2]["alerts"]}
+    body = call(fleet, "GET", f"/api/v1/alerts?limit=500&{query}")[2]
+    return {a["fingerprint"] for a in body["alerts"]}
 
 
 # --- the document ------------------------------------------------------------------------
@@ -200,6 +201,45 @@ def test_the_silent_list_ranks_the_quiet_accounts_with_what_triage_needs(fleet: 
     for bad in ("0", "%C2%B2"):  # zero; a superscript two, a digit int() refuses
         status, _, error = call(fleet, "GET", f"/api/v1/accounts/silent?limit={bad}")
         assert status == 400 and "limit" in error["detail"] and error["field"] == "limit"
+
+
+def test_open_alerts_come_in_pages_that_add_up_to_the_whole_list(fleet: Fleet) -> None:
+    def fingerprints(body: dict[str, Any]) -> list[str]:
+        return [a["fingerprint"] for a in body["alerts"]]
+
+    def pages_of_two() -> tuple[list[str], list[int]]:
+        walked: list[str] = []
+        totals: list[int] = []
+        offset: int | None = 0
+        while offset is not None:
+            status, _, page = call(fleet, "GET", f"/api/v1/alerts?limit=2&offset={offset}")
+            assert status == 200 and len(page["alerts"]) <= 2
+            walked += fingerprints(page)
+            totals.append(page["total"])
+            offset = page["next_offset"]
+        return walked, totals
+
+    # The sweep may change the list between requests: compare a walk with the whole list
+    # read before and after it, once both whole readings agree.
+    for _ in range(5):
+        before = call(fleet, "GET", "/api/v1/alerts?limit=500")[2]
+        walked, totals = pages_of_two()
+        after = call(fleet, "GET", "/api/v1/alerts?limit=500")[2]
+        if fingerprints(before) == fingerprints(after):
+            break
+    else:
+        pytest.fail("the open alerts changed during each of five walks")
+    assert len(walked) >= 3, "the fleet needs a few open alerts for this test"
+    assert walked == fingerprints(before)
+    assert set(totals) == {before["total"]} and before["total"] == len(walked)
+    assert before["next_offset"] is None
+    one = call(fleet, "GET", "/api/v1/alerts?limit=1")[2]
+    assert one["next_offset"] == 1 and len(one["alerts"]) == 1
+    past = call(fleet, "GET", f"/api/v1/alerts?offset={len(walked) + 5}")[2]
+    assert past["alerts"] == [] and past["next_offset"] is None
+    for name, bad in (("offset", "-1"), ("offset", "x"), ("limit", "501")):
+        status, _, error = call(fleet, "GET", f"/api/v1/alerts?{name}={bad}")
+        assert status == 400 and error["field"] == name
 
 
 def test_one_account_has_its_entry_alerts_history_and_live_snapshot(fleet: Fleet) -> None:
@@ -364,6 +404,9 @@ def test_the_cli_prints_the_ranked_table_and_acknowledges(fleet: Fleet) -> None:
     assert acked.stdout.strip() == f"acknowledged {alert['fingerprint']} as noor"
     states = cli("alerts", "--status", "acknowledged")
     assert alert["fingerprint"] in states.stdout and "acked" in states.stdout
+    paged = cli("alerts", "--limit", "1")
+    assert paged.returncode == 0, paged.stderr
+    assert paged.stdout.splitlines()[-1].endswith("open alerts shown; the next page: --offset 1")
     missing = cli("ack", "no-such-alert", token=TOKEN)
     assert missing.returncode == 1 and "HTTP 404" in missing.stderr
     bad = cli("snooze", alert["fingerprint"], "--for", "forever", "--reason", "r", token=TOKEN)

@@ -7,14 +7,18 @@ list. Screenshots go to $ENGAGEWATCH_ARTIFACTS_DIR (default: <repo>/test-artifac
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from stream import codec
+from stream.triage_store import TriageStore
 from tests.conftest import REPO
 from tests.integration.harness import wait_for
 from tests.integration.test_triage_api import TOKEN, Fleet, call, fleet_settings, run_fleet
@@ -131,3 +135,71 @@ def test_triage_page_lists_drills_down_and_snoozes(fleet: Fleet, page: Page) -> 
     assert snoozed and all(s and s["author"] == "Dana" for s in snoozed)
     assert problems == []
     assert shot.exists() and shot.stat().st_size > 0
+
+
+SEEDED = 150
+
+
+def in_store(fleet: Fleet, act: Callable[[TriageStore], Awaitable[object]]) -> None:
+    """Runs ``act`` on the fleet's triage store, in a thread of its own: Playwright's
+    sync API keeps an event loop running in this one."""
+
+    async def run() -> None:
+        store = TriageStore.from_url(
+            fleet.settings.redis_url, fleet.settings.topic_prefix, entry_ttl_s=300
+        )
+        try:
+            await act(store)
+        finally:
+            await store.close()
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, run()).result()
+
+
+async def _seed(store: TriageStore) -> None:
+    """Open alerts of made-up accounts written straight into the triage index (alert and
+    live entry, as a sweep writes them): no simulated fleet has hundreds open."""
+    pipe = store.redis.pipeline(transaction=False)
+    for i in range(SEEDED):
+        alert = {
+            "fingerprint": f"seeded-fp-{i:03d}",
+            "account_id": f"seeded-{i:03d}",
+            "account_name": f"Seeded {i:03d}",
+            "rule": "usage-below-licenses",
+            "severity": "info",
+            "status": "firing",
+            "starts_at": "2026-01-01T00:00:00Z",
+            "summary": "seeded for paging",
+        }
+        entry = {"account_id": alert["account_id"], "open_alerts": [alert], "priority": 0.0}
+        pipe.hset(store.key("alerts"), alert["fingerprint"], codec.dumps(alert))
+        pipe.set(store.key(f"account:{alert['account_id']}"), codec.dumps(entry), ex=300)
+    await pipe.execute()
+
+
+async def _unseed(store: TriageStore) -> None:
+    await store.redis.delete(*(store.key(f"account:seeded-{i:03d}") for i in range(SEEDED)))
+    await store.redis.hdel(store.key("alerts"), *(f"seeded-fp-{i:03d}" for i in range(SEEDED)))
+
+
+def test_the_page_shows_a_hundred_open_alerts_and_more_on_demand(fleet: Fleet, page: Page) -> None:
+    in_store(fleet, _seed)
+    try:
+        total = call(fleet, "GET", "/api/v1/alerts?limit=1")[2]["total"]
+        assert total >= SEEDED
+        page.goto(f"{fleet.url}/triage")
+        expect(page.locator("#alerts tbody tr")).to_have_count(100)
+        expect(page.locator("#alerts-count")).to_have_text(f"Showing 100 of {total} open alerts.")
+        page.click("#alerts-more-button")
+        expect(page.locator("#alerts tbody tr")).to_have_count(min(total, 200))
+        rows = page.locator("#alerts tbody tr")
+        shown = rows.evaluate_all("rows => rows.map(r => r.dataset.fingerprint)")
+        listed = call(fleet, "GET", "/api/v1/alerts?limit=200")[2]["alerts"]
+        assert shown == [a["fingerprint"] for a in listed]  # the API's order, pages joined
+        if total <= 200:
+            expect(page.locator("#alerts-more")).to_be_hidden()
+        page.check("#filters input[name=include_snoozed]")  # a new filter starts at one page
+        expect(page.locator("#alerts tbody tr")).to_have_count(100)
+    finally:
+        in_store(fleet, _unseed)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from stream.events import (
     MAX_SESSION_S,
     REASONS,
+    UNADDRESSABLE_IDS,
     EventLimits,
     EventType,
     Rejection,
@@ -610,7 +611,7 @@ def valid_events(draw: st.DrawFn) -> tuple[dict[str, Any], datetime]:
     event = valid_event(
         event_type,
         event_id=draw(_ID_TEXT),
-        account_id=draw(_ID_TEXT),
+        account_id=draw(_ID_TEXT.filter(lambda i: i not in UNADDRESSABLE_IDS)),
         occurred_at=occurred.isoformat().replace("+00:00", "Z"),
         properties=props,
     )

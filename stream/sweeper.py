@@ -134,7 +134,7 @@ class Sweeper:
         self._ruleset = RuleSet(tuple(rules), step_s, on_rule_failure)
         self._current_state = current_state
         """The account's state now (the ingest pipeline's own object); without it, the
-        states are decoded from ``owned_states`` at the start of each sweep."""
+        states are decoded from ``owned_states``, each as its account is judged."""
         self._reuse_for = reuse_for
         self._delay_s = delay_s
         self._silence_rules = frozenset(
@@ -176,52 +176,48 @@ class Sweeper:
         # A removal under way (it holds the lock) keeps its accounts out: their states
         # are read below, before it deletes them.
         self._removed = set(self._removing)
-        states = self._states()
-        marked = [
-            s.account_id
-            for s in states
-            if s.account_id in self._deleted and s.account_id not in self._removed
-        ]
+        owned = self._owned_states()
+        marked = [a for a, _ in owned if a in self._deleted and a not in self._removed]
         if marked:  # removals left unfinished (a removal under way is left to itself)
             await self._finish_removals(marked, now, report)
-            states = [s for s in states if s.account_id not in self._removed]
-        newest = max((s.newest_at for s in states if s.newest_at is not None), default=None)
-        stalled = newest is None or now.timestamp() - newest > self._catch_up_lag_s
-        if stalled:
-            await self._hold(states, now, report)
+            owned = [(a, value) for a, value in owned if a not in self._removed]
+        if not self._any_recent(owned, now):
+            await self._hold(owned, now, report)
             return report
         if self._unindexed:
             await self._forget_in_index()
         resolves = await self._resolve_requests(now)
         batch = IndexBatch() if self._triage is not None else None
         waiting: list[str] = []
-        for index, first_read in enumerate(states, 1):
-            if self._behind(first_read.account_id):
+        for index, (account_id, value) in enumerate(owned, 1):
+            if self._behind(account_id):
                 # Its events are still being read: judged by the clock now, it would
                 # look quieter than it is (and than replay would judge it).
-                waiting.append(first_read.account_id)
+                waiting.append(account_id)
                 continue
-            # The pipeline's own object, if it holds the account: ingest may have folded
-            # more since the sweep began (and the evaluator's reuse belongs to it).
-            held = None
-            if self._current_state is not None:
-                held = self._current_state(first_read.account_id, decode=False)
-            state = held or first_read
-            requests = resolves.get(state.account_id, [])
+            # Decoded here, one account at a time: a worker holds no more decoded states
+            # than ``decoded_states`` allows, whatever it owns. The pipeline's own object
+            # if it holds the account (its evaluator's reuse belongs to it).
+            held = self._held(account_id)
             async with self._one_account:
-                if state.account_id in self._removed:
-                    continue  # deleted since this sweep read the states
+                if account_id in self._removed:
+                    continue  # deleted since this sweep listed the accounts
+                state = held or self._decoded(account_id, value)
+                if state is None:
+                    continue
                 report.accounts += 1
-                await self._sweep_one(state, now, report, requests, batch, shared=held is not None)
+                await self._sweep_one(
+                    state, now, report, resolves.get(account_id, []), batch, shared=held is not None
+                )
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let ingest and the web server run between accounts
         await self._publish(report)
         report.seconds = time.perf_counter() - started
         report.behind = len(waiting)
         if batch is not None:
-            owned = {state.account_id for state in states} - self._removed
+            owned_ids = {account_id for account_id, _ in owned} - self._removed
             batch.leave_out(self._removed)
-            self._indexed = {a: v for a, v in self._indexed.items() if a in owned}
+            self._indexed = {a: v for a, v in self._indexed.items() if a in owned_ids}
             lost = await self._redis("index_write", lambda t: t.write_index(batch))
             if lost is None:  # not written: build them all again next time
                 self._indexed.clear()
@@ -334,42 +330,61 @@ class Sweeper:
             for account_id in gone:
                 self._unindexed.pop(account_id, None)
 
-    def _states(self) -> list[EngagementState]:
-        owned = self._owned_states()
+    def _held(self, account_id: str) -> EngagementState | None:
+        """The pipeline's own decoded state of the account, if it holds one."""
         if self._current_state is None:
-            return [EngagementState.from_json(value) for _, value in owned]
-        found = [self._current_state(account_id) for account_id, _ in owned]
-        return [state for state in found if state is not None]
+            return None
+        return self._current_state(account_id, decode=False)
+
+    def _decoded(self, account_id: str, value: Any) -> EngagementState | None:
+        """The account's state now (the table's latest, with a pipeline)."""
+        if self._current_state is None:
+            return EngagementState.from_json(value)
+        return self._current_state(account_id)
+
+    def _any_recent(self, owned: Sequence[tuple[str, Any]], now: datetime) -> bool:
+        """Whether some owned account's newest event is within ``catch_up_lag_s``: if
+        none is, the input has stalled. States held decoded are asked first, then the
+        others decoded one at a time and let go, up to the first recent one."""
+        since = now.timestamp() - self._catch_up_lag_s
+
+        def recent(state: EngagementState | None) -> bool:
+            return state is not None and state.newest_at is not None and state.newest_at >= since
+
+        if any(recent(self._held(account_id)) for account_id, _ in owned):
+            return True
+        return any(recent(self._decoded(account_id, value)) for account_id, value in owned)
 
     async def _hold(
-        self, states: Sequence[EngagementState], now: datetime, report: SweepReport
+        self, owned: Sequence[tuple[str, Any]], now: datetime, report: SweepReport
     ) -> None:
         """A sweep held while the input is stalled: nothing judged by the clock, the
         people's resolves applied, the triage entries kept alive."""
-        report.held = bool(states)
-        if self._triage is not None and states:
-            await self._resolve_while_held(states, now, report)
-            ids = [s.account_id for s in states]
+        report.held = bool(owned)
+        if self._triage is not None and owned:
+            await self._resolve_while_held(owned, now, report)
+            ids = [account_id for account_id, _ in owned]
             await self._redis("index_refresh", lambda t: t.refresh_index(ids))
 
     async def _resolve_while_held(
-        self, states: Sequence[EngagementState], now: datetime, report: SweepReport
+        self, owned: Sequence[tuple[str, Any]], now: datetime, report: SweepReport
     ) -> None:
         """People's resolves while the rules are held (the input stalled: a quiet night,
         a holiday): applied and published without judging anything, not left waiting
         for the next event (a request nobody applies in a day is dropped)."""
         resolves = await self._resolve_requests(now)
-        owned = [state for state in states if state.account_id in resolves]
-        if not owned:
+        asked = [(account_id, value) for account_id, value in owned if account_id in resolves]
+        if not asked:
             return
         batch = IndexBatch()
-        for state in owned:
+        for account_id, value in asked:
             async with self._one_account:
-                if state.account_id in self._removed:
+                state = None if account_id in self._removed else self._decoded(account_id, value)
+                if state is None:
                     continue
-                requests = resolves[state.account_id]
+                requests = resolves[account_id]
                 await self._sweep_one(state, now, report, requests, batch, judge=False)
-                self._indexed.pop(state.account_id, None)  # built afresh next time
+                self._indexed.pop(account_id, None)  # built afresh next time
         await self._publish(report)
         await self._redis("index_write", lambda t: t.write_index(batch))
 

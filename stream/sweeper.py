@@ -358,33 +358,29 @@ class Sweeper:
     async def _hold(
         self, owned: Sequence[tuple[str, Any]], now: datetime, report: SweepReport
     ) -> None:
-        """A sweep held while the input is stalled: nothing judged by the clock, the
-        people's resolves applied, the triage entries kept alive."""
+        """A sweep held while the input is stalled (a quiet night, a holiday): nothing
+        judged by the clock, but the people's resolves applied and published, not left
+        waiting for the next event (a request nobody applies in a day is dropped), and
+        the triage entries kept alive, or built again where Redis has none: a worker
+        started in a quiet hour after its entries expired showed on-call nothing."""
         report.held = bool(owned)
-        if self._triage is not None and owned:
-            await self._resolve_while_held(owned, now, report)
-            ids = [account_id for account_id, _ in owned]
-            await self._redis("index_refresh", lambda t: t.refresh_index(ids))
-
-    async def _resolve_while_held(
-        self, owned: Sequence[tuple[str, Any]], now: datetime, report: SweepReport
-    ) -> None:
-        """People's resolves while the rules are held (the input stalled: a quiet night,
-        a holiday): applied and published without judging anything, not left waiting
-        for the next event (a request nobody applies in a day is dropped)."""
+        if self._triage is None or not owned:
+            return
         resolves = await self._resolve_requests(now)
-        asked = [(account_id, value) for account_id, value in owned if account_id in resolves]
-        if not asked:
+        ids = [account_id for account_id, _ in owned]
+        missing = set(await self._redis("index_refresh", lambda t: t.refresh_index(ids)) or ())
+        tended = [(a, value) for a, value in owned if a in resolves or a in missing]
+        if not tended:
             return
         batch = IndexBatch()
-        for account_id, value in asked:
+        for account_id, value in tended:
             async with self._one_account:
                 state = None if account_id in self._removed else self._decoded(account_id, value)
                 if state is None:
                     continue
-                requests = resolves[account_id]
+                self._indexed.pop(account_id, None)  # its entry built now, and afresh next time
+                requests = resolves.get(account_id, [])
                 await self._sweep_one(state, now, report, requests, batch, judge=False)
-                self._indexed.pop(account_id, None)  # built afresh next time
         await self._publish(report)
         await self._redis("index_write", lambda t: t.write_index(batch))
 

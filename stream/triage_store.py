@@ -207,12 +207,15 @@ class TriageStore:
         await pipe.execute()
         return True
 
-    async def refresh_index(self, account_ids: Iterable[str]) -> None:
-        """Keep entries alive through sweeps that hold evaluation (input behind)."""
+    async def refresh_index(self, account_ids: Iterable[str]) -> list[str]:
+        """Keep entries alive through sweeps that hold evaluation (input behind);
+        returns the accounts that had no entry to keep (expired, or never written)."""
+        ids = list(account_ids)
         pipe = self.redis.pipeline(transaction=False)
-        for account_id in account_ids:
+        for account_id in ids:
             pipe.expire(self.key(f"account:{account_id}"), self.entry_ttl_s)
-        await pipe.execute()
+        renewed = await pipe.execute()
+        return [account_id for account_id, found in zip(ids, renewed, strict=True) if not found]
 
     async def resolve_requests(self, now: datetime) -> dict[str, ResolveRequest]:
         """Pending resolve requests by fingerprint; drops those nobody applied in a day."""

@@ -279,6 +279,26 @@ async def test_a_resolve_is_applied_while_the_sweeps_are_held(store: TriageStore
     assert len(harness.published) == before + 1
 
 
+async def test_a_held_sweep_builds_the_entries_redis_no_longer_has(store: TriageStore) -> None:
+    """Found while reading the held sweep: it only renewed the entries' expiry, so a
+    worker back in a quiet hour after its entries expired listed nothing to on-call
+    until the next event arrived."""
+    harness, account_id = await swept(store)
+    await store.redis.delete(store.key(f"account:{account_id}"))  # expired meanwhile
+    harness.sweeper._catch_up_lag_s = 3600.0  # the default: the newest event is days old
+    before = len(harness.published)
+    later = NOW + timedelta(hours=2)
+    report = await harness.sweeper.sweep(later)
+    assert report.held and len(harness.published) == before  # nothing judged
+    entry = await store.account(account_id)
+    assert entry is not None
+    assert "account-silent" in {a["rule"] for a in entry["open_alerts"]}
+    assert account_id in {e["account_id"] for e in await store.silent_accounts(later)}
+    assert await store.redis.ttl(store.key(f"account:{account_id}")) > 0
+    report = await harness.sweeper.sweep(later + timedelta(minutes=1))  # kept, not rebuilt
+    assert report.held and await store.account(account_id) == entry
+
+
 async def test_requests_nobody_applied_within_a_day_are_dropped(store: TriageStore) -> None:
     request = ResolveRequest("fp", "gone", "dana", "r", NOW)
     await store.request_resolve({"account_id": "gone", "fingerprint": "fp"}, request)

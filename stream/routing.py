@@ -90,9 +90,11 @@ def owner_route(
                 return refused
             key = request.match_info[match_info]
             try:
-                return await asyncio.wait_for(
-                    app.router.route_req(table.name, key, view.web, request), ROUTE_TIMEOUT_S
-                )
+                async with asyncio.timeout(ROUTE_TIMEOUT_S):  # not wait_for: keeps a cancel
+                    routed: Response = await app.router.route_req(
+                        table.name, key, view.web, request
+                    )
+                return routed
             except SameNode:
                 return await handler(view, request, *args, **kwargs)
             except ServiceUnavailable:

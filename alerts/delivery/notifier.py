@@ -188,8 +188,15 @@ class Notifier:
         """Deliver what is due for one receiver, forever (cancel to stop)."""
         receiver = self.config.receiver(name)
         limiter = RateLimiter(receiver.rate_per_s)
+        task = asyncio.current_task()
         try:
             while not self._stopping.is_set():
+                if task is not None and task.cancelling():
+                    # A cancel some library lost: on Python 3.11 asyncio.wait_for (which
+                    # redis-py uses around each write) returns when its awaitable is done
+                    # even if the task was cancelled meanwhile. Without this the loop ran
+                    # on for good and the worker's stop waited on it.
+                    raise asyncio.CancelledError
                 try:
                     sent = await self._until_redis_answers(
                         "deliver", lambda: self._deliver_due(receiver, limiter)
@@ -202,7 +209,8 @@ class Notifier:
                     await asyncio.sleep(REDIS_RETRY_S[1])
                 if not sent:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), IDLE_POLL_S)
+                        async with asyncio.timeout(IDLE_POLL_S):
+                            await self._stopping.wait()
         finally:
             try:
                 await asyncio.shield(self.outbox.release_lease(name, self.holder))
@@ -316,8 +324,9 @@ class Notifier:
         try:
             # The transports time out on their own; this bounds anything they miss.
             # A group shares its recipients: a follow-up's are part of its digest group.
-            sending = sender.send(alerts, [m.id for m in group], group[0].recipients)
-            return await asyncio.wait_for(sending, timeout=_send_limit_s(receiver))
+            # asyncio.timeout, not wait_for, which loses a cancel (run_receiver says how).
+            async with asyncio.timeout(_send_limit_s(receiver)):
+                return await sender.send(alerts, [m.id for m in group], group[0].recipients)
         except TimeoutError:
             return Attempt(Outcome.RETRY, f"no answer within {_send_limit_s(receiver):.0f}s")
         except ValueError as error:  # content that cannot be rendered: the same every time

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from alerts.delivery.notifier import Notifier
 from alerts.delivery.outbox import Outbox
 from alerts.delivery.schedule import delivery_id, episode_id
 from alerts.delivery.senders import Sender, build_sender, render_options
+from alerts.transports.outcome import Attempt
 from stream.telemetry import EngineMetrics
 from tests.conftest import free_port
 from tests.servers import Reply
@@ -636,6 +637,40 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, int]]:
         os.kill(proc.pid, signal.SIGCONT)
         proc.terminate()
         proc.wait(10)
+
+
+async def test_a_cancel_that_comes_as_a_send_finishes_stops_the_delivery_loop(
+    make_rig: RigFactory,
+) -> None:
+    """Found by a review (this file's tests hung 1 in 20-40 runs): on Python 3.11
+    asyncio.wait_for returns when its awaitable is done even if the task was cancelled
+    meanwhile, and drops the cancel. The notifier bounded its sends with it, and
+    redis-py bounds each write with it (here: recording the message as sent): the loop
+    went on for good, and a worker's stop that cancels it waited forever."""
+    rig = await make_rig()
+    real = rig.notifier.senders["slack"]
+    tasks: list[asyncio.Task[None]] = []
+
+    class CancelledAsItFinishes:
+        async def send(
+            self, alerts: Any, message_ids: Sequence[str], recipients: Sequence[str] = ()
+        ) -> Attempt:
+            attempt = await real.send(alerts, message_ids, recipients)
+            tasks[0].cancel()  # the worker stops as the receiver's answer arrives
+            return attempt
+
+    senders = rig.notifier.senders
+    assert isinstance(senders, dict)
+    senders["slack"] = CancelledAsItFinishes()
+    await rig.notifier.accept(alert(1))
+    tasks.append(asyncio.create_task(rig.notifier.run_receiver("slack")))
+    done, _ = await asyncio.wait(tasks, timeout=10)
+    try:
+        assert done == set(tasks), "the delivery loop went on after it was cancelled"
+        assert tasks[0].cancelled() and len(rig.slack.posted) == 1
+    finally:
+        rig.notifier.stop()
+        await asyncio.wait(tasks, timeout=5)
 
 
 async def test_while_redis_is_unreachable_nothing_is_lost_or_sent_unrecorded(

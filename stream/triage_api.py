@@ -170,6 +170,7 @@ def register_triage(
                 after = start + size
                 return 200, {
                     "alerts": alerts[start:after],
+                    "offset": start,
                     "total": len(alerts),
                     "next_offset": after if after < len(alerts) else None,
                     "as_of": _now_iso(clock),
@@ -387,16 +388,26 @@ def _optional(body: Mapping[str, Any], name: str) -> str | None:
 
 def _limit(query: Mapping[str, str], default: int = 50) -> int:
     raw = query.get("limit", str(default))
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InputError("limit", f"expected a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
+    if not _whole_number(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InputError(
+            "limit", f"expected a whole number from 1 to {MAX_LIMIT}, got {raw[:20]!r}"
+        )
     return int(raw)
 
 
 def _offset(query: Mapping[str, str]) -> int:
     raw = query.get("offset", "0")
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_OFFSET:
-        raise InputError("offset", f"expected a whole number from 0 to {MAX_OFFSET}, got {raw!r}")
+    if not _whole_number(raw) or int(raw) > MAX_OFFSET:
+        raise InputError(
+            "offset", f"expected a whole number from 0 to {MAX_OFFSET}, got {raw[:20]!r}"
+        )
     return int(raw)
+
+
+def _whole_number(raw: str) -> bool:
+    """ASCII digits, few enough for ``int``: Python refuses strings of over 4,300 digits
+    with a ValueError, which answered a plain-text 500."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= 12
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:

@@ -329,13 +329,15 @@ def _alert_rows(alerts: Sequence[dict[str, Any]], with_account: bool = True) -> 
 
 
 def _render_alerts(body: Any) -> str:
-    rows = _alert_rows(body["alerts"])
+    alerts, total, offset = body["alerts"], body["total"], body.get("offset", 0)
     after = body.get("next_offset")
-    if after is None:
-        return rows
-    shown = len(body["alerts"])
-    more = f"{shown} of {body['total']} open alerts shown; the next page: --offset {after}"
-    return f"{rows}\n{more}"
+    if not alerts and total:
+        return f"No alerts from --offset {offset}: {total} open in all."
+    if not offset and after is None:
+        return _alert_rows(alerts)  # the whole list
+    shown = f"Alerts {offset + 1}-{offset + len(alerts)} of {total}"
+    more = f"; the next page: --offset {after}" if after is not None else " (the last page)"
+    return f"{_alert_rows(alerts)}\n{shown}{more}."
 
 
 def _render_account(body: Any) -> str:

@@ -7,8 +7,10 @@ const REFRESH_MS = 15000;
 const TOKEN_KEY = "engagewatch.token";
 const AUTHOR_KEY = "engagewatch.author";
 const ALERTS_PAGE = 100;
+const ALERTS_MOST = 500; // the API's largest page
 
-let alertPages = 1; // pages of open alerts shown; "Show more" adds one
+let alertPages = 1; // hundreds of open alerts shown; "Show more" adds one
+let alertQuery = ""; // the filters they were listed for: others start again at one
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -271,31 +273,25 @@ async function loadOverview() {
   const alertParams = new URLSearchParams();
   if (params.get("owner")) alertParams.set("owner", params.get("owner"));
   if (params.get("include_snoozed")) alertParams.set("include_snoozed", "true");
-  const alerts = await loadAlerts(alertParams);
+  if (alertParams.toString() !== alertQuery) alertPages = 1;
+  alertQuery = alertParams.toString();
+  // One request, so that the list is one reading of it (pages read one by one could
+  // show an alert twice and miss another when the sweep moved the list in between).
+  alertParams.set("limit", String(Math.min(ALERTS_MOST, ALERTS_PAGE * alertPages)));
+  const alerts = await authorized(() => api("/alerts?" + alertParams.toString()));
   fill($("#silent tbody"), silent.accounts.map(silentRow));
   $("#silent-empty").hidden = silent.accounts.length > 0;
   renderHeatmap(silent.accounts);
-  fill($("#alerts tbody"), alerts.shown.map((a) => alertRow(a, true)));
-  $("#alerts-empty").hidden = alerts.shown.length > 0;
-  $("#alerts-more").hidden = alerts.more === null;
-  $("#alerts-count").textContent = alerts.more === null ? "" : "Showing " + alerts.shown.length + " of " + alerts.total + " open alerts.";
+  fill($("#alerts tbody"), alerts.alerts.map((a) => alertRow(a, true)));
+  $("#alerts-empty").hidden = alerts.alerts.length > 0;
+  const more = alerts.next_offset !== null;
+  const most = alerts.alerts.length >= ALERTS_MOST;
+  $("#alerts-more").hidden = !more;
+  $("#alerts-more-button").hidden = most;
+  $("#alerts-count").textContent = more
+    ? "Showing " + alerts.alerts.length + " of " + alerts.total + " open alerts." + (most ? " Narrow them with the owner filter, or page through them with the API or the CLI." : "")
+    : "";
   setStatus("as of " + when(silent.as_of));
-}
-
-// The first alertPages pages of open alerts, one request per page (the API gives at most
-// 500 at a time; a fleet can have tens of thousands open).
-async function loadAlerts(params) {
-  const shown = [];
-  let offset = 0;
-  let page = { total: 0, next_offset: null };
-  for (let n = 0; n < alertPages && offset !== null; n++) {
-    params.set("limit", String(ALERTS_PAGE));
-    params.set("offset", String(offset));
-    page = await authorized(() => api("/alerts?" + params.toString()));
-    shown.push(...page.alerts);
-    offset = page.next_offset;
-  }
-  return { shown, total: page.total, more: offset };
 }
 
 // --- drill-down ----------------------------------------------------------------------
@@ -399,8 +395,8 @@ async function render() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("#filters").addEventListener("change", () => { alertPages = 1; refresh(); });
-  $("#filters").addEventListener("submit", (event) => { event.preventDefault(); alertPages = 1; refresh(); });
+  $("#filters").addEventListener("change", () => refresh());
+  $("#filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
   $("#signin").addEventListener("click", () => askToken());
   $("#alerts-more-button").addEventListener("click", () => { alertPages += 1; refresh(); });
   $("#back").addEventListener("click", (event) => { event.preventDefault(); history.pushState({}, "", "/triage"); render(); });

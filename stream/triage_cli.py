@@ -331,8 +331,12 @@ def _alert_rows(alerts: Sequence[dict[str, Any]], with_account: bool = True) -> 
 def _render_alerts(body: Any) -> str:
     alerts, total, offset = body["alerts"], body["total"], body.get("offset", 0)
     after = body.get("next_offset")
-    if not alerts and total:
-        return f"No alerts from --offset {offset}: {total} open in all."
+    if not alerts:
+        return (
+            f"No alerts from --offset {offset}: {total} open in all."
+            if total
+            else "No open alerts."
+        )
     if not offset and after is None:
         return _alert_rows(alerts)  # the whole list
     shown = f"Alerts {offset + 1}-{offset + len(alerts)} of {total}"

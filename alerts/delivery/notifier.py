@@ -188,15 +188,11 @@ class Notifier:
         """Deliver what is due for one receiver, forever (cancel to stop)."""
         receiver = self.config.receiver(name)
         limiter = RateLimiter(receiver.rate_per_s)
-        task = asyncio.current_task()
         try:
             while not self._stopping.is_set():
-                if task is not None and task.cancelling():
-                    # A cancel some library lost: on Python 3.11 asyncio.wait_for (which
-                    # redis-py uses around each write) returns when its awaitable is done
-                    # even if the task was cancelled meanwhile. Without this the loop ran
-                    # on for good and the worker's stop waited on it.
-                    raise asyncio.CancelledError
+                # Without this the loop ran on for good after a lost cancel, and the
+                # worker's stop waited on it.
+                _stop_if_cancelled()
                 try:
                     sent = await self._until_redis_answers(
                         "deliver", lambda: self._deliver_due(receiver, limiter)
@@ -497,6 +493,7 @@ class Notifier:
             try:
                 return await step()
             except _REDIS_ERRORS as exc:
+                _stop_if_cancelled()  # a stop while Redis is away: left for the next worker
                 if self.metrics:
                     self.metrics.count_redis_error(operation)
                 log.warning(
@@ -518,6 +515,15 @@ def _bind(
     event: Mapping[str, Any],
 ) -> Callable[[], Awaitable[None]]:
     return lambda: step(receiver, event)
+
+
+def _stop_if_cancelled() -> None:
+    """Raise the cancel some library lost: on Python 3.11 ``asyncio.wait_for``, which
+    redis-py uses around each write, returns when its awaitable is done even if the task
+    was cancelled meanwhile, and the cancel is gone (the task still counts it)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _send_limit_s(receiver: Receiver) -> float:

@@ -44,6 +44,15 @@ class History:
         end = datetime.now(UTC).replace(microsecond=0)
         self.fleet = build_fleet(FleetSpec(accounts=12, seed=seed, as_of=end.date()))
         self.events = list(generate_events(self.fleet, end - timedelta(days=28), end, seed=seed))
+        # At night (UTC) the fleet's newest event can be over an hour old: a worker then
+        # holds its sweeps ("the producers stopped", catch_up_lag_s) and judges nothing
+        # by the clock, which replay does. One login a minute ago, published last, is
+        # what a fleet at work sends: both sides read it.
+        login = next(e for e in reversed(self.events) if e["type"] == "login")
+        moment = (end - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+        self.events.append(
+            {**login, "event_id": f"{login['event_id']}-late", "occurred_at": moment}
+        )
         self.events_file = tmp_path / "events.jsonl"
         self.accounts_file = tmp_path / "accounts.jsonl"
         self.events_file.write_text("".join(json.dumps(e) + "\n" for e in self.events))
